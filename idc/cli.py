@@ -1,0 +1,66 @@
+"""Hydra plumbing shared by the thin entry scripts and the `idc` console script.
+
+Stages are plain functions `idc.<module>.run(cfg)`; this module maps stage names to them and turns
+user errors (missing artifact, bad data, bad config) into one logged line and exit status 2.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from idc import config as _config  # noqa: F401  (registers the structured config schema)
+from idc.errors import IdcError
+from idc.paths import MissingArtifactError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+STAGES = {
+    "prepare_data": "idc.prepare_data",
+    "train": "idc.train",
+    "evaluate": "idc.evaluate",
+    "landscape": "idc.landscape",
+    "explain": "idc.explain.stage",
+    "visualize": "idc.explain.visualize",
+    "sanity": "idc.sanity",
+    "figures": "idc.figures",
+    "report": "idc.report",
+}
+
+log = logging.getLogger("idc")
+
+
+def run_stage(stage: str, cfg):
+    """Run one stage; a user error becomes one clear logged line and exit code 2."""
+    module = importlib.import_module(STAGES[stage])
+    try:
+        return module.run(cfg)
+    except (IdcError, MissingArtifactError) as err:
+        log.error("%s: %s", stage, err)
+        sys.exit(2)
+
+
+def stage_main(stage: str):
+    """The Hydra app of one stage, for the thin scripts/<stage>.py entry points."""
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+    def _app(cfg):
+        return run_stage(stage, cfg)
+
+    def main() -> None:
+        # The log folder ${run.dir}/logs/<job name>/ follows the stage, whoever called us.
+        sys.argv.insert(1, f"hydra.job.name={stage}")
+        _app()
+
+    return main
+
+
+def main() -> None:
+    """`idc <stage> [overrides...]`: the same as `python scripts/<stage>.py [overrides...]`."""
+    if len(sys.argv) < 2 or sys.argv[1] not in STAGES:
+        print("usage: idc {" + ",".join(STAGES) + "} [hydra overrides ...]", file=sys.stderr)
+        sys.exit(2)
+    stage = sys.argv.pop(1)
+    stage_main(stage)()

@@ -1,0 +1,168 @@
+"""Structured config schema, registered in Hydra's ConfigStore.
+
+The YAML files under ``configs/`` only set values; the dataclasses here define which keys exist and
+their types, so a mistyped key or a wrong type fails at compose time with Hydra's own message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class RunConfig:
+    name: str = "${data.name}"
+    dir: str = "outputs/${run.name}"
+
+
+@dataclass
+class DataConfig:
+    # "synthetic": generate (once, deterministically) a Kaggle-layout set under `root`;
+    # "kaggle": index an existing set under `root` (the folder holding <pid>/<0|1>/*.png).
+    name: str = "synthetic"
+    source: str = "synthetic"
+    root: str = MISSING
+    # Pixel ground truth of the synthetic set (<masks_dir>/<pid>.npz); null for real data.
+    masks_dir: Optional[str] = None
+    patch_size: int = 50
+    # Use only the first N patients (sorted by id); null = all. For synthetic data: how many to generate.
+    num_patients: Optional[int] = None
+    # Patient-level split, as the book: train_test_split(pids, test_size=0.4, random_state=24),
+    # then the held-out part split in half (val / test) with the same seed.
+    split_seed: int = 24
+    test_size: float = 0.4
+    val_share_of_holdout: float = 0.5
+    # Decode all patches once into a memory-mapped uint8 array (N x 50 x 50 x 3).
+    packed_cache: bool = True
+    # Synthetic generator only.
+    seed: int = 0
+    patches_per_patient: int = 700
+    idc_fraction_min: float = 0.05
+    idc_fraction_max: float = 0.7
+    edge_patch_prob: float = 0.02
+    workers: int = 0  # 0 = all cores
+    # EDA figures written by prepare_data.
+    eda_figures: bool = True
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet18"
+    head: List[int] = field(default_factory=lambda: [512, 256])
+    dropout: float = 0.5
+    num_classes: int = 2
+    # null (default, offline) or "imagenet" (needs the torchvision weights file in the local cache).
+    weights: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.002
+    optimizer: str = "adamax"
+    # "none" (book), "class_weights" (weighted loss) or "sampler" (balanced sampling).
+    balance: str = "none"
+    amp: bool = True  # CUDA only; bf16 where supported, else fp16 with a GradScaler
+    channels_last: bool = True  # CUDA only
+    num_workers: int = 0
+    eval_batch_size: int = 256
+    # Cap batches per epoch (smoke runs and tests); null = full epoch.
+    max_batches: Optional[int] = None
+    resume: bool = False
+    # Testing hook: raise after this many optimizer steps (simulates a crash); null = never.
+    crash_after_steps: Optional[int] = None
+    dist_backend: str = "auto"  # auto: nccl on CUDA, gloo otherwise
+
+
+@dataclass
+class EvaluateConfig:
+    split: str = "test"
+    batch_size: int = 256
+
+
+@dataclass
+class LandscapeConfig:
+    # Explicit patient ids; empty = the `num_patients` test patients with the most IDC patches.
+    patients: List[int] = field(default_factory=list)
+    num_patients: int = 2
+    split: str = "test"
+
+
+@dataclass
+class ExplainConfig:
+    methods: List[str] = field(
+        default_factory=lambda: [
+            "lime", "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad",
+            "gradcam", "guided_gradcam", "gradcam_pp", "scorecam", "layercam", "rise",
+        ]
+    )
+    # Rows of the test split in eval/predictions.csv order (the book uses [142, 41291]).
+    patches: List[int] = field(default_factory=list)
+    # Most confident patches per outcome (tp/tn/fp/fn).
+    select: Dict[str, int] = field(default_factory=lambda: {"tp": 2, "tn": 2, "fp": 1, "fn": 1})
+    image_ids: List[str] = field(default_factory=list)
+    target: str = "pred"  # pred | label | <class index>
+    cam_layer: str = "layer4"
+    batch_size: int = 64
+    lime_num_samples: int = 1000
+    lime_batch_size: int = 500
+    lime_num_features: int = 20
+    ig_steps: int = 50
+    ig_internal_batch_size: int = 512
+    smoothgrad_samples: int = 25
+    smoothgrad_stdev: float = 0.15
+    rise_num_masks: int = 2000
+    rise_cell: int = 8
+    rise_p: float = 0.5
+    num_shards: int = 1
+    shard_index: int = 0
+    visualize: bool = True
+    filter_layers: List[str] = field(default_factory=lambda: ["conv1", "layer1", "layer2", "layer3", "layer4"])
+    filter_count: int = 64
+    filter_steps: int = 40
+    seed: int = 0
+
+
+@dataclass
+class SanityConfig:
+    methods: List[str] = field(
+        default_factory=lambda: [
+            "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad",
+            "gradcam", "guided_gradcam",
+        ]
+    )
+    cascade: List[str] = field(default_factory=lambda: ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"])
+    num_patches: int = 16
+    # Similarity (Spearman of absolute maps) below this = the map changed = the test is passed.
+    threshold: float = 0.5
+    random_labels_epochs: int = 5
+    random_labels_max_batches: Optional[int] = None
+    localization: bool = True
+    localization_patches: int = 32
+    hog_pixels_per_cell: int = 5
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
+    seed: int = 24
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+register_configs()
