@@ -144,6 +144,12 @@ class SanityConfig:
     localization: bool = True
     localization_patches: int = 32
     hog_pixels_per_cell: int = 5
+    # Pointing game: a maximum within this many pixels of the ground-truth mask counts as a hit.
+    pointing_tolerance: int = 2
+    # Deletion curve: deleted pixels are replaced by a Gaussian-blurred copy ("blur") or the image mean ("mean").
+    deletion_baseline: str = "blur"
+    # Also score faithfulness with pytorch-grad-cam's ROAD (noisy linear imputation; a few seconds per method).
+    road: bool = True
     seed: int = 0
 
 

@@ -1,0 +1,184 @@
+"""Localization and faithfulness scores of saliency maps against a pixel ground-truth mask.
+
+Pure functions on arrays, except `deletion_curves` / `road_scores`, which query the model:
+- `pixel_auroc`: ROC AUC of the map as a pixel classifier of the mask (0.5 = chance).
+- `pointing_game`: is the map's maximum inside the mask (dilated by `tolerance` pixels)?
+- `energy_inside`: share of the map's total (non-negative) mass that falls inside the mask.
+- `deletion_curves`: P(target) while the most relevant pixels are progressively replaced by a
+  baseline image (a Gaussian-blurred copy, or the per-image channel mean); `curve_area` gives the
+  normalized area under it (lower = the map found the pixels the model relies on).
+- `road_scores`: pytorch-grad-cam's ROAD (remove-and-debias) combined score, higher = more faithful.
+Maps are [n, H, W] (non-negative grey maps, e.g. `idc.explain.to_grayscale`), masks bool [n, H, W].
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_dilation, gaussian_filter
+from sklearn.metrics import roc_auc_score
+
+DEFAULT_FRACTIONS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
+
+def _check(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    maps = np.asarray(maps, dtype=np.float64)
+    masks = np.asarray(masks, dtype=bool)
+    if maps.shape != masks.shape or maps.ndim != 3:
+        raise ValueError(f"maps and masks must both be [n, H, W]; got {maps.shape} and {masks.shape}")
+    return maps, masks
+
+
+def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per-map ROC AUC of map values against mask pixels; NaN where the mask is empty or full."""
+    maps, masks = _check(maps, masks)
+    out = np.full(len(maps), np.nan)
+    for i, (m, g) in enumerate(zip(maps, masks)):
+        if 0 < g.sum() < g.size:
+            out[i] = roc_auc_score(g.ravel(), m.ravel())
+    return out
+
+
+def pointing_game(maps: np.ndarray, masks: np.ndarray, tolerance: int = 0) -> np.ndarray:
+    """Per-map hit (1.0) / miss (0.0): the maximum lies inside the mask grown by `tolerance` pixels.
+
+    A constant map points nowhere and counts as a miss; NaN where the mask is empty.
+    """
+    maps, masks = _check(maps, masks)
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    out = np.full(len(maps), np.nan)
+    for i, (m, g) in enumerate(zip(maps, masks)):
+        if not g.any():
+            continue
+        if tolerance:
+            g = binary_dilation(g, structure=np.ones((3, 3), bool), iterations=tolerance)
+        if np.ptp(m) == 0:
+            out[i] = 0.0
+            continue
+        r, c = np.unravel_index(np.argmax(m), m.shape)
+        out[i] = float(g[r, c])
+    return out
+
+
+def energy_inside(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per-map fraction of sum(map) inside the mask (maps clipped at 0); NaN for an all-zero map."""
+    maps, masks = _check(maps, masks)
+    maps = np.clip(maps, 0, None)
+    total = maps.sum(axis=(1, 2))
+    inside = (maps * masks).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+
+
+def random_maps(shape: Sequence[int], seed: int) -> np.ndarray:
+    """Uniform noise maps: the chance baseline every method should beat."""
+    return np.random.default_rng(seed).random(tuple(shape))
+
+
+def baseline_images(x: torch.Tensor, kind: str = "blur", sigma: float = 5.0) -> torch.Tensor:
+    """What deleted pixels are replaced with: a Gaussian-blurred copy (per channel) or the image mean."""
+    if kind == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if kind == "blur":
+        arr = x.detach().cpu().numpy()
+        blurred = gaussian_filter(arr, sigma=(0, 0, sigma, sigma), mode="reflect")
+        return torch.from_numpy(blurred).to(x.device, x.dtype)
+    raise ValueError(f"baseline must be 'blur' or 'mean', got {kind!r}")
+
+
+def deletion_masks(maps: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
+    """bool [n, len(fractions), H, W]: True where a pixel is deleted at each fraction (most relevant first).
+
+    Ties are broken by a stable sort on pixel order, so a constant map deletes pixels row by row.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    n, h, w = maps.shape
+    order = np.argsort(-maps.reshape(n, -1), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rank[np.arange(n)[:, None], order] = np.arange(h * w)[None, :]
+    counts = np.round(np.asarray(fractions) * h * w).astype(int)
+    return (rank[:, None, :] < counts[None, :, None]).reshape(n, len(counts), h, w)
+
+
+@torch.no_grad()
+def deletion_curves(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    maps: np.ndarray,
+    target: torch.Tensor,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    baseline: str = "blur",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """[n, len(fractions)] softmax P(target) after deleting the top fraction of pixels of each map."""
+    model.eval()
+    n = x.shape[0]
+    steps = len(fractions)
+    base = baseline_images(x, baseline)
+    keep = torch.from_numpy(~deletion_masks(maps, fractions)).to(x.device)  # [n, s, H, W]
+    flat_idx = np.arange(n * steps)
+    probs = np.empty(n * steps, dtype=np.float64)
+    for start in range(0, n * steps, batch_size):
+        idx = flat_idx[start : start + batch_size]
+        img, step = idx // steps, idx % steps
+        k = keep[img, step].unsqueeze(1).to(x.dtype)  # [b, 1, H, W]
+        batch = x[img] * k + base[img] * (1 - k)
+        p = torch.softmax(model(batch).float(), dim=1)
+        probs[idx] = p[torch.arange(len(idx)), target[img]].cpu().numpy()
+    return probs.reshape(n, steps)
+
+
+def curve_area(fractions: Sequence[float], curves: np.ndarray) -> np.ndarray:
+    """Trapezoid area under each curve [n, s], normalized by the fraction range -> [n] in [0, 1]."""
+    f = np.asarray(fractions, dtype=np.float64)
+    return np.trapezoid(curves, f, axis=1) / (f[-1] - f[0])
+
+
+def road_scores(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    maps: np.ndarray,
+    target: torch.Tensor,
+    percentiles: Sequence[int] = (10, 30, 50, 70, 90),
+    seed: int = 0,
+) -> np.ndarray:
+    """pytorch-grad-cam's ROADCombined per image: (LeRF - MoRF) / 2 on the softmax score, higher = better.
+
+    ROAD imputes removed pixels from their neighbours (plus a little noise, seeded here), so the
+    model does not see the sharp holes a constant replacement leaves.
+    """
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model.eval()
+    targets = [ClassifierOutputSoftmaxTarget(int(t)) for t in target]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        scores = ROADCombined(percentiles=list(percentiles))(x, np.asarray(maps, np.float32), targets, model)
+    return np.asarray(scores, dtype=np.float64).reshape(-1)
+
+
+def score_maps(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    maps: np.ndarray,
+    masks: np.ndarray,
+    tolerance: int = 0,
+    baseline: str = "blur",
+    road: bool = True,
+    seed: int = 0,
+) -> Dict[str, np.ndarray]:
+    """Every localization and faithfulness score of one method's maps -> {score: [n]}."""
+    curves = deletion_curves(model, x, maps, target, baseline=baseline)
+    scores = {
+        "pixel_auroc": pixel_auroc(maps, masks),
+        "pointing_game": pointing_game(maps, masks, tolerance=tolerance),
+        "energy_inside": energy_inside(maps, masks),
+        "deletion_auc": curve_area(DEFAULT_FRACTIONS, curves),
+    }
+    if road:
+        scores["road"] = road_scores(model, x, maps, target, seed=seed)
+    return scores

@@ -1,0 +1,172 @@
+"""Report stage (`make report`): `${run.dir}/report.html`, one static page of the run's results.
+
+Inline CSS, no script, no remote resource; every image and link is relative to run.dir, so the run
+folder can be moved or zipped as a whole. A section whose input is missing says which make target
+produces it instead of failing, so the report of a partial run is still useful.
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+from idc.figures import BOOK_FIGURES, OUR_FIGURES
+from idc.paths import RunPaths
+from idc.sanity_plots import LOCALIZATION_FIGURE
+from idc.utils import write_text_atomic, wrote
+
+log = logging.getLogger("idc")
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 4px 8px; text-align: left; } th { background: #eee; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #ddd; } figcaption { font-size: 0.8em; color: #555; }
+.missing { color: #a33; font-style: italic; } code { background: #f3f3f3; padding: 0 3px; }
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then render **bold** and `code` (the only inline markdown our tables use)."""
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def _table_html(rows: List[str]) -> str:
+    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+    cells = [c for c in cells if not all(re.fullmatch(r":?-{3,}:?", x) for x in c)]  # drop the rule line
+    head, body = cells[0], cells[1:]
+    out = ["<table>", "<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
+    return "\n".join(out + ["</table>"])
+
+
+def markdown_to_html(md: str, heading_offset: int = 2) -> str:
+    """The small markdown subset our stages write: headings, pipe tables, paragraphs, bullet lists."""
+    blocks, table, para = [], [], []
+
+    def flush():
+        if table:
+            blocks.append(_table_html(table))
+            table.clear()
+        if para:
+            items = [p for p in para if p.startswith("- ")]
+            if items and len(items) == len(para):
+                blocks.append("<ul>" + "".join(f"<li>{_inline(p[2:])}</li>" for p in para) + "</ul>")
+            else:
+                blocks.append(f"<p>{_inline(' '.join(para))}</p>")
+            para.clear()
+
+    for line in md.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|"):
+            if para:
+                flush()
+            table.append(stripped)
+        elif stripped.startswith("#"):
+            flush()
+            level = min(6, len(stripped) - len(stripped.lstrip("#")) + heading_offset)
+            blocks.append(f"<h{level}>{_inline(stripped.lstrip('#').strip())}</h{level}>")
+        elif not stripped:
+            flush()
+        else:
+            if table:
+                flush()
+            para.append(stripped)
+    flush()
+    return "\n".join(blocks)
+
+
+def _missing(what: str, target: str) -> str:
+    return f'<p class="missing">{html.escape(what)} not found: run <code>{html.escape(target)}</code> first.</p>'
+
+
+def _rel(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def figure_gallery(names: Iterable[str], figures_dir: Path, root: Path, target: str) -> str:
+    parts = []
+    for name in names:
+        path = figures_dir / f"{name}.png"
+        if path.exists():
+            src = html.escape(_rel(path, root))
+            parts.append(f'<figure><a href="{src}"><img src="{src}" alt="{html.escape(name)}"></a>'
+                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
+        else:
+            parts.append(_missing(f"{name}.png", target))
+    return "\n".join(parts)
+
+
+def _optional_figure(name: str, figures_dir: Path, root: Path) -> str:
+    """A figure that only some runs have (e.g. synthetic-only); nothing when absent."""
+    return figure_gallery([name], figures_dir, root, "") if (figures_dir / f"{name}.png").exists() else ""
+
+
+def markdown_section(path: Path, target: str) -> str:
+    if not path.exists():
+        return _missing(path.name, target)
+    log.info("read %s", path)
+    return markdown_to_html(path.read_text(), heading_offset=2)
+
+
+def summary_table(path: Path) -> str:
+    """data/summary.json as a key/value table (nested keys joined with '.')."""
+    if not path.exists():
+        return _missing(path.name, "make data")
+    log.info("read %s", path)
+    flat = {}
+
+    def walk(obj, prefix=""):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            flat[prefix] = json.dumps(obj) if isinstance(obj, (list, dict)) else str(obj)
+
+    walk(json.loads(path.read_text()))
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in flat.items())
+    return f"<table><tr><th>key</th><th>value</th></tr>{rows}</table>"
+
+
+def _stage_figures(stage: str) -> List[str]:
+    return [n for n, s in {**BOOK_FIGURES, **OUR_FIGURES}.items() if s == stage]
+
+
+def build_report(paths: RunPaths, title: Optional[str] = None) -> str:
+    root, figs = paths.root, paths.figures_dir
+    shown = set(BOOK_FIGURES) | set(OUR_FIGURES) | {LOCALIZATION_FIGURE}
+    others = sorted(p.stem for p in figs.glob("*.png") if p.stem not in shown) if figs.is_dir() else []
+    sections = [
+        ("Data", summary_table(paths.summary_json) + figure_gallery(_stage_figures("prepare_data"), figs, root, "make data")),
+        ("Training", figure_gallery(_stage_figures("train"), figs, root, "make train")),
+        ("Table 5.1: test-set performance", markdown_section(paths.table_5_1, "make evaluate")
+         + figure_gallery(_stage_figures("evaluate"), figs, root, "make evaluate")),
+        ("Probability landscapes", figure_gallery(_stage_figures("landscape"), figs, root, "make landscape")),
+        ("Attribution maps", figure_gallery(_stage_figures("explain"), figs, root, "make explain")),
+        ("Table 5.2: sanity checks", markdown_section(paths.sanity_dir / "table_5_2.md", "make sanity")
+         + figure_gallery(_stage_figures("sanity"), figs, root, "make sanity")),
+        ("Localization and faithfulness", markdown_section(paths.sanity_dir / "localization.md", "make sanity")
+         + _optional_figure(LOCALIZATION_FIGURE, figs, root)),
+    ]
+    if others:
+        sections.append(("Other figures", figure_gallery(others, figs, root, "make figures")))
+    title = title or f"IDC saliency mapping: run {root.name}"
+    body = "\n".join(f'<section id="s{i}"><h2>{html.escape(h)}</h2>\n{content}</section>'
+                     for i, (h, content) in enumerate(sections))
+    toc = "".join(f'<li><a href="#s{i}">{html.escape(h)}</a></li>' for i, (h, _) in enumerate(sections))
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head>\n<body><h1>{html.escape(title)}</h1><ul>{toc}</ul>\n{body}\n</body></html>\n")
+
+
+def run(cfg) -> Path:
+    paths = RunPaths.from_cfg(cfg)
+    page = build_report(paths)
+    return wrote(write_text_atomic(paths.report_html, page), "report")

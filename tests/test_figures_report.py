@@ -1,0 +1,157 @@
+"""figures.run (stage orchestration, figure check, index.md) and report.run (static HTML page)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import types
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from idc import figures, report
+from idc.paths import MissingArtifactError, RunPaths
+
+from conftest import compose_cfg, copy_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def write_png(path: Path, value: int = 120) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, np.full((8, 8, 3), value, np.uint8))
+    return path
+
+
+def fake_figures(figures_dir: Path, skip: str | None = None) -> None:
+    for name in figures.expected_figures():
+        if name != skip:
+            write_png(figures_dir / f"{name}.png")
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs = []
+
+    def handle_starttag(self, tag, attrs):
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v and not v.startswith("#")]
+
+
+def referenced_files(html_path: Path) -> list[Path]:
+    parser = Links()
+    parser.feed(html_path.read_text())
+    for ref in parser.refs:
+        assert "://" not in ref and not ref.startswith("/"), f"non-relative link {ref}"
+    return [html_path.parent / ref for ref in parser.refs]
+
+
+def test_missing_figure_names_its_stage(tmp_path):
+    fake_figures(tmp_path, skip="chapter_05_pr_curve")
+    with pytest.raises(MissingArtifactError, match=r"chapter_05_pr_curve.png \(drawn by the evaluate stage: `make evaluate`\)"):
+        figures.check_figures(tmp_path)
+    write_png(tmp_path / "chapter_05_pr_curve.png")
+    assert len(figures.check_figures(tmp_path)) == len(figures.expected_figures())
+
+
+def test_index_pairs_with_book_figures_by_relative_path(tmp_path):
+    figs, book = tmp_path / "run" / "figures", tmp_path / "ref" / "book-figures"
+    fake_figures(figs)
+    write_png(figs / "landscape_12930.png")
+    write_png(book / "chapter_05_pr_curve.png")
+    write_png(book / "chapter_05_patient2_breast_tissue.png")  # the book repo's name for our *_proba
+    md = figures.figure_index(figs, book)
+    assert "| chapter_05_pr_curve | evaluate | ![chapter_05_pr_curve](chapter_05_pr_curve.png) | " \
+           "![book](../../ref/book-figures/chapter_05_pr_curve.png) |" in md
+    assert "../../ref/book-figures/chapter_05_patient2_breast_tissue.png" in md
+    assert "| chapter_05_target_pc | prepare_data | ![chapter_05_target_pc](chapter_05_target_pc.png) | (none) |" in md
+    assert "- [landscape_12930.png](landscape_12930.png)" in md
+    no_book = figures.figure_index(figs, None)
+    assert "book |" not in no_book and "not found" in no_book
+
+
+def test_run_reruns_the_first_missing_stage_and_everything_after(tmp_path, monkeypatch):
+    cfg = types.SimpleNamespace(run=types.SimpleNamespace(dir=str(tmp_path)))
+    paths = RunPaths(tmp_path)
+    for p in (paths.patches_csv, paths.best_pt, paths.maps_npz, paths.sanity_dir / "metrics.csv",
+              paths.sanity_dir / "table_5_2.md"):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    fake_figures(paths.figures_dir)  # landscape figures present too; predictions.csv is missing
+    calls = []
+
+    def fake_import(module):
+        return types.SimpleNamespace(run=lambda c: calls.append(module))
+
+    monkeypatch.setattr(figures.importlib, "import_module", fake_import)
+    found = figures.run(cfg, book_dir=tmp_path / "no-such-folder")
+    assert calls == ["idc.evaluate", "idc.landscape", "idc.explain.stage", "idc.sanity"]
+    assert set(found) == set(figures.expected_figures())
+    assert (paths.figures_dir / "index.md").exists()
+
+
+def test_markdown_to_html_renders_tables_and_escapes():
+    out = report.markdown_to_html("# Title\n\nsome **bold** <b>\n\n| a | b |\n|---|---|\n| 1 | `x` |\n")
+    assert "<h3>Title</h3>" in out and "<strong>bold</strong> &lt;b&gt;" in out
+    assert "<th>a</th><th>b</th>" in out and "<td>1</td><td><code>x</code></td>" in out
+    assert "---" not in out
+
+
+def fake_run(root: Path) -> RunPaths:
+    paths = RunPaths(root)
+    paths.data_dir.mkdir(parents=True)
+    paths.summary_json.write_text(json.dumps({"patients": 6, "split": {"train": {"patches": 400}}}))
+    paths.eval_dir.mkdir()
+    paths.table_5_1.write_text("| | precision % | recall % |\n|---|---|---|\n| baseline | 28.6 | 100 |\n")
+    paths.sanity_dir.mkdir()
+    (paths.sanity_dir / "table_5_2.md").write_text("# Table 5.2\n\n| method | ours |\n|---|---|\n| Grad-CAM | pass |\n")
+    fake_figures(paths.figures_dir, skip="chapter_05_loss_curve_step")
+    write_png(paths.figures_dir / "landscape_7.png", value=30)
+    return paths
+
+
+def test_report_is_static_with_relative_links_that_exist(tmp_path):
+    paths = fake_run(tmp_path / "run")
+    out = report.run(types.SimpleNamespace(run=types.SimpleNamespace(dir=str(paths.root))))
+    page = out.read_text()
+    assert out == paths.report_html and "<script" not in page.lower()
+    assert "<td>split.train.patches</td><td>400</td>" in page
+    assert "<td>baseline</td><td>28.6</td><td>100</td>" in page and "<td>Grad-CAM</td><td>pass</td>" in page
+    assert "chapter_05_loss_curve_step.png not found: run <code>make train</code>" in page
+    assert "localization.md not found" in page and "landscape_7" in page
+    refs = referenced_files(out)
+    assert len(refs) >= len(figures.expected_figures())
+    assert all(r.exists() for r in refs), [r for r in refs if not r.exists()]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    paths = fake_run(tmp_path / "run")
+    out = report.run(types.SimpleNamespace(run=types.SimpleNamespace(dir=str(paths.root))))
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--screenshot={shot}", "--window-size=1200,1600", out.resolve().as_uri()],
+        check=True, timeout=120, capture_output=True,
+    )
+    import matplotlib.pyplot as plt
+
+    img = plt.imread(shot)[..., :3]
+    assert img.shape[0] > 100 and img.std() > 0.01  # not a blank page
+
+
+@pytest.mark.slow
+def test_figures_and_report_stages_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
+    run_dir = copy_run(tiny_evaluated, tmp_path / "run")
+    cfg = compose_cfg(run_dir, data_dir=tiny_data_dir)
+    found = figures.run(cfg)
+    assert set(found) == set(figures.expected_figures())
+    assert (run_dir / "figures" / "index.md").exists()
+    page = report.run(cfg)
+    assert all(r.exists() for r in referenced_files(page))
+    assert "not found: run" not in page.read_text()
