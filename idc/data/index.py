@@ -1,0 +1,139 @@
+"""Index a patch set in the Kaggle layout: `<root>/<pid>/<0|1>/<pid>_idx5_x<X>_y<Y>_class<C>.png`.
+
+Every file is opened and decoded once (threads: PIL releases the GIL while decoding), so unreadable
+or truncated PNGs are found here, not in the middle of training. Nothing is dropped silently: each
+skipped file is counted by reason and logged; odd sizes and non-RGB modes are kept and counted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from idc.errors import DataError
+
+log = logging.getLogger("idc")
+
+NAME_RE = re.compile(r"^(?P<pid>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<cls>[01])\.png$")
+LAYOUT = "<root>/<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<C>.png"
+COLUMNS = ["image_id", "patient_id", "x", "y", "target", "width", "height"]
+SKIP_REASONS = ("bad_name", "class_folder_mismatch", "patient_folder_mismatch", "unreadable")
+
+
+@dataclass
+class IndexReport:
+    """What the indexer saw besides good patches: skipped files by reason, kept oddities by kind."""
+
+    skipped: Dict[str, List[str]] = field(default_factory=lambda: {r: [] for r in SKIP_REASONS})
+    non_rgb: Counter = field(default_factory=Counter)  # mode -> count (kept, converted to RGB)
+    odd_size: Counter = field(default_factory=Counter)  # "WxH" -> count (kept, resized by transforms)
+
+    def counts(self) -> dict:
+        return {
+            "skipped": {r: len(v) for r, v in self.skipped.items()},
+            "skipped_examples": {r: v[:5] for r, v in self.skipped.items() if v},
+            "non_rgb_converted": dict(self.non_rgb),
+            "non_50x50_kept": dict(self.odd_size),
+        }
+
+
+def parse_name(name: str) -> Optional[dict]:
+    """(patient_id, x, y, target) from a Kaggle patch file name, or None if it does not match."""
+    m = NAME_RE.match(name)
+    if not m:
+        return None
+    return {"patient_id": int(m["pid"]), "x": int(m["x"]), "y": int(m["y"]), "target": int(m["cls"])}
+
+
+def _missing_root_error(root: Path, what: str) -> DataError:
+    hint = ""
+    nested = root / "IDC_regular_ps50_idx5"
+    if nested.is_dir():
+        hint = f" (it holds IDC_regular_ps50_idx5/: did you mean data.root={nested}?)"
+    return DataError(
+        f"data.root={root} {what}{hint}. Expected the Kaggle layout {LAYOUT}; "
+        "set data.root=/path/to/IDC_regular_ps50_idx5 (the folder holding the patient folders)."
+    )
+
+
+def list_candidates(root: Path, num_patients: Optional[int], report: IndexReport) -> List[Tuple[str, dict]]:
+    """Walk root/<pid>/<cls>/ and return (relative path, parsed fields) for well-named files."""
+    if not root.is_dir():
+        raise _missing_root_error(root, "does not exist or is not a folder")
+    patient_dirs = sorted((e for e in os.scandir(root) if e.is_dir() and e.name.isdigit()), key=lambda e: int(e.name))
+    if not patient_dirs:
+        raise _missing_root_error(root, "has no patient folders (named by patient id)")
+    if num_patients is not None:
+        patient_dirs = patient_dirs[: int(num_patients)]
+    found = []
+    for pdir in patient_dirs:
+        for cdir in sorted(os.scandir(pdir.path), key=lambda e: e.name):
+            if not cdir.is_dir():
+                continue
+            for f in os.scandir(cdir.path):
+                if not f.is_file() or not f.name.lower().endswith(".png"):
+                    continue
+                rel = f"{pdir.name}/{cdir.name}/{f.name}"
+                meta = parse_name(f.name)
+                if meta is None:
+                    report.skipped["bad_name"].append(rel)
+                elif str(meta["patient_id"]) != pdir.name:
+                    report.skipped["patient_folder_mismatch"].append(rel)
+                elif cdir.name not in ("0", "1") or int(cdir.name) != meta["target"]:
+                    report.skipped["class_folder_mismatch"].append(rel)
+                else:
+                    found.append((rel, meta))
+    if not found and not any(report.skipped.values()):
+        raise _missing_root_error(root, "contains no patch files")
+    return found
+
+
+def _probe(path: str) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
+    """(size, mode) after a full decode, or (None, None) when the file is unreadable or truncated."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.size, im.mode
+    except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError) for broken files
+        return None, None
+
+
+def index_patches(root, num_patients: Optional[int] = None, workers: int = 8) -> Tuple[pd.DataFrame, IndexReport]:
+    """Index every patch under `root`; returns the table (sorted by patient, y, x) and the report."""
+    root = Path(root)
+    report = IndexReport()
+    found = list_candidates(root, num_patients, report)
+    rows = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        probes = pool.map(_probe, (str(root / rel) for rel, _ in found), chunksize=256)
+        for (rel, meta), (size, mode) in tqdm(zip(found, probes), total=len(found), desc="index patches", unit="img"):
+            if size is None:
+                report.skipped["unreadable"].append(rel)
+                continue
+            if mode != "RGB":
+                report.non_rgb[mode] += 1
+            if size != (50, 50):
+                report.odd_size[f"{size[0]}x{size[1]}"] += 1
+            rows.append({"image_id": rel, **meta, "width": size[0], "height": size[1]})
+    for reason, files in report.skipped.items():
+        if files:
+            log.warning("skipped %d file(s) under %s: %s (e.g. %s)", len(files), root, reason, files[0])
+    if report.non_rgb:
+        log.warning("%d non-RGB patch(es) kept and converted to RGB: %s", sum(report.non_rgb.values()), dict(report.non_rgb))
+    if report.odd_size:
+        log.info("%d patch(es) not 50x50 kept (resized by the transforms): %s", sum(report.odd_size.values()), dict(report.odd_size))
+    if not rows:
+        raise _missing_root_error(root, f"has no readable, well-named patches ({report.counts()['skipped']})")
+    df = pd.DataFrame(rows, columns=COLUMNS).sort_values(["patient_id", "y", "x", "target"], kind="stable")
+    df = df.reset_index(drop=True)
+    log.info("indexed %d patches of %d patients under %s", len(df), df["patient_id"].nunique(), root)
+    return df, report

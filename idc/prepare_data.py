@@ -1,0 +1,84 @@
+"""Stage `make data`: generate (synthetic) or index (Kaggle) the patches, split by patient, pack, plot.
+
+Reads `data.root` (and generates it first when `data.source=synthetic`); writes under run.dir:
+`data/patches.csv`, `data/summary.json`, `data/cache/patches-<hash>.npy` and the EDA figures.
+Re-running with an unchanged index rewrites nothing but the figures.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from idc.data import PATCH_COLUMNS
+from idc.data.cache import load_or_build_cache
+from idc.data.index import index_patches
+from idc.data.split import SPLITS, split_patients
+from idc.errors import ConfigError
+from idc.paths import RunPaths
+from idc.utils import write_csv_atomic, write_json_atomic, wrote
+
+log = logging.getLogger("idc")
+
+
+def summarize(df: pd.DataFrame, root: Path, source: str, report) -> dict:
+    per_split = {}
+    for split in SPLITS:
+        sub = df[df["split"] == split]
+        per_split[split] = {
+            "patients": int(sub["patient_id"].nunique()),
+            "patches": int(len(sub)),
+            "idc_negative": int((sub["target"] == 0).sum()),
+            "idc_positive": int((sub["target"] == 1).sum()),
+            "positive_rate": round(float(sub["target"].mean()), 4) if len(sub) else None,
+            "patient_ids": sorted(int(p) for p in sub["patient_id"].unique()),
+        }
+    return {
+        "root": str(root),
+        "source": source,
+        "patients": int(df["patient_id"].nunique()),
+        "patches": int(len(df)),
+        "idc_negative": int((df["target"] == 0).sum()),
+        "idc_positive": int((df["target"] == 1).sum()),
+        "positive_rate": round(float(df["target"].mean()), 4),
+        "splits": per_split,
+        **report.counts(),
+    }
+
+
+def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
+    d = cfg.data
+    if d.source == "synthetic":
+        from idc.data.synthetic import generate_synthetic
+
+        root = Path(generate_synthetic(d))
+    elif d.source == "kaggle":
+        root = Path(str(d.root))
+    else:
+        raise ConfigError(f"data.source={d.source!r} is not known; use data=synthetic, data=tiny or data=kaggle")
+    df, report = index_patches(root, num_patients=d.num_patients)
+    df = split_patients(df, seed=d.split_seed, test_size=d.test_size, val_share=d.val_share_of_holdout)
+    return df[PATCH_COLUMNS], report, root
+
+
+def run(cfg) -> pd.DataFrame:
+    paths = RunPaths.from_cfg(cfg)
+    df, report, root = build_index(cfg)
+    if paths.patches_csv.exists() and pd.read_csv(paths.patches_csv).equals(df):
+        log.info("index unchanged: kept %s", paths.patches_csv)
+    else:
+        wrote(write_csv_atomic(df, paths.patches_csv), f"{len(df)} patches")
+    summary = summarize(df, root, cfg.data.source, report)
+    wrote(write_json_atomic(paths.summary_json, summary), "counts per split and class")
+    for split in SPLITS:
+        s = summary["splits"][split]
+        log.info("%-5s %3d patients %7d patches, %.1f%% IDC-positive", split, s["patients"], s["patches"],
+                 100 * (s["positive_rate"] or 0))
+    if cfg.data.packed_cache or cfg.data.eda_figures:
+        images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size)
+        if cfg.data.eda_figures:
+            from idc.viz.eda import write_eda_figures
+
+            write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed)
+    return df

@@ -1,0 +1,68 @@
+"""Stitch patches back into the tissue slide by their (x, y) top-left coordinates, vectorized.
+
+Kept apart from the landscape stage so that prepare_data (EDA figures), landscape and the synthetic
+generator's checks share one implementation without importing a stage.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def canvas_shape(xs, ys, widths, heights) -> tuple[int, int]:
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    return int((ys + np.asarray(heights)).max()), int((xs + np.asarray(widths)).max())
+
+
+def stitch_patches(images: np.ndarray, xs, ys, widths=None, heights=None, fill: int = 255) -> np.ndarray:
+    """uint8 [H, W, 3] canvas with every patch pasted at (x, y); `fill` where there is no patch.
+
+    `images` is [n, s, s, 3]; with `widths`/`heights` (edge patches smaller than s x s) only the
+    top-left w x h pixels of each patch are pasted — for cache rows that were resized to s x s, pass
+    the original patches instead or accept the resized pixels by leaving the sizes out.
+    """
+    images = np.asarray(images)
+    n, s = images.shape[0], images.shape[1]
+    xs = np.asarray(xs, dtype=np.int64)
+    ys = np.asarray(ys, dtype=np.int64)
+    w = np.full(n, s) if widths is None else np.asarray(widths, dtype=np.int64)
+    h = np.full(n, s) if heights is None else np.asarray(heights, dtype=np.int64)
+    if widths is not None or heights is not None:  # blank the part of a resized edge patch that is not tissue
+        rr = np.arange(s)
+        keep = (rr[None, :, None] < h[:, None, None]) & (rr[None, None, :] < w[:, None, None])
+        images = np.where(keep[..., None], images, np.asarray(fill, dtype=images.dtype))
+    oy, ox = int(ys.min() % s), int(xs.min() % s)
+    rows, cols = (ys - oy) // s, (xs - ox) // s
+    H, W = oy + (rows.max() + 1) * s, ox + (cols.max() + 1) * s
+    canvas = np.full((H, W, images.shape[3]), fill, dtype=images.dtype)
+    if np.all((ys - oy) % s == 0) and np.all((xs - ox) % s == 0):
+        # Patches on one grid (the Kaggle case): view the canvas as blocks and paste all at once.
+        blocks = canvas[oy:, ox:].reshape(rows.max() + 1, s, cols.max() + 1, s, -1)
+        blocks[rows, :, cols, :] = images
+    else:  # off-grid coordinates: paste one by one (later patches win where they overlap)
+        for img, x, y in zip(images, xs, ys):
+            canvas[y:y + s, x:x + s] = img
+    return canvas
+
+
+def grid_values(values, xs, ys, patch: int = 50) -> np.ndarray:
+    """float [rows, cols] with one value per patch on the slide grid (NaN where there is no patch)."""
+    xs = np.asarray(xs, dtype=np.int64)
+    ys = np.asarray(ys, dtype=np.int64)
+    cols, rows = xs // patch, ys // patch
+    grid = np.full((rows.max() + 1, cols.max() + 1), np.nan)
+    grid[rows, cols] = np.asarray(values, dtype=float)
+    return grid
+
+
+def tint(canvas: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float = 0.45) -> np.ndarray:
+    """Blend `color` into the canvas where `mask` [H, W] is true."""
+    out = canvas.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, dtype=np.float32)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def stitch_labels(labels, xs, ys, widths=None, heights=None, patch: int = 50) -> np.ndarray:
+    """bool [H, W]: True under the patches whose label is true (same canvas as stitch_patches)."""
+    labels = np.asarray(labels, dtype=np.uint8)
+    tiles = np.broadcast_to(labels[:, None, None, None], (len(labels), patch, patch, 1))
+    return stitch_patches(tiles, xs, ys, widths, heights, fill=0)[..., 0].astype(bool)

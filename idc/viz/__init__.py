@@ -1,0 +1,1 @@
+"""Figure helpers shared by the stages (book-style panels, grids, overlays)."""
