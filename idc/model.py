@@ -1,0 +1,118 @@
+"""The book's model: torchvision ResNet-18 with a 512-256-2 head; checkpoints; batched inference."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torchvision import models
+from tqdm import tqdm
+
+from idc.errors import CheckpointError, ConfigError
+from idc.utils import atomic_path
+
+log = logging.getLogger("idc")
+CHECKPOINT_KEYS = ("model", "model_cfg", "epoch")
+
+
+def as_dict(model_cfg) -> dict:
+    if OmegaConf.is_config(model_cfg):
+        return OmegaConf.to_container(model_cfg, resolve=True)
+    return dict(model_cfg)
+
+
+def imagenet_weights():
+    """torchvision's ImageNet weights, only if their file is already in the local torch hub cache."""
+    weights = models.ResNet18_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cached.exists():
+        raise ConfigError(
+            f"model.weights=imagenet needs {cached.name} in {cached.parent}, and this machine cannot download it. "
+            f"Copy the file there (from {weights.url}) or use model.weights=null (the default, as the book)."
+        )
+    return weights
+
+
+def build_model(model_cfg) -> nn.Module:
+    cfg = as_dict(model_cfg)
+    if cfg.get("arch", "resnet18") != "resnet18":
+        raise ConfigError(f"model.arch={cfg['arch']!r} is not supported; use model.arch=resnet18")
+    weights = None
+    if cfg.get("weights"):
+        if cfg["weights"] != "imagenet":
+            raise ConfigError(f"model.weights={cfg['weights']!r} is not known; use null or imagenet")
+        weights = imagenet_weights()
+    model = models.resnet18(weights=weights)
+    layers, width = [], model.fc.in_features
+    for size in cfg.get("head", [512, 256]):
+        layers += [nn.Linear(width, size), nn.ReLU(), nn.BatchNorm1d(size), nn.Dropout(cfg.get("dropout", 0.5))]
+        width = size
+    layers.append(nn.Linear(width, cfg.get("num_classes", 2)))
+    model.fc = nn.Sequential(*layers)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def save_checkpoint(path, payload: dict) -> Path:
+    """torch.save via a temp file and rename: a crash never leaves a half-written checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path, device="cpu") -> dict:
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise CheckpointError(f"{path} is not a readable idc checkpoint ({type(err).__name__}: {err}); "
+                              "re-run `make train` to write a new one") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}: it was not written by idc's train stage; re-run `make train`")
+    return ckpt
+
+
+def load_model(path, device="cpu", data_hash: Optional[str] = None, model_cfg=None) -> Tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, checkpoint dict). Mismatches raise CheckpointError, not a traceback."""
+    ckpt = read_checkpoint(path, device)
+    if model_cfg is not None:
+        want, have = as_dict(model_cfg), ckpt["model_cfg"]
+        keys = ("arch", "head", "num_classes")
+        if any(want.get(k) != have.get(k) for k in keys):
+            raise CheckpointError(
+                f"{path} holds a {dict((k, have.get(k)) for k in keys)} model but the config asks for "
+                f"{dict((k, want.get(k)) for k in keys)}; use the matching model.* overrides or retrain (`make train`)"
+            )
+    if data_hash is not None and ckpt.get("data_hash") not in (None, data_hash):
+        raise CheckpointError(
+            f"{path} was trained on a different data/patches.csv (hash {str(ckpt.get('data_hash'))[:12]} vs "
+            f"{data_hash[:12]}); retrain with `make train`, or point run.dir at the run that matches this data"
+        )
+    model = build_model({**ckpt["model_cfg"], "weights": None})
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"{path} does not fit the configured architecture ({first}); retrain with `make train`") from None
+    return model.to(device).eval(), ckpt
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256, device="cpu", desc: str = "predict") -> np.ndarray:
+    """Softmax P(IDC) for every row of a uint8 NHWC array (e.g. rows of the packed cache)."""
+    from idc.data.cache import normalize_batch
+
+    model.eval()
+    out = np.empty(len(images), dtype=np.float32)
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
+        x = normalize_batch(np.asarray(images[start:start + batch_size]), device=device)
+        out[start:start + len(x)] = torch.softmax(model(x).float(), dim=1)[:, 1].cpu().numpy()
+    return out
