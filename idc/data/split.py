@@ -63,3 +63,13 @@ def _split_two_patients(df: pd.DataFrame, seed: int, test_size: float) -> pd.Dat
         train_id[0], held_id[0], axis, cut,
     )
     return df
+
+
+def assert_disjoint(df: pd.DataFrame) -> None:
+    """Fail loudly if a patient's patches are in two splits or a patch has no split."""
+    per_patient = df.groupby("patient_id")["split"].nunique()
+    shared = per_patient[per_patient > 1]
+    if len(shared):
+        raise AssertionError(f"patients in more than one split: {list(shared.index[:10])}")
+    if df["split"].isna().any():
+        raise AssertionError("some patches have no split")

@@ -1,0 +1,157 @@
+"""Synthetic IDC data set in the exact Kaggle layout, with pixel ground truth.
+
+`generate_synthetic(data_cfg)` renders one H&E-like slide per patient (idc.data.tissue), cuts it into
+50x50 patches on the Kaggle grid (x, y = 1, 51, 101, ...), keeps the tissue patches, labels a patch
+IDC-positive when the IDC region covers most (> 50%) of it, and writes
+`<root>/<pid>/<0|1>/<pid>_idx5_x<X>_y<Y>_class<C>.png` plus `<masks_dir>/<pid>.npz` (IDC nuclei,
+IDC region, tissue; slide pixel coordinates). Deterministic from `data.seed`; generated once: a
+`manifest.json` beside the root records the parameters, and a different manifest regenerates.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from idc.data.tissue import render_slide
+from idc.errors import DataError
+from idc.utils import write_json_atomic
+
+log = logging.getLogger("idc")
+GENERATOR_VERSION = 1
+PATCH = 50
+MIN_TISSUE = 0.35  # a patch is written when at least this share of it is tissue (fat and lumen count)
+
+
+def manifest_for(d) -> dict:
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(d.seed),
+        "num_patients": int(d.num_patients),
+        "patches_per_patient": int(d.patches_per_patient),
+        "idc_fraction_min": float(d.idc_fraction_min),
+        "idc_fraction_max": float(d.idc_fraction_max),
+        "edge_patch_prob": float(d.edge_patch_prob),
+    }
+
+
+def patient_plan(m: dict) -> list[dict]:
+    """Per patient: id, size of its patch grid, IDC share, edge cut — all drawn from the seed."""
+    rng = np.random.default_rng([m["seed"], 0])
+    ids = np.sort(rng.choice(np.arange(8800, 17000), size=m["num_patients"], replace=False))
+    plans = []
+    for i, pid in enumerate(ids):
+        n = m["patches_per_patient"] * float(np.clip(rng.lognormal(0.0, 0.55), 0.15, 3.4))
+        cells = max(12.0, n / 0.62)  # the tissue blob covers about 60% of its bounding grid
+        aspect = rng.uniform(0.75, 1.33)
+        rows, cols = max(4, int(round(np.sqrt(cells / aspect)))), max(4, int(round(np.sqrt(cells * aspect))))
+        lo, hi = m["idc_fraction_min"], m["idc_fraction_max"]
+        frac = lo + (hi - lo) * rng.beta(1.3, 2.0)  # skewed low, as the real per-patient IDC shares
+        cut = (i == 0 and m["edge_patch_prob"] > 0) or rng.random() < m["edge_patch_prob"]
+        plans.append({"pid": int(pid), "index": i, "rows": rows, "cols": cols, "idc_fraction": float(frac),
+                      "cut_w": int(rng.integers(6, 16)) if cut else 0, "cut_h": int(rng.integers(6, 16)) if cut else 0})
+    return plans
+
+
+def render_patient(args) -> dict:
+    """Render one patient's slide and write its patches and mask sidecar under the given folders."""
+    plan, seed, root, masks_dir = args
+    rng = np.random.default_rng([seed, 1, plan["index"]])
+    slide = render_slide(rng, plan["rows"], plan["cols"], plan["idc_fraction"], patch=PATCH, origin=1)
+    H, W = slide.tissue.shape[0] - plan["cut_h"], slide.tissue.shape[1] - plan["cut_w"]  # scan edge
+    pid = plan["pid"]
+    counts = [0, 0]
+    for c in (0, 1):
+        (root / str(pid) / str(c)).mkdir(parents=True, exist_ok=True)
+    for r in range(plan["rows"]):
+        for k in range(plan["cols"]):
+            y, x = 1 + r * PATCH, 1 + k * PATCH
+            h, w = min(PATCH, H - y), min(PATCH, W - x)
+            if h < 10 or w < 10 or slide.tissue[y:y + h, x:x + w].mean() < MIN_TISSUE:
+                continue
+            label = int(slide.region[y:y + h, x:x + w].mean() > 0.5)
+            name = f"{pid}_idx5_x{x}_y{y}_class{label}.png"
+            Image.fromarray(slide.rgb[y:y + h, x:x + w]).save(root / str(pid) / str(label) / name, compress_level=1)
+            counts[label] += 1
+    np.savez_compressed(masks_dir / f"{pid}.npz", mask=slide.nuclei_idc[:H, :W], region=slide.region[:H, :W],
+                        tissue=slide.tissue[:H, :W])
+    return {"pid": pid, "negative": counts[0], "positive": counts[1]}
+
+
+def _params(stored: dict) -> dict:
+    """The generator parameters of a stored manifest (it also records the resulting counts)."""
+    return {k: v for k, v in stored.items() if k not in ("patches", "positive")}
+
+
+def _is_generated(root: Path, manifest_path: Path) -> bool:
+    return manifest_path.exists() or not root.exists() or not any(root.iterdir())
+
+
+def generate_synthetic(d) -> Path:
+    """Generate the set under `d.root` (and masks under `d.masks_dir`) unless the same one is there."""
+    root = Path(str(d.root))
+    masks_dir = Path(str(d.masks_dir)) if d.masks_dir else root.parent / "masks"
+    if not d.num_patients or d.num_patients < 2:
+        raise DataError(f"data.num_patients={d.num_patients} is too small for a synthetic set; use >= 3")
+    manifest = manifest_for(d)
+    manifest_path = root.parent / "manifest.json"
+    if manifest_path.exists() and _params(json.loads(manifest_path.read_text())) == manifest and root.is_dir() and masks_dir.is_dir():
+        log.info("synthetic set up to date: %s (manifest %s)", root, manifest_path)
+        return root
+    if not _is_generated(root, manifest_path):
+        raise DataError(f"data.root={root} exists and holds files that idc did not generate (no {manifest_path}); "
+                        "refusing to overwrite them. Point data.root elsewhere, or use data=kaggle to index them.")
+    tag = uuid.uuid4().hex[:8]
+    tmp_root, tmp_masks = root.parent / f".{root.name}.tmp-{tag}", masks_dir.parent / f".{masks_dir.name}.tmp-{tag}"
+    tmp_root.mkdir(parents=True)
+    tmp_masks.mkdir(parents=True, exist_ok=True)
+    plans = patient_plan(manifest)
+    workers = d.workers or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    try:
+        jobs = [(p, manifest["seed"], tmp_root, tmp_masks) for p in plans]
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                stats = list(tqdm(pool.map(render_patient, jobs), total=len(jobs), desc="synthetic patients", unit="patient"))
+        else:
+            stats = [render_patient(j) for j in tqdm(jobs, desc="synthetic patients", unit="patient")]
+        manifest_path.unlink(missing_ok=True)  # from here on the old set is invalid until the swap is complete
+        for final, tmp in ((root, tmp_root), (masks_dir, tmp_masks)):
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+    finally:
+        for tmp in (tmp_root, tmp_masks):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    neg, pos = sum(s["negative"] for s in stats), sum(s["positive"] for s in stats)
+    write_json_atomic(manifest_path, {**manifest, "patches": neg + pos, "positive": pos})
+    log.info("generated %d synthetic patients, %d patches (%.1f%% IDC-positive) in %.1f s under %s; masks in %s",
+             len(stats), neg + pos, 100 * pos / max(neg + pos, 1), time.perf_counter() - t0, root, masks_dir)
+    return root
+
+
+def load_masks(masks_dir, pid: int) -> dict:
+    """{'mask': IDC nuclei, 'region': IDC region, 'tissue'} bool [H, W] in slide pixel coordinates."""
+    path = Path(masks_dir) / f"{int(pid)}.npz"
+    if not path.exists():
+        raise DataError(f"no ground-truth mask {path}; masks exist only for the synthetic set (data.masks_dir)")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def patch_mask(mask: np.ndarray, x: int, y: int, size: int = PATCH) -> np.ndarray:
+    """bool [size, size]: the slide mask under patch (x, y), padded with False past the slide edge."""
+    out = np.zeros((size, size), dtype=bool)
+    crop = mask[y:y + size, x:x + size]
+    out[: crop.shape[0], : crop.shape[1]] = crop
+    return out
