@@ -39,7 +39,7 @@ class DataConfig:
     packed_cache: bool = True
     # Synthetic generator only.
     seed: int = 0
-    patches_per_patient: int = 700
+    patches_per_patient: int = 400
     idc_fraction_min: float = 0.05
     idc_fraction_max: float = 0.7
     edge_patch_prob: float = 0.02
@@ -120,7 +120,11 @@ class ExplainConfig:
     rise_p: float = 0.5
     num_shards: int = 1
     shard_index: int = 0
+    # Only join the shard outputs under explain/shards/ into maps.npz, index.csv and the figures.
+    merge: bool = False
     visualize: bool = True
+    # Chapter-10 visualizations: activations of this patch (row of the selection) and filter patterns.
+    visualize_patch: int = 0
     filter_layers: List[str] = field(default_factory=lambda: ["conv1", "layer1", "layer2", "layer3", "layer4"])
     filter_count: int = 64
     filter_steps: int = 40

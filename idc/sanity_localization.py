@@ -39,7 +39,7 @@ def select_localization_patches(
         row = pos.iloc[i]
         pid = int(row["patient_id"])
         if pid not in slide_masks:
-            slide_masks[pid] = load_masks(masks_dir, pid)
+            slide_masks[pid] = load_masks(masks_dir, pid)["mask"]
         m = np.asarray(patch_mask(slide_masks[pid], int(row["x"]), int(row["y"]), size=size), dtype=bool)
         if 0 < m.sum() < m.size:
             keep.append(pos.index[i])

@@ -140,8 +140,9 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     from idc.data.cache import PackedLoader
 
     loader = PackedLoader(images, train_targets, rows["train"], t.batch_size, shuffle=True, flip=True, seed=cfg.seed,
-                          rank=info.rank, world_size=info.world_size, drop_last=False, device=device,
+                          rank=info.rank, world_size=info.world_size, drop_last=len(rows["train"]) > t.batch_size, device=device,
                           sample_weights=sample_weights)
+    # drop_last: a last batch of a handful of images (or one: BatchNorm1d fails) gives a noisy step.
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.enabled else model
 

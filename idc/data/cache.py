@@ -62,7 +62,7 @@ def load_or_build_cache(df: pd.DataFrame, images_dir, cache_dir, size: int = 50,
 
 def normalize_batch(images, device=None) -> torch.Tensor:
     """uint8 NHWC (numpy or tensor) -> float32 NCHW, as ToTensor + Normalize(0.5, 0.5) per image."""
-    t = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    t = torch.from_numpy(np.require(images, requirements=["C", "W"])) if isinstance(images, np.ndarray) else images
     if device is not None:
         t = t.to(device, non_blocking=True)
     return t.permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)

@@ -27,7 +27,7 @@ from idc.errors import DataError
 from idc.utils import write_json_atomic
 
 log = logging.getLogger("idc")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 PATCH = 50
 MIN_TISSUE = 0.35  # a patch is written when at least this share of it is tissue (fat and lumen count)
 
@@ -78,12 +78,12 @@ def render_patient(args) -> dict:
             h, w = min(PATCH, H - y), min(PATCH, W - x)
             if h < 10 or w < 10 or slide.tissue[y:y + h, x:x + w].mean() < MIN_TISSUE:
                 continue
-            label = int(slide.region[y:y + h, x:x + w].mean() > 0.5)
+            label = int(slide.annotation[y:y + h, x:x + w].mean() > 0.5)
             name = f"{pid}_idx5_x{x}_y{y}_class{label}.png"
             Image.fromarray(slide.rgb[y:y + h, x:x + w]).save(root / str(pid) / str(label) / name, compress_level=1)
             counts[label] += 1
     np.savez_compressed(masks_dir / f"{pid}.npz", mask=slide.nuclei_idc[:H, :W], region=slide.region[:H, :W],
-                        tissue=slide.tissue[:H, :W])
+                        annotation=slide.annotation[:H, :W], tissue=slide.tissue[:H, :W])
     return {"pid": pid, "negative": counts[0], "positive": counts[1]}
 
 

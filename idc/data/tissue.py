@@ -24,7 +24,8 @@ RESIDUAL = np.array([0.27, 0.57, 0.78])
 class Slide:
     rgb: np.ndarray  # uint8 [H, W, 3]
     tissue: np.ndarray  # bool [H, W]
-    region: np.ndarray  # bool [H, W]: IDC region
+    region: np.ndarray  # bool [H, W]: IDC region (where tumour cells are)
+    annotation: np.ndarray  # bool [H, W]: the pathologist's coarse outline of it (patch labels come from this)
     nuclei_idc: np.ndarray  # bool [H, W]: IDC nuclei (pixel ground truth)
 
 
@@ -105,6 +106,9 @@ def render_slide(rng, rows: int, cols: int, idc_fraction: float, patch: int = 50
     # IDC region: low-frequency blobs inside the tissue, sized to the patient's IDC share.
     region_field = smooth_noise(rng, shape, rng.uniform(60, 140), coarse=10) + 0.15 * smooth_noise(rng, shape, 15, coarse=5)
     region = quantile_mask(region_field, tissue, idc_fraction)
+    # Annotations are drawn by hand at low magnification: a smoothed, wobbly version of the true region,
+    # so patch labels near borders are honestly uncertain (as in the real set's labels).
+    annotation = quantile_mask(region_field + 0.45 * smooth_noise(rng, shape, 35, coarse=5), tissue, idc_fraction)
     # Fat: lobules of adipocytes, white polygonal cells with thin eosin walls (Voronoi cells of seeds).
     fat_zone = quantile_mask(smooth_noise(rng, shape, 80, coarse=10), tissue & ~region, rng.uniform(0.08, 0.3))
     fat = fat_zone & ~adipocyte_walls(rng, shape, spacing=rng.uniform(7, 11))
@@ -117,21 +121,25 @@ def render_slide(rng, rows: int, cols: int, idc_fraction: float, patch: int = 50
     # Nuclei (haematoxylin), three populations plus the tumour cells' purple cytoplasm.
     stromal = blobs(rng, shape, tissue & ~fat_zone & ~lumen, 0.006, 0.8) > 0.5
     duct_n = blobs(rng, shape, ring, 0.12, 0.9) > 0.5
-    lymph_zone = quantile_mask(smooth_noise(rng, shape, 30, coarse=5), tissue & ~region & ~fat_zone, rng.uniform(0.0, 0.06))
+    lymph_zone = quantile_mask(smooth_noise(rng, shape, 30, coarse=5), tissue & ~region & ~fat_zone, rng.uniform(0.02, 0.12))
     lymph = blobs(rng, shape, lymph_zone, 0.09, 0.85, jitter=0.2) > 0.5
-    grade = rng.uniform(0.5, 1.0)  # low-grade IDC: fewer, smaller, paler nuclei (harder patches)
-    idc_field = blobs(rng, shape, region & ~lumen, 0.05 + 0.05 * grade, 0.75 + 0.35 * grade, jitter=0.45)
+    # Tumour cellularity varies within a region (solid sheets to single infiltrating cells in stroma);
+    # low-grade patients have fewer, smaller, paler nuclei: the hard patches.
+    grade = rng.uniform(0.35, 1.0)
+    cellularity = np.clip(0.55 + 0.45 * smooth_noise(rng, shape, 20, coarse=5), 0.1, 1.0)
+    idc_field = blobs(rng, shape, region & ~lumen & (rng.random(shape) < cellularity),
+                      0.05 + 0.05 * grade, 0.75 + 0.35 * grade, jitter=0.45)
     nuclei_idc = (idc_field > 0.55) & region
     h_density = (0.35 * stromal + 0.75 * duct_n + 1.0 * lymph + (0.65 + 0.35 * grade) * nuclei_idc).astype(np.float32)
     h_density *= 1 + 0.3 * rng.standard_normal(shape, dtype=np.float32)  # chromatin texture
     h_density += 0.22 * tissue * (1 + 0.4 * smooth_noise(rng, shape, 2))  # background haematoxylin of stroma
-    h_density += 0.25 * region * (1 + 0.5 * smooth_noise(rng, shape, 2))  # tumour cytoplasm: purple
-    e_density = np.clip(eosin, 0, None) * (1 - 0.35 * region)
+    h_density += 0.25 * region * cellularity * (1 + 0.5 * smooth_noise(rng, shape, 2))  # tumour cytoplasm
+    e_density = np.clip(eosin, 0, None) * (1 - 0.35 * region * cellularity)
     empty = ~tissue | fat | lumen | cracks
     h_density[empty] = 0.0
     e_density[empty] = 0.03
     rgb = stain(rng, h_density, e_density)
-    return Slide(rgb=rgb, tissue=tissue, region=region, nuclei_idc=nuclei_idc)
+    return Slide(rgb=rgb, tissue=tissue, region=region, annotation=annotation, nuclei_idc=nuclei_idc)
 
 
 def stain(rng, h_density, e_density) -> np.ndarray:

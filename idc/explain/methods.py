@@ -1,0 +1,208 @@
+"""One registry of attribution methods. Each method only says what differs: how to get a raw map
+[n, 3, 50, 50] (pixel attributions) or [n, 50, 50] (CAMs, LIME, RISE) for a batch; batching,
+device placement, grey-scaling and plotting are the driver's (idc.explain.driver).
+
+Engines: captum (Saliency, GuidedBackprop, IntegratedGradients, NoiseTunnel, LayerGradCam),
+pytorch-grad-cam (GradCAM++, Score-CAM, LayerCAM), lime (LimeImageExplainer); RISE is ours
+(no maintained package), batched over masks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from idc.errors import ConfigError
+
+
+@dataclass
+class Context:
+    """What a method may need besides the model, the normalized batch and the targets."""
+
+    cfg: object  # the explain config node
+    images: Optional[np.ndarray] = None  # uint8 NHWC, for LIME
+    extras: Dict[str, list] = field(default_factory=dict)  # e.g. LIME's boundary images for figures
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str  # as in the book's panel titles
+    figure: str  # the book's file name
+    fn: Callable
+    kind: str = "pixel"  # pixel (per channel) | map (one value per pixel)
+
+
+def cam_layer(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ConfigError(f"explain.cam_layer={name!r} is not a module of the model; use layer4 (book), layer3, ...") from None
+
+
+def no_inplace_relu(model: nn.Module) -> nn.Module:
+    """Backward hooks (guided backprop) cannot wrap in-place ReLUs; same numbers, a little more memory."""
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return model
+
+
+# ---------------------------------------------------------------- gradients (captum)
+def vanilla_backprop(model, x, target, ctx):
+    from captum.attr import Saliency
+
+    return Saliency(model).attribute(x, target=target, abs=False).detach()
+
+
+def guided_backprop(model, x, target, ctx):
+    from captum.attr import GuidedBackprop
+
+    return GuidedBackprop(no_inplace_relu(model)).attribute(x, target=target).detach()
+
+
+def integrated_gradients(model, x, target, ctx):
+    """Baseline: the all-zero normalized image (mid grey), the usual choice for Normalize(0.5, 0.5)."""
+    from captum.attr import IntegratedGradients
+
+    return IntegratedGradients(model).attribute(
+        x, baselines=torch.zeros_like(x), target=target, n_steps=ctx.cfg.ig_steps,
+        internal_batch_size=ctx.cfg.ig_internal_batch_size).detach()
+
+
+def smoothgrad(model, x, target, ctx):
+    """Noise stdev as a fraction of the input range (2.0 after Normalize(0.5, 0.5)), as SmoothGrad's paper."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    return NoiseTunnel(Saliency(model)).attribute(
+        x, nt_type="smoothgrad", nt_samples=ctx.cfg.smoothgrad_samples, stdevs=2.0 * ctx.cfg.smoothgrad_stdev,
+        nt_samples_batch_size=ctx.cfg.batch_size, target=target, abs=False).detach()
+
+
+# ---------------------------------------------------------------- CAMs
+def upsample_minmax(cam: torch.Tensor, size) -> torch.Tensor:
+    """[n, 1, h, w] -> [n, H, W], bilinear, each map scaled to [0, 1] (a flat map stays 0)."""
+    up = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
+    lo = up.amin(dim=(1, 2), keepdim=True)
+    span = up.amax(dim=(1, 2), keepdim=True) - lo
+    return torch.where(span > 0, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
+
+
+def gradcam(model, x, target, ctx):
+    """Channel weights = mean gradient over the map, ReLU, bilinear upsampling, min-max (the book)."""
+    from captum.attr import LayerGradCam
+
+    cam = LayerGradCam(model, cam_layer(model, ctx.cfg.cam_layer)).attribute(x, target=target, relu_attributions=True)
+    return upsample_minmax(cam.detach(), x.shape[-2:])
+
+
+def guided_gradcam(model, x, target, ctx):
+    """The book's definition: the Grad-CAM map times the guided-backprop map, element-wise."""
+    return gradcam(model, x, target, ctx)[:, None] * guided_backprop(model, x, target, ctx)
+
+
+def _grad_cam_lib(cls):
+    def fn(model, x, target, ctx):
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cam = cls(model=model, target_layers=[cam_layer(model, ctx.cfg.cam_layer)])
+        cam.batch_size = ctx.cfg.batch_size * 4  # read by Score-CAM only (masked forward passes per batch)
+        with torch.enable_grad():
+            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
+        return torch.as_tensor(maps)
+    return fn
+
+
+def _lib_class(name):
+    import pytorch_grad_cam
+
+    return getattr(pytorch_grad_cam, name)
+
+
+# ---------------------------------------------------------------- LIME
+def lime(model, x, target, ctx):
+    """LIME per image (quickshift superpixels, the book's 1,000 samples); the classifier function
+    normalizes uint8 images and predicts in batches of `lime_batch_size` (lime's default is 10)."""
+    from lime.lime_image import LimeImageExplainer
+    from skimage.segmentation import mark_boundaries
+
+    from idc.data.cache import normalize_batch
+
+    if ctx.images is None:
+        raise ConfigError("LIME needs the uint8 patches (images=...)")
+    device = x.device
+
+    @torch.no_grad()
+    def classify(batch):
+        batch = np.clip(np.asarray(batch), 0, 255).astype(np.uint8)
+        return torch.softmax(model(normalize_batch(batch, device=device)), 1).cpu().numpy()
+
+    explainer = LimeImageExplainer(random_state=ctx.cfg.seed)
+    maps, vis = [], []
+    for image, t in zip(ctx.images, target.tolist()):
+        exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=0,
+                                         num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
+                                         random_seed=ctx.cfg.seed)
+        weights = dict(exp.local_exp[t])
+        maps.append(np.vectorize(lambda s: weights.get(s, 0.0))(exp.segments).astype(np.float32))
+        shown, mask = exp.get_image_and_mask(exp.top_labels[0], positive_only=False,
+                                             num_features=ctx.cfg.lime_num_features, hide_rest=True)
+        vis.append(mark_boundaries(shown / 255.0, mask))
+    ctx.extras.setdefault("lime_vis", []).extend(vis)
+    return torch.as_tensor(np.stack(maps))
+
+
+# ---------------------------------------------------------------- RISE (ours)
+def rise_masks(n: int, grid: int, p: float, size, seed: int) -> torch.Tensor:
+    """N random binary grid masks, bilinearly upsampled and randomly shifted (Petsiuk et al. 2018)."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = size
+    ch, cw = int(np.ceil(H / grid)), int(np.ceil(W / grid))
+    small = (torch.rand(n, 1, grid, grid, generator=g) < p).float()
+    up = F.interpolate(small, size=((grid + 1) * ch, (grid + 1) * cw), mode="bilinear", align_corners=False)[:, 0]
+    dy = torch.randint(0, ch, (n,), generator=g).tolist()
+    dx = torch.randint(0, cw, (n,), generator=g).tolist()
+    return torch.stack([up[i, y:y + H, x:x + W] for i, (y, x) in enumerate(zip(dy, dx))])
+
+
+@torch.no_grad()
+def rise(model, x, target, ctx):
+    """Saliency = sum over masks of P(target | image * mask) * mask / (N * p); masking in pixel space
+    (masked pixels black), all masks of one image in batches of `batch_size * 8`."""
+    cfg = ctx.cfg
+    masks = rise_masks(cfg.rise_num_masks, cfg.rise_cell, cfg.rise_p, x.shape[-2:], cfg.seed).to(x.device)
+    chunk = max(1, cfg.batch_size * 8)
+    out = torch.zeros(len(x), *x.shape[-2:], device=x.device)
+    for i, (img, t) in enumerate(zip(x, target.tolist())):
+        pixels = img * 0.5 + 0.5
+        for start in range(0, len(masks), chunk):
+            m = masks[start:start + chunk]
+            probs = torch.softmax(model((pixels[None] * m[:, None] - 0.5) / 0.5), 1)[:, t]
+            out[i] += torch.einsum("k,khw->hw", probs, m)
+    return out / (len(masks) * cfg.rise_p)
+
+
+# ---------------------------------------------------------------- the registry
+METHODS: Dict[str, Method] = {m.name: m for m in [
+    Method("lime", "LIME Explanation", "chapter_05_lime_explanation", lime, "map"),
+    Method("vanilla_backprop", "Vanilla Backprop", "chapter_05_vanilla_backprop", vanilla_backprop),
+    Method("guided_backprop", "Guided Backprop", "chapter_05_guided_backprop", guided_backprop),
+    Method("integrated_gradients", "Integrated Gradients", "chapter_05_integrated_gradients", integrated_gradients),
+    Method("smoothgrad", "SmoothGrad", "chapter_05_smooth_grad", smoothgrad),
+    Method("gradcam", "Grad-CAM", "chapter_05_grad_cam", gradcam, "map"),
+    Method("guided_gradcam", "Guided Grad-CAM", "chapter_05_guided_grad_cam", guided_gradcam),
+    Method("gradcam_pp", "Grad-CAM++", "chapter_05_gradcam_pp", _grad_cam_lib(lambda **kw: _lib_class("GradCAMPlusPlus")(**kw)), "map"),
+    Method("scorecam", "Score-CAM", "chapter_05_score_cam", _grad_cam_lib(lambda **kw: _lib_class("ScoreCAM")(**kw)), "map"),
+    Method("layercam", "LayerCAM", "chapter_05_layer_cam", _grad_cam_lib(lambda **kw: _lib_class("LayerCAM")(**kw)), "map"),
+    Method("rise", "RISE", "chapter_05_rise", rise, "map"),
+]}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"explain.methods: unknown method {name!r}; choose from {list(METHODS)}")
+    return METHODS[name]

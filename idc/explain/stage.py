@@ -1,0 +1,133 @@
+"""Stage `make explain`: attribution maps of every method for the selected test patches.
+
+Reads model/best.pt, eval/predictions.csv, data/patches.csv and the packed cache. Writes
+explain/maps.npz (`<method>/raw`, `<method>/gray`), explain/index.csv, explain/<method>/*.png,
+figures/chapter_05_<method>.png (the book's 2x2 layout) and figures/explain_overview.png.
+With explain.num_shards > 1 each shard writes explain/shards/<i>-of-<n>/; when all shards are there
+(or with explain.merge=true) they are joined and the figures drawn.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from idc.data import load_patches
+from idc.data.cache import load_or_build_cache
+from idc.errors import ConfigError
+from idc.explain.driver import compute_maps, resolve_targets, to_grayscale
+from idc.explain.figures import book_figure, overview_grid, patch_png
+from idc.explain.methods import METHODS
+from idc.explain.select import book_pair, select_patches
+from idc.model import load_model
+from idc.paths import RunPaths, require
+from idc.utils import atomic_path, file_sha256, resolve_device, write_csv_atomic, wrote
+
+log = logging.getLogger("idc")
+INDEX_COLUMNS = ["image_id", "patient_id", "target", "pred", "proba", "outcome", "explained_class"]
+
+
+def save_maps(path: Path, index: pd.DataFrame, raws: dict, extras: dict) -> None:
+    arrays = {}
+    for m, raw in raws.items():
+        arrays[f"{m}/raw"] = raw.astype(np.float32)
+        arrays[f"{m}/gray"] = to_grayscale(raw)
+    if extras.get("lime_vis"):
+        arrays["lime/vis"] = np.stack(extras["lime_vis"]).astype(np.float32)
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
+    write_csv_atomic(index[INDEX_COLUMNS], path.with_name("index.csv"))
+
+
+def load_maps(path: Path) -> dict:
+    with np.load(require(path)) as z:
+        return {k: z[k] for k in z.files}
+
+
+def shard_dir(paths: RunPaths, i: int, n: int) -> Path:
+    return paths.explain_dir / "shards" / f"{i}-of-{n}"
+
+
+def merge_shards(paths: RunPaths, n: int) -> bool:
+    """Join every shard's maps and index into explain/; False when a shard is still missing."""
+    dirs = [shard_dir(paths, i, n) for i in range(n)]
+    missing = [str(d) for d in dirs if not (d / "maps.npz").exists()]
+    if missing:
+        log.info("explain: %d of %d shards done; merge once %s exist", n - len(missing), n, missing[0])
+        return False
+    parts = [load_maps(d / "maps.npz") for d in dirs]
+    index = pd.concat([pd.read_csv(d / "index.csv") for d in dirs], ignore_index=True)
+    keys = [k for k in parts[0] if all(k in p for p in parts)]
+    with atomic_path(paths.maps_npz, suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, **{k: np.concatenate([p[k] for p in parts]) for k in keys})
+    write_csv_atomic(index, paths.explain_index_csv)
+    log.info("explain: merged %d shards (%d patches) into %s", n, len(index), paths.maps_npz)
+    return True
+
+
+def draw(cfg, paths: RunPaths, patches: pd.DataFrame, images_all) -> list:
+    """Figures from explain/maps.npz + index.csv (so merged shards draw exactly like one run)."""
+    maps = load_maps(paths.maps_npz)
+    index = pd.read_csv(paths.explain_index_csv)
+    rows = pd.Series(np.arange(len(patches)), index=patches["image_id"]).reindex(index["image_id"]).to_numpy()
+    images = np.asarray(images_all[rows])
+    methods = [m for m in METHODS if f"{m}/gray" in maps]
+    lime_vis = maps.get("lime/vis")
+    pair = book_pair(index)
+    written = []
+    for m in methods:
+        gray = maps[f"{m}/gray"]
+        if len(pair) == 2:
+            fig_path = paths.figures_dir / f"{METHODS[m].figure}.png"
+            written.append(wrote(book_figure(m, index, images, gray, pair, fig_path,
+                                             lime_vis if m == "lime" else None), METHODS[m].title))
+        for i, rec in index.iterrows():
+            patch_png(gray[i], paths.explain_dir / m / f"{i:03d}_{rec['patient_id']}_{rec['outcome']}.png")
+    if len(pair) < 2:
+        log.warning("explain: the selection lacks an IDC-negative or an IDC-positive patch: no 2x2 book figures")
+    written.append(wrote(overview_grid(methods, index, images, {m: maps[f"{m}/gray"] for m in methods},
+                                       paths.figures_dir / "explain_overview.png", lime_vis), "patches x methods"))
+    log.info("explain: per-patch maps under %s/<method>/", paths.explain_dir)
+    return written
+
+
+def run(cfg) -> list:
+    e = cfg.explain
+    paths = RunPaths.from_cfg(cfg)
+    patches = load_patches(paths)
+    images_all = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
+    if e.num_shards < 1 or not 0 <= e.shard_index < e.num_shards:
+        raise ConfigError(f"explain.shard_index={e.shard_index} must be in 0..explain.num_shards-1 ({e.num_shards})")
+    if e.merge:
+        if not merge_shards(paths, e.num_shards):
+            raise ConfigError("explain.merge=true but some shards are missing (see the log); run them first")
+        return draw(cfg, paths, patches, images_all)
+    pred = pd.read_csv(require(paths.predictions_csv))
+    log.info("read %s (%d patches)", paths.predictions_csv, len(pred))
+    chosen = select_patches(pred, list(e.patches), list(e.image_ids), dict(e.select))
+    chosen = chosen.iloc[e.shard_index::e.num_shards]
+    targets = resolve_targets(e.target, chosen["target"], chosen["pred"])
+    chosen = chosen.assign(explained_class=targets)
+    device = resolve_device(cfg.device)
+    model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv), model_cfg=cfg.model)
+    log.info("read %s; explaining %d patches with %s (target=%s)", paths.best_pt, len(chosen), list(e.methods), e.target)
+    rows = pd.Series(np.arange(len(patches)), index=patches["image_id"]).reindex(chosen["image_id"]).to_numpy()
+    raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device)
+    if e.num_shards > 1:
+        out = shard_dir(paths, e.shard_index, e.num_shards) / "maps.npz"
+        save_maps(out, chosen, raws, extras)
+        wrote(out, f"shard {e.shard_index} of {e.num_shards}")
+        if not merge_shards(paths, e.num_shards):
+            return [out]
+    else:
+        save_maps(paths.maps_npz, chosen, raws, extras)
+        wrote(paths.maps_npz, "raw and grey maps")
+        wrote(paths.explain_index_csv)
+    written = draw(cfg, paths, patches, images_all)
+    if e.visualize:
+        from idc.explain import visualize
+
+        written += visualize.draw(cfg, paths, model, np.asarray(images_all[rows]), chosen, device)
+    return written

@@ -1,0 +1,105 @@
+"""Stage `make landscape`: each chosen patient's patches stitched back into the tissue, the
+ground-truth IDC patches tinted red, and the model's P(IDC) painted on the slide grid (book Fig 5.13).
+
+Reads data/patches.csv, the packed cache, eval/predictions.csv (and model/best.pt for patients that
+are not in it); writes figures/chapter_05_patient<k>_breast_tissue_proba.png and landscape_<pid>.png.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from idc.data import load_patches
+from idc.data.cache import load_or_build_cache
+from idc.errors import ConfigError
+from idc.paths import RunPaths, require
+from idc.stitch import stitch_labels, stitch_patches, tint
+from idc.utils import atomic_path, file_sha256, resolve_device, save_figure_atomic, wrote
+from idc.viz.style import subplots
+
+log = logging.getLogger("idc")
+
+# Stitching lives in idc.stitch (shared with prepare_data's EDA figures); re-exported for the contract.
+__all__ = ["stitch_patches", "choose_patients", "patient_probabilities", "landscape_figure", "run"]
+
+
+def choose_patients(patches: pd.DataFrame, explicit, n: int, split: str) -> list[int]:
+    """Explicit ids (checked), else the `n` patients of `split` with the most IDC-positive patches."""
+    known = set(patches["patient_id"].unique())
+    if explicit:
+        missing = [int(p) for p in explicit if int(p) not in known]
+        if missing:
+            raise ConfigError(f"landscape.patients={missing} not in data/patches.csv; known ids e.g. {sorted(known)[:8]}")
+        return [int(p) for p in explicit]
+    sub = patches[patches["split"] == split]
+    counts = sub.groupby("patient_id")["target"].sum().sort_values(ascending=False, kind="stable")
+    return [int(p) for p in counts.index[:n]]
+
+
+def patient_probabilities(cfg, paths: RunPaths, patches: pd.DataFrame, images, pids: list[int]) -> dict[int, np.ndarray]:
+    """P(IDC) per patch (patches.csv order within the patient): from predictions.csv, else the model."""
+    preds = pd.read_csv(paths.predictions_csv) if paths.predictions_csv.exists() else None
+    if preds is not None:
+        log.info("read %s", paths.predictions_csv)
+    out, model = {}, None
+    for pid in pids:
+        sub = patches[patches["patient_id"] == pid]
+        if preds is not None and pid in set(preds["patient_id"]):
+            proba = preds.set_index("image_id").reindex(sub["image_id"])["proba"]
+            if not proba.isna().any():
+                out[pid] = proba.to_numpy()
+                continue
+        if model is None:
+            from idc.model import load_model, predict_proba
+
+            device = resolve_device(cfg.device)
+            model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv))
+            log.info("read %s (patients outside eval/predictions.csv are predicted now)", paths.best_pt)
+        out[pid] = predict_proba(model, images[sub.index.to_numpy()], cfg.evaluate.batch_size, device, desc=f"patient {pid}")
+    return out
+
+
+def landscape_figure(sub: pd.DataFrame, tiles: np.ndarray, proba: np.ndarray, pid: int):
+    """The book's three panels for one patient."""
+    xy = (sub["x"].to_numpy(), sub["y"].to_numpy())
+    sizes = {"widths": sub["width"].to_numpy(), "heights": sub["height"].to_numpy()} if "width" in sub else {}
+    canvas = stitch_patches(tiles, *xy, **sizes)
+    idc = stitch_labels(sub["target"].to_numpy(), *xy, **sizes)
+    # Probability heat map on the same canvas: one flat tile per patch, NaN where no tissue patch.
+    heat = stitch_patches(np.broadcast_to(proba[:, None, None, None].astype(np.float32), (len(proba), 50, 50, 1)),
+                          *xy, fill=np.nan)[..., 0]
+    fig, axes = subplots(1, 3, figsize=(20, 6.5))
+    axes[0].imshow(canvas)
+    axes[0].set_title(f"Breast tissue slice of patient: {pid}")
+    axes[1].imshow(tint(canvas, idc))
+    axes[1].set_title(f"Cancer tissue colored red for patient: {pid}")
+    im = axes[2].imshow(heat, cmap="PuRd", vmin=0, vmax=1)
+    axes[2].set_facecolor("#f4f0f7")
+    axes[2].set_title(f"Resnet18 probability landscape for patient: {pid}")
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04, label="P(IDC)")
+    for ax in axes:
+        ax.grid(False)
+    return fig
+
+
+def run(cfg) -> list:
+    paths = RunPaths.from_cfg(cfg)
+    patches = load_patches(paths)
+    require(paths.predictions_csv)
+    images = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
+    pids = choose_patients(patches, list(cfg.landscape.patients), cfg.landscape.num_patients, cfg.landscape.split)
+    probas = patient_probabilities(cfg, paths, patches, images, pids)
+    written = []
+    for k, pid in enumerate(pids, start=1):
+        sub = patches[patches["patient_id"] == pid]
+        fig = landscape_figure(sub, np.asarray(images[sub.index.to_numpy()]), probas[pid], pid)
+        path = paths.figures_dir / f"chapter_05_patient{k}_breast_tissue_proba.png"
+        written.append(wrote(save_figure_atomic(fig, path), f"patient {pid}"))
+        by_id = paths.figures_dir / f"landscape_{pid}.png"
+        with atomic_path(by_id) as tmp:
+            shutil.copyfile(path, tmp)
+        written.append(wrote(by_id))
+    return written

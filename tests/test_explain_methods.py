@@ -1,0 +1,149 @@
+"""Attribution methods on models with known answers, plus agreement with captum / grad-cam."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from idc.config import ExplainConfig
+from idc.explain import METHODS, attribute, resolve_targets, to_grayscale
+from idc.explain.methods import rise_masks
+from idc.errors import ConfigError
+
+REGION = (slice(0, 20), slice(30, 50))  # the only pixels the toy model looks at
+
+
+class RegionModel(nn.Module):
+    """logit(IDC) = sum of ReLU(conv) over a fixed region; logit(normal) = its negative.
+    `layer4` is the conv, so CAMs can hook it; outside the region activations are zeroed."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer4 = nn.Conv2d(3, 2, kernel_size=5, stride=5, bias=False)
+        with torch.no_grad():
+            self.layer4.weight.fill_(0.05)
+        mask = torch.zeros(1, 1, 10, 10)
+        mask[:, :, 0:4, 6:10] = 1.0  # the 20x20 pixel region in 5x5 cells
+        self.register_buffer("mask", mask)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        a = self.relu(self.layer4(x)) * self.mask
+        s = a.sum(dim=(1, 2, 3))
+        return torch.stack([-s, s], dim=1)
+
+
+def cfg(**kw):
+    base = OmegaConf.structured(ExplainConfig)
+    base.merge_with({"lime_num_samples": 200, "rise_num_masks": 400, "ig_steps": 32, "smoothgrad_samples": 8,
+                     "batch_size": 8, **kw})
+    return base
+
+
+def batch(n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return 0.3 + 0.2 * torch.rand(n, 3, 50, 50, generator=g)
+
+
+@pytest.mark.parametrize("method", ["vanilla_backprop", "integrated_gradients", "smoothgrad", "guided_backprop",
+                                    "gradcam", "gradcam_pp", "layercam", "rise"])
+def test_mass_lands_in_the_region_the_model_uses(method):
+    gray = to_grayscale(attribute(RegionModel(), batch(), [1, 1], method, cfg()))
+    inside = gray[:, REGION[0], REGION[1]].mean()
+    outside = np.delete(gray.reshape(2, -1), np.ravel_multi_index(np.mgrid[0:20, 30:50].reshape(2, -1), (50, 50)), 1).mean()
+    assert inside > 3 * outside + 1e-6, (method, inside, outside)
+
+
+def test_integrated_gradients_completeness():
+    model = RegionModel()
+    x = batch()
+    raw = attribute(model, x, [1, 1], "integrated_gradients", cfg(ig_steps=64))
+    with torch.no_grad():
+        gap = (model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]).numpy()
+    assert np.allclose(raw.reshape(2, -1).sum(1), gap, rtol=1e-3, atol=1e-4)
+
+
+def test_integrated_gradients_completeness_on_a_resnet():
+    from idc.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"head": [16], "dropout": 0.0}).eval()
+    x = batch(1)
+    raw = attribute(model, x, [1], "integrated_gradients", cfg(ig_steps=300, ig_internal_batch_size=300))
+    with torch.no_grad():
+        gap = (model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]).item()
+    assert abs(raw.sum() - gap) < 0.05 * abs(gap) + 1e-3
+
+
+def test_vanilla_backprop_is_the_input_gradient():
+    model = RegionModel()
+    x = batch().requires_grad_(True)
+    model(x)[:, 1].sum().backward()
+    assert np.allclose(attribute(model, x.detach(), [1, 1], "vanilla_backprop", cfg()), x.grad.numpy(), atol=1e-6)
+
+
+def test_guided_gradcam_is_gradcam_times_guided_backprop():
+    from idc.model import build_model
+
+    torch.manual_seed(1)
+    model = build_model({"head": [32]}).eval()
+    x, c = batch(), cfg()
+    cam = attribute(model, x, [0, 1], "gradcam", c)
+    gb = attribute(model, x, [0, 1], "guided_backprop", c)
+    assert np.allclose(attribute(model, x, [0, 1], "guided_gradcam", c), cam[:, None] * gb, atol=1e-6)
+
+
+def test_gradcam_agrees_with_pytorch_grad_cam():
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from idc.model import build_model
+
+    torch.manual_seed(2)
+    model = build_model({"head": [32]}).eval()
+    x = batch(3)
+    ours = attribute(model, x, [1, 1, 0], "gradcam", cfg(cam_layer="layer3"))
+    theirs = GradCAM(model=model, target_layers=[model.layer3])(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in (1, 1, 0)])
+    for a, b in zip(ours, theirs):
+        if a.std() > 0 and b.std() > 0:
+            assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+
+
+def test_lime_explains_the_region():
+    model = RegionModel()
+    images = (np.clip(batch(1).permute(0, 2, 3, 1).numpy(), 0, 1) * 255).astype(np.uint8)
+    from idc.data.cache import normalize_batch
+
+    extras = {}
+    raw = attribute(model, normalize_batch(images), [1], "lime", cfg(), images=images, extras=extras)
+    gray = to_grayscale(raw)[0]
+    assert gray[REGION].mean() > gray.mean()
+    assert extras["lime_vis"][0].shape == (50, 50, 3)
+
+
+def test_rise_masks_are_shifted_soft_grids():
+    m = rise_masks(32, 7, 0.5, (50, 50), seed=0)
+    assert m.shape == (32, 50, 50) and 0 <= m.min() and m.max() <= 1
+    assert 0.3 < m.mean() < 0.7 and not torch.equal(m[0], m[1])
+    assert torch.equal(m, rise_masks(32, 7, 0.5, (50, 50), seed=0))
+
+
+def test_grayscale_is_the_books_conversion():
+    raw = np.zeros((1, 3, 50, 50), np.float32)
+    raw[0, 0, :, :] = np.arange(2500).reshape(50, 50) - 1250  # signed: |.| matters
+    g = to_grayscale(raw)
+    assert g.shape == (1, 50, 50) and g.min() == 0 and g.max() == 1
+    assert (g >= 0.999).mean() == pytest.approx(0.01, abs=0.01)
+
+
+def test_targets_and_unknown_names():
+    assert resolve_targets("label", [0, 1], [1, 1]).tolist() == [0, 1]
+    assert resolve_targets("pred", [0, 1], [1, 1]).tolist() == [1, 1]
+    assert resolve_targets("1", [0, 0], [0, 0]).tolist() == [1, 1]
+    with pytest.raises(ConfigError, match="explain.target"):
+        resolve_targets("best", [0], [0])
+    with pytest.raises(ConfigError, match="explain.methods"):
+        attribute(RegionModel(), batch(), [1, 1], "gradcamm", cfg())
+    assert len(METHODS) == 11

@@ -1,0 +1,103 @@
+"""Kaggle indexer: name parsing, layout checks, counted skips, and the real two-patient sample."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from idc.data.index import index_patches, parse_name
+from idc.errors import DataError
+from tests.conftest import SHARED_SAMPLE, compose_cfg, requires_sample
+
+
+def write_png(path, size=(50, 50), mode="RGB", value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.full((size[1], size[0], 3), value, np.uint8)
+    Image.fromarray(arr).convert(mode).save(path)
+    return path
+
+
+def kaggle_tree(root, patients=(10, 11, 12), per_class=3):
+    for pid in patients:
+        for c in (0, 1):
+            for k in range(per_class):
+                write_png(root / str(pid) / str(c) / f"{pid}_idx5_x{1 + 50 * k}_y{1 + 50 * c}_class{c}.png")
+    return root
+
+
+def test_parse_name():
+    assert parse_name("8863_idx5_x1251_y51_class0.png") == {"patient_id": 8863, "x": 1251, "y": 51, "target": 0}
+    assert parse_name("8863_idx5_x1251_y51_class2.png") is None
+    assert parse_name("8863_x1251_y51_class1.png") is None
+
+
+def test_index_well_formed(tmp_path):
+    df, report = index_patches(kaggle_tree(tmp_path))
+    assert len(df) == 18 and set(df["patient_id"]) == {10, 11, 12}
+    assert list(df.columns) == ["image_id", "patient_id", "x", "y", "target", "width", "height"]
+    assert df["image_id"].iloc[0].startswith("10/") and (df["target"].isin([0, 1])).all()
+    assert sum(report.counts()["skipped"].values()) == 0
+
+
+def test_bad_inputs_are_counted_not_dropped_silently(tmp_path, caplog):
+    root = kaggle_tree(tmp_path)
+    write_png(root / "10" / "0" / "garbage.png")  # bad name
+    write_png(root / "10" / "0" / "10_idx5_x1_y1_class1.png")  # class folder mismatch
+    write_png(root / "11" / "1" / "99_idx5_x1_y1_class1.png")  # patient folder mismatch
+    (root / "12" / "1" / "12_idx5_x501_y1_class1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # unreadable
+    good = root / "12" / "0" / "12_idx5_x551_y1_class0.png"
+    write_png(good)
+    good.write_bytes(good.read_bytes()[:60])  # truncated
+    write_png(root / "11" / "0" / "11_idx5_x601_y1_class0.png", mode="L")  # non-RGB: kept
+    write_png(root / "11" / "0" / "11_idx5_x651_y1_class0.png", size=(41, 50))  # edge patch: kept
+    df, report = index_patches(root)
+    skipped = report.counts()["skipped"]
+    assert skipped == {"bad_name": 1, "class_folder_mismatch": 1, "patient_folder_mismatch": 1, "unreadable": 2}
+    assert report.counts()["non_rgb_converted"] == {"L": 1}
+    assert report.counts()["non_50x50_kept"] == {"41x50": 1}
+    assert len(df) == 20
+    assert "unreadable" in caplog.text
+
+
+def test_single_class_patient_is_accepted(tmp_path):
+    root = kaggle_tree(tmp_path, patients=(10, 11))
+    write_png(root / "12" / "0" / "12_idx5_x1_y1_class0.png")  # patient 12 has no class-1 folder
+    df, _ = index_patches(root)
+    assert (df["patient_id"] == 12).sum() == 1
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p / "nope", "does not exist"),
+    (lambda p: p, "no patient folders"),
+    (lambda p: (p / "10" / "0").mkdir(parents=True) or p, "no patch files"),
+    (lambda p: write_png(p / "10" / "0" / "x.png").parent.parent.parent, "no readable, well-named patches"),
+])
+def test_bad_roots_give_one_clear_error(tmp_path, make, match):
+    root = make(tmp_path)
+    with pytest.raises(DataError, match=match) as err:
+        index_patches(root)
+    assert "data.root=" in str(err.value) and "_idx5_x<X>_y<Y>_class<C>.png" in str(err.value)
+
+
+def test_num_patients_limits_sorted_patients(tmp_path):
+    df, _ = index_patches(kaggle_tree(tmp_path, patients=(30, 4, 12)), num_patients=2)
+    assert set(df["patient_id"]) == {4, 12}
+
+
+@requires_sample
+def test_real_sample_index():
+    df, report = index_patches(SHARED_SAMPLE)
+    assert len(df) == 1691
+    counts = df.groupby(["patient_id", "target"]).size().to_dict()
+    assert counts == {(8863, 0): 772, (8863, 1): 207, (8865, 0): 657, (8865, 1): 55}
+    assert sum(report.odd_size.values()) == 4
+
+
+@requires_sample
+def test_prepare_data_on_real_sample(tmp_path):
+    from idc import prepare_data
+
+    cfg = compose_cfg(tmp_path, "data=kaggle", f"data.root={SHARED_SAMPLE}", "data.masks_dir=null")
+    df = prepare_data.run(cfg)
+    assert len(df) == 1691 and set(df["split"]) == {"train", "val", "test"}
+    assert df.groupby("split")["patient_id"].nunique()["train"] == 1

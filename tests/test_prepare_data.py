@@ -1,0 +1,49 @@
+"""prepare_data through Hydra compose on the tiny config: files, summary, split, figures, re-run."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from idc import prepare_data
+from tests.conftest import compose_cfg
+
+EDA = ["target_pc", "idc_positive_samples", "idc_negative_samples", "patient_tissue_slice",
+       "patient_patch_dist", "train_val_test_splits"]
+
+
+def test_prepare_data_outputs(tiny_prepared):
+    df = pd.read_csv(tiny_prepared / "data" / "patches.csv")
+    assert list(df.columns[:6]) == ["image_id", "patient_id", "x", "y", "target", "split"]
+    assert df.groupby("patient_id")["split"].nunique().max() == 1
+    summary = json.loads((tiny_prepared / "data" / "summary.json").read_text())
+    assert summary["patches"] == len(df) and summary["source"] == "synthetic"
+    assert sum(s["patches"] for s in summary["splits"].values()) == len(df)
+    assert 0.15 < summary["positive_rate"] < 0.45
+    assert len(list((tiny_prepared / "data" / "cache").glob("patches-*.npy"))) == 1
+    for name in EDA:
+        assert (tiny_prepared / "figures" / f"chapter_05_{name}.png").stat().st_size > 5000, name
+
+
+def test_rerun_keeps_the_index_and_cache(tiny_prepared, tiny_data_dir, tmp_path):
+    import shutil
+
+    run = shutil.copytree(tiny_prepared, tmp_path / "run")
+    csv = run / "data" / "patches.csv"
+    cache = next((run / "data" / "cache").glob("*.npy"))
+    before = (csv.stat().st_mtime_ns, cache.stat().st_mtime_ns)
+    prepare_data.run(compose_cfg(run, "data.eda_figures=false", data_dir=tiny_data_dir))
+    assert (csv.stat().st_mtime_ns, cache.stat().st_mtime_ns) == before
+
+
+def test_missing_kaggle_root_is_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "data=kaggle",
+                          f"data.root={tmp_path / 'nowhere'}", f"run.dir={tmp_path / 'run'}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "does not exist" in out.stderr and "data.root=" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,80 @@
+"""Training through the public entry points: outputs, SIGKILL + resume, DDP (gloo), NaN stop."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from idc.errors import CheckpointError
+from tests.conftest import REPO, TINY, compose_cfg, copy_run
+
+SHORT = ["train.epochs=2", "train.max_batches=3", "train.batch_size=16", "train.eval_batch_size=128"]
+
+
+def script(run_dir, data_dir, *overrides, launcher=(sys.executable,), name="train"):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [*launcher, str(REPO / "scripts" / f"{name}.py"), *TINY, f"run.dir={run_dir}",
+           f"data.root={data_dir}/IDC_regular_ps50_idx5", f"data.masks_dir={data_dir}/masks", *SHORT, *overrides]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_train_writes_checkpoints_and_history(tiny_trained):
+    hist = pd.read_csv(tiny_trained / "model" / "history.csv")
+    assert {"train_loss", "train_acc", "val_loss", "val_f1", "val_precision", "val_recall", "test_loss"} <= set(hist)
+    assert (tiny_trained / "model" / "best.pt").exists() and (tiny_trained / "model" / "last.pt").exists()
+    steps = pd.read_csv(tiny_trained / "model" / "history_steps.csv")
+    assert len(steps) >= 1 and steps["loss"].notna().all()
+    assert not list((tiny_trained / "model").glob(".*"))  # no temp files left behind
+
+
+def test_sigkill_then_resume_equals_unbroken_run(tiny_prepared, tiny_data_dir, tmp_path):
+    unbroken = copy_run(tiny_prepared, tmp_path / "unbroken")
+    assert script(unbroken, tiny_data_dir).returncode == 0
+    broken = copy_run(tiny_prepared, tmp_path / "broken")
+    killed = script(broken, tiny_data_dir, "train.crash_after_steps=5")  # mid epoch 2
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert pd.read_csv(broken / "model" / "history.csv")["epoch"].tolist() == [0]
+    resumed = script(broken, tiny_data_dir, "train.resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = pd.read_csv(unbroken / "model" / "history.csv").drop(columns=["seconds", "images_per_s"])
+    b = pd.read_csv(broken / "model" / "history.csv").drop(columns=["seconds", "images_per_s"])
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_ddp_two_processes_gloo(tiny_prepared, tiny_data_dir, tmp_path):
+    run = copy_run(tiny_prepared, tmp_path / "ddp")
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    out = script(run, tiny_data_dir, "train.epochs=1", launcher=(torchrun, "--nproc_per_node=2", "--master_port=29517"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    hist = pd.read_csv(run / "model" / "history.csv")
+    assert len(hist) == 1  # written once, by rank 0
+    assert (run / "model" / "best.pt").exists()
+
+
+def test_nan_loss_stops_with_a_clear_error(tiny_prepared, tiny_data_dir, tmp_path):
+    run = copy_run(tiny_prepared, tmp_path / "nan")
+    out = script(run, tiny_data_dir, "train.lr=1e38", "train.max_batches=20", "train.epochs=1")
+    assert out.returncode == 2
+    assert "non-finite training loss" in out.stderr and "Lower train.lr" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_resume_refuses_other_data(tiny_trained, tiny_data_dir, tmp_path):
+    from idc import train
+
+    run = copy_run(tiny_trained, tmp_path / "other")
+    csv = run / "data" / "patches.csv"
+    df = pd.read_csv(csv)
+    df.iloc[:-1].to_csv(csv, index=False)
+    with pytest.raises(CheckpointError, match="another data/patches.csv"):
+        train.run(compose_cfg(run, "train.resume=true", data_dir=tiny_data_dir))
+
+
+def test_mistyped_key_fails_with_hydra_message(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "data.nmu_patients=3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "nmu_patients" in out.stderr and "Traceback" not in out.stderr
