@@ -32,9 +32,10 @@ def stitch_patches(images: np.ndarray, xs, ys, widths=None, heights=None, fill: 
         images = np.where(keep[..., None], images, np.asarray(fill, dtype=images.dtype))
     oy, ox = int(ys.min() % s), int(xs.min() % s)
     rows, cols = (ys - oy) // s, (xs - ox) // s
-    H, W = oy + (rows.max() + 1) * s, ox + (cols.max() + 1) * s
+    on_grid = np.all((ys - oy) % s == 0) and np.all((xs - ox) % s == 0)
+    H, W = (oy + (rows.max() + 1) * s, ox + (cols.max() + 1) * s) if on_grid else (ys.max() + s, xs.max() + s)
     canvas = np.full((H, W, images.shape[3]), fill, dtype=images.dtype)
-    if np.all((ys - oy) % s == 0) and np.all((xs - ox) % s == 0):
+    if on_grid:
         # Patches on one grid (the Kaggle case): view the canvas as blocks and paste all at once.
         blocks = canvas[oy:, ox:].reshape(rows.max() + 1, s, cols.max() + 1, s, -1)
         blocks[rows, :, cols, :] = images

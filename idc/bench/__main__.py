@@ -46,7 +46,8 @@ def main(argv: list[str]) -> None:
     text = DOC.read_text() if DOC.exists() else HEADER
     for name in sections:
         body = importlib.import_module(f"idc.bench.{name}").run(quick=quick)
-        body = f"Machine: {machine()}.\n\n" + body
+        head, _, rest = body.strip().partition("\n")  # the machine line goes under the section's heading
+        body = f"{head}\n\nMachine: {machine()}.\n{rest}"
         text = update_doc(text, name, body)
         write_text_atomic(DOC, text)  # after each section, so a long run keeps what it measured
         print(body)
