@@ -45,5 +45,6 @@ def test_missing_kaggle_root_is_one_clear_error(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "data=kaggle",
                           f"data.root={tmp_path / 'nowhere'}", f"run.dir={tmp_path / 'run'}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
     assert out.returncode == 2
-    assert "does not exist" in out.stderr and "data.root=" in out.stderr and "Traceback" not in out.stderr
+    assert "does not exist" in text and "data.root=" in text and "Traceback" not in text
