@@ -121,7 +121,7 @@ def test_report_is_static_with_relative_links_that_exist(tmp_path):
     assert out == paths.report_html and "<script" not in page.lower()
     assert "<td>split.train.patches</td><td>400</td>" in page
     assert "<td>baseline</td><td>28.6</td><td>100</td>" in page and "<td>Grad-CAM</td><td>pass</td>" in page
-    assert "chapter_05_loss_curve_step.png not found: run <code>make train</code>" in page
+    assert "chapter_05_loss_curve_step.png not found: run <code>make evaluate</code>" in page
     assert "localization.md not found" in page and "landscape_7" in page
     refs = referenced_files(out)
     assert len(refs) >= len(figures.expected_figures())
