@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
@@ -32,7 +33,9 @@ def attribute(model, x: torch.Tensor, target, method: str, explain_cfg, images: 
     model.eval()
     target = torch.as_tensor(np.asarray(target), dtype=torch.long, device=x.device)
     ctx = Context(cfg=explain_cfg, images=images, extras=extras if extras is not None else {})
-    with torch.enable_grad():
+    with torch.enable_grad(), warnings.catch_warnings():
+        # captum announces that it sets requires_grad and hooks ReLUs, for every batch: expected here.
+        warnings.filterwarnings("ignore", message=".*(did not already require gradients|backward hooks on ReLU).*")
         raw = get_method(method).fn(model, x.detach().clone().requires_grad_(False), target, ctx)
     return raw.detach().float().cpu().numpy()
 
