@@ -37,26 +37,10 @@ data: $(STAMP)
 train: data
 	$(PY) scripts/train.py $(ARGS)
 
-evaluate: $(STAMP)
-	$(PY) scripts/evaluate.py $(ARGS)
-
-landscape: $(STAMP)
-	$(PY) scripts/landscape.py $(ARGS)
-
-explain: $(STAMP)
-	$(PY) scripts/explain.py $(ARGS)
-
-visualize: $(STAMP)
-	$(PY) scripts/visualize.py $(ARGS)
-
-sanity: $(STAMP)
-	$(PY) scripts/sanity.py $(ARGS)
-
-figures: $(STAMP)
-	$(PY) scripts/figures.py $(ARGS)
-
-report: $(STAMP)
-	$(PY) scripts/report.py $(ARGS)
+# One target per stage that only needs the venv: `make evaluate` runs scripts/evaluate.py, etc.
+STAGES := evaluate landscape explain visualize sanity figures report
+$(STAGES): $(STAMP)
+	$(PY) scripts/$@.py $(ARGS)
 
 reproduce: train
 	$(PY) scripts/evaluate.py $(ARGS)
