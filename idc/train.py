@@ -97,6 +97,8 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     randomization test). Returns a summary with the best epoch, its val F1 and the final train accuracy.
     """
     t = cfg.train
+    if t.balance not in ("none", "class_weights", "sampler"):
+        raise ConfigError(f"train.balance={t.balance!r} is not known; use none, class_weights or sampler")
     model_dir = Path(model_dir)
     paths = RunPaths.from_cfg(cfg)
     info = D.init_distributed(t.dist_backend)
@@ -130,8 +132,6 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
     weight = class_weights(train_targets[rows["train"]]).to(device) if t.balance == "class_weights" else None
-    if t.balance not in ("none", "class_weights", "sampler"):
-        raise ConfigError(f"train.balance={t.balance!r} is not known; use none, class_weights or sampler")
     criterion = nn.CrossEntropyLoss(weight=weight)
     eval_criterion = nn.CrossEntropyLoss()
     sample_weights = None

@@ -80,3 +80,22 @@ def test_mistyped_key_fails_with_hydra_message(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "nmu_patients" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("balance", ["class_weights", "sampler"])
+def test_balancing_options_train(tiny_prepared, tiny_data_dir, tmp_path, balance):
+    from idc import train
+
+    run = copy_run(tiny_prepared, tmp_path / balance)
+    summary = train.run(compose_cfg(run, f"train.balance={balance}", "train.max_batches=2", data_dir=tiny_data_dir))
+    assert summary["epochs"] == 1 and 0.0 <= summary["train_acc"] <= 1.0
+    assert (run / "model" / "best.pt").exists()
+
+
+def test_unknown_balance_is_a_config_error(tiny_prepared, tiny_data_dir, tmp_path):
+    from idc import train
+    from idc.errors import ConfigError
+
+    run = copy_run(tiny_prepared, tmp_path / "bad")
+    with pytest.raises(ConfigError, match="train.balance"):
+        train.run(compose_cfg(run, "train.balance=oversample", data_dir=tiny_data_dir))
