@@ -147,6 +147,13 @@ class SanityConfig:
     random_labels_max_batches: Optional[int] = None
     localization: bool = True
     localization_patches: int = 32
+    # Methods scored against the pixel ground truth: all eleven by default (null = the same as `methods`).
+    localization_methods: Optional[List[str]] = field(
+        default_factory=lambda: [
+            "lime", "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad",
+            "gradcam", "guided_gradcam", "gradcam_pp", "scorecam", "layercam", "rise",
+        ]
+    )
     hog_pixels_per_cell: int = 5
     # Pointing game: a maximum within this many pixels of the ground-truth mask counts as a hit.
     pointing_tolerance: int = 2

@@ -202,9 +202,10 @@ def table_5_2(metrics: pd.DataFrame, threshold: float, full_depth: int, train_ac
 # ---------------------------------------------------------------- stage
 def _validate(cfg, titles: Dict[str, str]) -> None:
     s = cfg.sanity
-    unknown = [m for m in s.methods if m not in titles]
+    unknown = [m for m in list(s.methods) + list(s.localization_methods or []) if m not in titles]
     if unknown:
-        raise ConfigError(f"sanity.methods has unknown method(s) {unknown}; choose from {sorted(titles)}")
+        raise ConfigError(f"sanity.methods / sanity.localization_methods: unknown method(s) {unknown}; "
+                          f"choose from {sorted(titles)}")
     if not s.cascade:
         raise ConfigError("sanity.cascade is empty; list the blocks to randomize, top first (e.g. [fc, layer4, ...])")
     if not 1 <= s.hog_pixels_per_cell <= cfg.data.patch_size // 2:

@@ -97,7 +97,7 @@ def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, t
         return None
     imgs, x, target = batch_tensors(images, rows, device)
     grays = {titles[m]: gray for m, (_, gray) in compute_maps(
-        model, x, target, imgs, list(s.methods), cfg.explain, int(s.seed)).items()}
+        model, x, target, imgs, list(s.localization_methods or s.methods), cfg.explain, int(s.seed)).items()}
     grays[RANDOM_BASELINE] = random_maps(masks.shape, int(s.seed))
     frames = []
     for name, gray in grays.items():
