@@ -170,29 +170,41 @@ def verdict(similarity: float, threshold: float) -> str:
 
 
 def table_5_2(metrics: pd.DataFrame, threshold: float, full_depth: int, train_accuracy: float | None) -> str:
-    """Markdown Table 5.2: the book's verdicts next to ours (Spearman of absolute maps)."""
+    """Markdown Table 5.2: the book's verdicts next to ours (Spearman of absolute maps).
+
+    Model randomization is judged on the mean similarity over the whole cascade (depths 1..K: the
+    normalized area under the cascading curve), not on the fully randomized network alone, where every
+    method has changed: Adebayo et al.'s point is a map that survives randomizing the top layers."""
     m = metrics[metrics["metric"] == TABLE_METRIC]
-    model_sim = m[(m["test"] == "cascading") & (m["depth"] == full_depth)].set_index("method")["value"]
+    cascade = m[(m["test"] == "cascading") & (m["depth"] >= 1)]
+    model_sim = cascade.groupby("method")["value"].mean()
+    full_sim = cascade[cascade["depth"] == full_depth].set_index("method")["value"]
     data_sim = m[m["test"] == "data"].set_index("method")["value"]
     lines = [
         "# Table 5.2: sanity checks (Adebayo et al. 2018), the book's verdicts and ours",
         "",
         f"Similarity = Spearman rank correlation of absolute maps ({TABLE_METRIC}) between the trained model and "
         f"the randomized one, averaged over the selected test patches. A method **passes** when its map changed, "
-        f"i.e. similarity < {threshold:g}.",
+        f"i.e. similarity < {threshold:g}. Model randomization uses the mean over the {full_depth} cascade steps "
+        "(top block first), so a map that survives randomizing the top layers fails; the similarity with every "
+        "block randomized is shown for reference.",
         "",
-        "| method | book: model randomization | ours: similarity (full cascade) | ours | agrees with book "
-        "| book: data randomization | ours: similarity (random labels) | ours | agrees with book |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | book: model randomization | ours: mean similarity over the cascade | (all blocks randomized) "
+        "| ours | agrees with book | book: data randomization | ours: similarity (random labels) | ours "
+        "| agrees with book |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, (name, book_model, book_data) in BOOK_TABLE_5_2.items():
         cells = [name]
-        for book, sims in ((book_model, model_sim), (book_data, data_sim)):
+        for book, sims, extra in ((book_model, model_sim, full_sim), (book_data, data_sim, None)):
             if key in sims.index:
                 ours = verdict(float(sims[key]), threshold)
-                cells += [book, f"{sims[key]:.3f}", ours, "yes" if ours == book else "no"]
+                cells += [book, f"{sims[key]:.3f}"]
+                if extra is not None:
+                    cells.append(f"{extra[key]:.3f}" if key in extra.index else "-")
+                cells += [ours, "yes" if ours == book else "no"]
             else:
-                cells += [book, "not run", "-", "-"]
+                cells += [book, "not run"] + (["-"] if extra is not None else []) + ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     acc = "not reported by train.fit" if train_accuracy is None else f"{100 * train_accuracy:.1f}%"
     lines += ["", f"Model trained on permuted labels reached a training accuracy of {acc} on those labels.", ""]
