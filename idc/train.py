@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from idc import distributed as D
 from idc.data import load_patches
-from idc.data.cache import load_or_build_cache
+from idc.data.cache import load_or_build_cache, normalize_batch
 from idc.errors import CheckpointError, ConfigError, IdcError
 from idc.metrics import binary_scores
 from idc.model import as_dict, build_model, read_checkpoint, save_checkpoint
@@ -70,8 +70,7 @@ def evaluate_rows(model, images, rows, targets, device, batch_size, criterion, a
     losses, probas = [], []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False):
         sel = rows[start:start + batch_size]
-        x = torch.from_numpy(np.ascontiguousarray(images[sel])).to(device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)
+        x = normalize_batch(np.asarray(images[sel]), device=device)
         y = torch.from_numpy(targets[sel]).to(device)
         with autocast(device, amp_dtype):
             logits = model(x)

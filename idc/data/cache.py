@@ -65,7 +65,8 @@ def normalize_batch(images, device=None) -> torch.Tensor:
     t = torch.from_numpy(np.require(images, requirements=["C", "W"])) if isinstance(images, np.ndarray) else images
     if device is not None:
         t = t.to(device, non_blocking=True)
-    return t.permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)
+    # contiguous NCHW: a permuted (channels-last strided) batch sends CPU convolutions down a slower path
+    return t.permute(0, 3, 1, 2).contiguous().float().div(255).sub(0.5).div(0.5)
 
 
 class PackedLoader:

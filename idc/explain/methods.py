@@ -146,7 +146,7 @@ def lime(model, x, target, ctx):
     for image, t in zip(ctx.images, target.tolist()):
         exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=0,
                                          num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
-                                         random_seed=ctx.cfg.seed, progress_bar=False)
+                                         random_seed=ctx.cfg.seed)
         weights = dict(exp.local_exp[t])
         maps.append(np.vectorize(lambda s: weights.get(s, 0.0))(exp.segments).astype(np.float32))
         shown, mask = exp.get_image_and_mask(exp.top_labels[0], positive_only=False,
