@@ -16,14 +16,14 @@ from idc.data import load_patches
 from idc.data.cache import load_or_build_cache
 from idc.errors import ConfigError
 from idc.paths import RunPaths, require
-from idc.stitch import stitch_labels, stitch_patches, tint
+from idc.stitch import grid_values, original_tiles, stitch_labels, stitch_patches, tint
 from idc.utils import atomic_path, file_sha256, resolve_device, save_figure_atomic, wrote
 from idc.viz.style import subplots
 
 log = logging.getLogger("idc")
 
 # Stitching lives in idc.stitch (shared with prepare_data's EDA figures); re-exported for the contract.
-__all__ = ["stitch_patches", "choose_patients", "patient_probabilities", "landscape_figure", "run"]
+__all__ = ["stitch_patches", "grid_values", "choose_patients", "patient_probabilities", "landscape_figure", "run"]
 
 
 def choose_patients(patches: pd.DataFrame, explicit, n: int, split: str) -> list[int]:
@@ -62,11 +62,11 @@ def patient_probabilities(cfg, paths: RunPaths, patches: pd.DataFrame, images, p
     return out
 
 
-def landscape_figure(sub: pd.DataFrame, tiles: np.ndarray, proba: np.ndarray, pid: int):
-    """The book's three panels for one patient."""
+def landscape_figure(sub: pd.DataFrame, tiles, proba: np.ndarray, pid: int):
+    """The book's three panels for one patient (`tiles`: see `idc.stitch.original_tiles`)."""
     xy = (sub["x"].to_numpy(), sub["y"].to_numpy())
     sizes = {"widths": sub["width"].to_numpy(), "heights": sub["height"].to_numpy()} if "width" in sub else {}
-    canvas = stitch_patches(tiles, *xy, **sizes)
+    canvas = stitch_patches(tiles, *xy)
     idc = stitch_labels(sub["target"].to_numpy(), *xy, **sizes)
     # Probability heat map on the same canvas: one flat tile per patch, NaN where no tissue patch.
     heat = stitch_patches(np.broadcast_to(proba[:, None, None, None].astype(np.float32), (len(proba), 50, 50, 1)),
@@ -95,7 +95,8 @@ def run(cfg) -> list:
     written = []
     for k, pid in enumerate(pids, start=1):
         sub = patches[patches["patient_id"] == pid]
-        fig = landscape_figure(sub, np.asarray(images[sub.index.to_numpy()]), probas[pid], pid)
+        tiles = original_tiles(sub, images[sub.index.to_numpy()], cfg.data.root, cfg.data.patch_size)
+        fig = landscape_figure(sub, tiles, probas[pid], pid)
         path = paths.figures_dir / f"chapter_05_patient{k}_breast_tissue_proba.png"
         written.append(wrote(save_figure_atomic(fig, path), f"patient {pid}"))
         by_id = paths.figures_dir / f"landscape_{pid}.png"

@@ -13,7 +13,7 @@ import pandas as pd
 
 from idc.data import PATCH_COLUMNS
 from idc.data.cache import load_or_build_cache
-from idc.data.index import index_patches
+from idc.data.index import index_with_report
 from idc.data.split import SPLITS, split_patients
 from idc.errors import ConfigError
 from idc.paths import RunPaths
@@ -57,7 +57,7 @@ def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
         root = Path(str(d.root))
     else:
         raise ConfigError(f"data.source={d.source!r} is not known; use data=synthetic, data=tiny or data=kaggle")
-    df, report = index_patches(root, num_patients=d.num_patients)
+    df, report = index_with_report(root, num_patients=d.num_patients)
     df = split_patients(df, seed=d.split_seed, test_size=d.test_size, val_share=d.val_share_of_holdout)
     return df[PATCH_COLUMNS], report, root
 
@@ -80,5 +80,5 @@ def run(cfg) -> pd.DataFrame:
         if cfg.data.eda_figures:
             from idc.viz.eda import write_eda_figures
 
-            write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed)
+            write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed, root=root)
     return df

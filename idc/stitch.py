@@ -5,6 +5,8 @@ generator's checks share one implementation without importing a stage.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -13,13 +15,15 @@ def canvas_shape(xs, ys, widths, heights) -> tuple[int, int]:
     return int((ys + np.asarray(heights)).max()), int((xs + np.asarray(widths)).max())
 
 
-def stitch_patches(images: np.ndarray, xs, ys, widths=None, heights=None, fill: int = 255) -> np.ndarray:
+def stitch_patches(images, xs, ys, widths=None, heights=None, fill: int = 255) -> np.ndarray:
     """uint8 [H, W, 3] canvas with every patch pasted at (x, y); `fill` where there is no patch.
 
-    `images` is [n, s, s, 3]; with `widths`/`heights` (edge patches smaller than s x s) only the
-    top-left w x h pixels of each patch are pasted — for cache rows that were resized to s x s, pass
-    the original patches instead or accept the resized pixels by leaving the sizes out.
+    `images` is either an array [n, s, s, C], where `widths`/`heights` (edge patches smaller than s x s)
+    paste only the top-left w x h pixels of a patch, or a list of arrays [h_i, w_i, C] of their own
+    sizes (see `original_tiles`: edge patches as read from disk, the others from the packed cache).
     """
+    if not isinstance(images, np.ndarray):
+        images, widths, heights = _pad_tiles(list(images), fill)
     images = np.asarray(images)
     n, s = images.shape[0], images.shape[1]
     xs = np.asarray(xs, dtype=np.int64)
@@ -43,6 +47,40 @@ def stitch_patches(images: np.ndarray, xs, ys, widths=None, heights=None, fill: 
         for img, x, y in zip(images, xs, ys):
             canvas[y:y + s, x:x + s] = img
     return canvas
+
+
+def _pad_tiles(tiles: list, fill) -> tuple:
+    """A list of [h, w, C] tiles as one [n, s, s, C] array (s = the largest side) plus their sizes."""
+    heights = np.array([t.shape[0] for t in tiles])
+    widths = np.array([t.shape[1] for t in tiles])
+    s = int(max(heights.max(), widths.max()))
+    out = np.full((len(tiles), s, s, tiles[0].shape[2]), fill, dtype=tiles[0].dtype)
+    full = (heights == s) & (widths == s)
+    if full.any():
+        out[full] = np.stack([t for t, f in zip(tiles, full) if f])
+    for i in np.flatnonzero(~full):
+        out[i, :heights[i], :widths[i]] = tiles[i]
+    return out, widths, heights
+
+
+def original_tiles(sub, images, root=None, size: int = 50) -> list:
+    """One uint8 tile per row of `sub` (patches.csv rows; `images` = their packed-cache rows): patches of
+    the standard size from the cache, edge patches at their original size read from `root` (the cache
+    holds them stretched to size x size, as the transforms see them), shrunk back when the file is gone."""
+    from PIL import Image
+
+    from idc.data.dataset import load_rgb
+
+    tiles = list(np.asarray(images))
+    w = sub["width"].to_numpy() if "width" in sub else np.full(len(sub), size)
+    h = sub["height"].to_numpy() if "height" in sub else np.full(len(sub), size)
+    for i in np.flatnonzero((w != size) | (h != size)):
+        path = None if root is None else Path(root) / sub["image_id"].iloc[i]
+        if path is not None and path.exists():
+            tiles[i] = np.asarray(load_rgb(path))
+        else:
+            tiles[i] = np.asarray(Image.fromarray(tiles[i]).resize((int(w[i]), int(h[i])), Image.BILINEAR))
+    return tiles
 
 
 def grid_values(values, xs, ys, patch: int = 50) -> np.ndarray:

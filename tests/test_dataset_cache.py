@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from idc.data.cache import PackedLoader, load_or_build_cache, normalize_batch
@@ -25,7 +26,7 @@ def varied_tree(root):
 
 def test_cache_is_bit_identical_to_patch_dataset(tmp_path):
     root = varied_tree(tmp_path / "set")
-    df, _ = index_patches(root)
+    df = index_patches(root)
     images = load_or_build_cache(df, root, tmp_path / "cache")
     assert images.shape == (len(df), 50, 50, 3) and images.dtype == np.uint8
     ds = PatchDataset(df, root, eval_transform())
@@ -36,7 +37,7 @@ def test_cache_is_bit_identical_to_patch_dataset(tmp_path):
 
 def test_cache_is_reused_and_keyed_by_index(tmp_path):
     root = kaggle_tree(tmp_path / "set")
-    df, _ = index_patches(root)
+    df = index_patches(root)
     load_or_build_cache(df, root, tmp_path / "cache")
     first = list((tmp_path / "cache").glob("*.npy"))
     mtime = first[0].stat().st_mtime_ns
@@ -100,3 +101,28 @@ def test_train_transform_flips_only():
     t = train_transform()
     assert any(type(s).__name__ == "RandomHorizontalFlip" for s in t.transforms)
     assert not any("Flip" in type(s).__name__ for s in eval_transform().transforms)
+
+
+def test_cpu_and_accelerator_flip_paths_agree():
+    from idc.data.cache import _flip_, _flipped_nchw, _normalize_
+
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (8, 50, 50, 3), dtype=np.uint8)
+    h, v = rng.random(8) < 0.5, rng.random(8) < 0.5
+    fused = torch.from_numpy(_normalize_(_flipped_nchw(batch, h, v)))  # the CPU path
+    flipped = normalize_batch(_flip_(batch.copy(), h, v))  # the uint8 path used before a device copy
+    assert torch.equal(fused, flipped)
+    expected = normalize_batch(batch)
+    expected = torch.where(torch.from_numpy(h)[:, None, None, None], expected.flip(3), expected)
+    expected = torch.where(torch.from_numpy(v)[:, None, None, None], expected.flip(2), expected)
+    assert torch.equal(fused, expected)
+
+
+def test_package_exports_the_data_api():
+    import idc.data as data
+    from idc.data import cache, dataset, index, split
+
+    assert data.PatchDataset is dataset.PatchDataset and data.PackedLoader is cache.PackedLoader
+    assert data.index_patches is index.index_patches and data.split_patients is split.split_patients
+    with pytest.raises(AttributeError):
+        data.no_such_name

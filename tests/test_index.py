@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from idc.data.index import index_patches, parse_name
+from idc.data.index import index_patches, index_with_report, parse_name
 from idc.errors import DataError
 from tests.conftest import SHARED_SAMPLE, compose_cfg, requires_sample
 
@@ -32,7 +32,7 @@ def test_parse_name():
 
 
 def test_index_well_formed(tmp_path):
-    df, report = index_patches(kaggle_tree(tmp_path))
+    df, report = index_with_report(kaggle_tree(tmp_path))
     assert len(df) == 18 and set(df["patient_id"]) == {10, 11, 12}
     assert list(df.columns) == ["image_id", "patient_id", "x", "y", "target", "width", "height"]
     assert df["image_id"].iloc[0].startswith("10/") and (df["target"].isin([0, 1])).all()
@@ -50,19 +50,44 @@ def test_bad_inputs_are_counted_not_dropped_silently(tmp_path, caplog):
     good.write_bytes(good.read_bytes()[:60])  # truncated
     write_png(root / "11" / "0" / "11_idx5_x601_y1_class0.png", mode="L")  # non-RGB: kept
     write_png(root / "11" / "0" / "11_idx5_x651_y1_class0.png", size=(41, 50))  # edge patch: kept
-    df, report = index_patches(root)
+    df, report = index_with_report(root)
     skipped = report.counts()["skipped"]
-    assert skipped == {"bad_name": 1, "class_folder_mismatch": 1, "patient_folder_mismatch": 1, "unreadable": 2}
+    assert skipped == {"bad_name": 1, "class_folder_mismatch": 1, "patient_folder_mismatch": 1, "unreadable": 1,
+                       "truncated": 1}
     assert report.counts()["non_rgb_converted"] == {"L": 1}
     assert report.counts()["non_50x50_kept"] == {"41x50": 1}
     assert len(df) == 20
-    assert "unreadable" in caplog.text
+    assert "unreadable" in caplog.text and "truncated" in caplog.text
+
+
+def corrupt_pixels(path):
+    """Flip bytes inside the compressed pixel data; header and IEND stay intact."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 8
+    data[start:start + 16] = bytes(16)
+    path.write_bytes(bytes(data))
+
+
+def test_verify_decodes_and_the_cache_names_undecodable_files(tmp_path):
+    from idc.data.cache import load_or_build_cache
+
+    root = kaggle_tree(tmp_path / "set", patients=(10, 11))
+    bad = write_png(root / "10" / "0" / "10_idx5_x901_y1_class0.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 50, 3), np.uint8)).save(bad)
+    corrupt_pixels(bad)
+    _, report = index_with_report(root, verify=True)
+    assert report.counts()["skipped"]["unreadable"] + report.counts()["skipped"]["truncated"] == 1
+    df = index_patches(root)  # header-only: the file looks whole
+    assert "10/0/10_idx5_x901_y1_class0.png" in set(df["image_id"])
+    with pytest.raises(DataError, match="10_idx5_x901_y1_class0.png"):
+        load_or_build_cache(df, root, tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*.npy"))
 
 
 def test_single_class_patient_is_accepted(tmp_path):
     root = kaggle_tree(tmp_path, patients=(10, 11))
     write_png(root / "12" / "0" / "12_idx5_x1_y1_class0.png")  # patient 12 has no class-1 folder
-    df, _ = index_patches(root)
+    df = index_patches(root)
     assert (df["patient_id"] == 12).sum() == 1
 
 
@@ -80,13 +105,13 @@ def test_bad_roots_give_one_clear_error(tmp_path, make, match):
 
 
 def test_num_patients_limits_sorted_patients(tmp_path):
-    df, _ = index_patches(kaggle_tree(tmp_path, patients=(30, 4, 12)), num_patients=2)
+    df = index_patches(kaggle_tree(tmp_path, patients=(30, 4, 12)), num_patients=2)
     assert set(df["patient_id"]) == {4, 12}
 
 
 @requires_sample
 def test_real_sample_index():
-    df, report = index_patches(SHARED_SAMPLE)
+    df, report = index_with_report(SHARED_SAMPLE)
     assert len(df) == 1691
     counts = df.groupby(["patient_id", "target"]).size().to_dict()
     assert counts == {(8863, 0): 772, (8863, 1): 207, (8865, 0): 657, (8865, 1): 55}
@@ -101,3 +126,29 @@ def test_prepare_data_on_real_sample(tmp_path):
     df = prepare_data.run(cfg)
     assert len(df) == 1691 and set(df["split"]) == {"train", "val", "test"}
     assert df.groupby("split")["patient_id"].nunique()["train"] == 1
+
+
+def test_full_size_layout_structure(tmp_path):
+    """279 patient folders as in the real set (ids 8863..16896, coordinates up to x4000 y3000), some with
+    one class folder only; the files are hard links to one PNG, so the tree is cheap to build."""
+    rng = np.random.default_rng(0)
+    src = write_png(tmp_path / "one.png")
+    root = tmp_path / "IDC_regular_ps50_idx5"
+    pids = np.sort(rng.choice(np.arange(8863, 16897), 279, replace=False))
+    expected = []
+    for i, pid in enumerate(pids):
+        classes = (0,) if i % 10 == 0 else (0, 1)
+        for c in classes:
+            d = root / str(pid) / str(c)
+            d.mkdir(parents=True)
+            for x, y in zip(1 + 50 * rng.integers(0, 80, 4), 1 + 50 * rng.integers(0, 60, 4)):
+                name = f"{pid}_idx5_x{x}_y{y}_class{c}.png"
+                if not (d / name).exists():
+                    (d / name).hardlink_to(src)
+                    expected.append((int(pid), int(x), int(y), c))
+    df = index_patches(root)
+    assert len(df) == len(expected) and df["patient_id"].nunique() == 279
+    got = set(map(tuple, df[["patient_id", "x", "y", "target"]].to_numpy().tolist()))
+    assert got == set(expected)
+    assert (df["patient_id"].diff().dropna() >= 0).all()  # sorted by patient
+    assert set(index_patches(root, num_patients=5)["patient_id"]) == set(int(p) for p in pids[:5])

@@ -50,3 +50,49 @@ def test_labels_grid_values_and_tint():
     m[0, 0] = True
     out = tint(canvas, m)
     assert out[0, 0, 0] > 200 and out[0, 0, 1] < 200 and (out[1:, 1:] == 200).all()
+
+
+def test_tiles_of_their_own_size_keep_their_original_pixels(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from idc.stitch import original_tiles
+
+    imgs, xs, ys = grid_patches(1, 3)
+    edge = imgs[2][:35, :41].copy()  # an edge patch: 41 wide, 35 high on disk
+    path = tmp_path / "7" / "0" / "edge.png"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(edge).save(path)
+    stretched = np.asarray(Image.fromarray(edge).resize((50, 50)))  # what the cache holds for it
+    sub = pd.DataFrame({"image_id": ["a", "b", "7/0/edge.png"], "width": [50, 50, 41], "height": [50, 50, 35]})
+    cache_rows = np.stack([imgs[0], imgs[1], stretched])
+    tiles = original_tiles(sub, cache_rows, tmp_path)
+    assert np.array_equal(tiles[2], edge) and np.array_equal(tiles[0], imgs[0])
+    canvas = stitch_patches(tiles, xs, ys)
+    assert np.array_equal(canvas[1:36, 101:142], edge)
+    assert (canvas[36:51, 101:151] == 255).all() and (canvas[1:36, 142:151] == 255).all()
+    assert np.array_equal(canvas[1:51, 51:101], imgs[1])
+    gone = original_tiles(sub, cache_rows, tmp_path / "moved")  # files gone: the cache row, shrunk back
+    assert gone[2].shape == (35, 41, 3)
+
+
+def test_landscape_reexports_the_stitching_contract():
+    from idc import landscape
+
+    assert landscape.stitch_patches is stitch_patches and landscape.grid_values is grid_values
+
+
+def test_stitching_a_2400_patch_patient_is_vectorized():
+    import time
+
+    rng = np.random.default_rng(1)
+    cells = rng.choice(60 * 60, 2400, replace=False)
+    xs, ys = 1 + 50 * (cells % 60), 1 + 50 * (cells // 60)
+    imgs = rng.integers(0, 255, (2400, 50, 50, 3), dtype=np.uint8)
+    tic = time.perf_counter()
+    canvas = stitch_patches(imgs, xs, ys)
+    elapsed = time.perf_counter() - tic
+    k = 1234
+    assert np.array_equal(canvas[ys[k]:ys[k] + 50, xs[k]:xs[k] + 50], imgs[k])
+    assert (canvas == 255).all(axis=2).sum() >= (3600 - 2400) * 2500  # empty cells stay background
+    assert elapsed < 1.0  # generous: the block paste takes tens of ms; a per-pixel loop would take minutes

@@ -9,6 +9,28 @@ from idc.errors import DataError
 from idc.paths import RunPaths, require
 
 log = logging.getLogger("idc")
+
+# The public API by name, imported on first use: `from idc.data import PatchDataset` works, while
+# `import idc.data.synthetic` (generator worker processes) does not pay for torch and torchvision.
+_EXPORTS = {
+    "index_patches": "index", "index_with_report": "index", "parse_name": "index",
+    "split_patients": "split", "split_patient_ids": "split", "assert_disjoint": "split",
+    "PatchDataset": "dataset", "train_transform": "dataset", "eval_transform": "dataset",
+    "MEAN": "dataset", "STD": "dataset",
+    "load_or_build_cache": "cache", "normalize_batch": "cache", "PackedLoader": "cache",
+    "generate_synthetic": "synthetic",
+}
+__all__ = ["load_patches", "PATCH_COLUMNS", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"idc.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'idc.data' has no attribute {name!r}")
+
+
 PATCH_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "split", "width", "height"]
 
 

@@ -1,19 +1,22 @@
 """Index a patch set in the Kaggle layout: `<root>/<pid>/<0|1>/<pid>_idx5_x<X>_y<Y>_class<C>.png`.
 
-Every file is opened and decoded once (threads: PIL releases the GIL while decoding), so unreadable
-or truncated PNGs are found here, not in the middle of training. Nothing is dropped silently: each
-skipped file is counted by reason and logged; odd sizes and non-RGB modes are kept and counted.
+Only each file's header is read (the PNG IHDR chunk, or PIL's `open` for anything else: no pixels)
+plus its last bytes, where a complete PNG ends with the IEND chunk: that finds unreadable and truncated files in seconds
+for the full 277k-file set (a thread pool overlaps the file reads). `verify=True` decodes every file
+instead. Nothing is dropped silently: each skipped file is counted by reason and logged; odd sizes
+and non-RGB modes are kept and counted.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
+import struct
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pandas as pd
 from PIL import Image
@@ -26,7 +29,9 @@ log = logging.getLogger("idc")
 NAME_RE = re.compile(r"^(?P<pid>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<cls>[01])\.png$")
 LAYOUT = "<root>/<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<C>.png"
 COLUMNS = ["image_id", "patient_id", "x", "y", "target", "width", "height"]
-SKIP_REASONS = ("bad_name", "class_folder_mismatch", "patient_folder_mismatch", "unreadable")
+SKIP_REASONS = ("bad_name", "class_folder_mismatch", "patient_folder_mismatch", "unreadable", "truncated")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk type and its (constant) CRC: the last 8 bytes of a whole PNG
 
 
 @dataclass
@@ -97,33 +102,67 @@ def list_candidates(root: Path, num_patients: Optional[int], report: IndexReport
     return found
 
 
-def _probe(path: str) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
-    """(size, mode) after a full decode, or (None, None) when the file is unreadable or truncated."""
+def _probe(path: str, verify: bool = False) -> Tuple[Optional[Tuple[int, int]], Optional[str], Optional[str]]:
+    """(size, mode, None) for a readable patch, else (None, None, skip reason).
+
+    The common case, an 8-bit RGB PNG, is read from its IHDR chunk (the first 33 bytes) and its last
+    32 bytes; PIL's own header parser costs several times more per file in Python. Other colour types
+    and formats go to PIL, which names their mode; `verify` decodes every file with PIL.
+    """
     try:
+        if not verify:
+            with open(path, "rb") as fh:
+                head = fh.read(33)
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 32))
+                tail = fh.read()
+            if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR":
+                if PNG_END not in tail:
+                    return None, None, "truncated"
+                width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+                if (depth, colour) == (8, 2):
+                    return (width, height), "RGB", None
         with Image.open(path) as im:
-            im.load()
-            return im.size, im.mode
-    except Exception:  # PIL raises many types (OSError, SyntaxError, ValueError) for broken files
-        return None, None
+            size, mode = im.size, im.mode
+            if verify:
+                im.load()
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError) for broken files
+        truncated = verify and "truncated" in str(err).lower()
+        return None, None, "truncated" if truncated else "unreadable"
+    return size, mode, None
 
 
-def index_patches(root, num_patients: Optional[int] = None, workers: int = 8) -> Tuple[pd.DataFrame, IndexReport]:
+def threaded_map(fn: Callable, items: Sequence, workers: int = 8, desc: str = "", chunk: int = 1024) -> Iterator:
+    """`fn(item)` for every item, in order, with a tqdm bar. Chunks go to a thread pool (one future per
+    file would cost more than reading its header), so file reads and decodes overlap across threads."""
+    chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(total=len(items), desc=desc, unit="img") as bar:
+        for results in pool.map(lambda part: [fn(x) for x in part], chunks):
+            bar.update(len(results))
+            yield from results
+
+
+def index_patches(root, num_patients: Optional[int] = None) -> pd.DataFrame:
+    """The patches table under `root` (the contract's form; skips are logged, see `index_with_report`)."""
+    return index_with_report(root, num_patients)[0]
+
+
+def index_with_report(root, num_patients: Optional[int] = None, workers: int = 8,
+                      verify: bool = False) -> Tuple[pd.DataFrame, IndexReport]:
     """Index every patch under `root`; returns the table (sorted by patient, y, x) and the report."""
     root = Path(root)
     report = IndexReport()
     found = list_candidates(root, num_patients, report)
     rows = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        probes = pool.map(_probe, (str(root / rel) for rel, _ in found), chunksize=256)
-        for (rel, meta), (size, mode) in tqdm(zip(found, probes), total=len(found), desc="index patches", unit="img"):
-            if size is None:
-                report.skipped["unreadable"].append(rel)
-                continue
-            if mode != "RGB":
-                report.non_rgb[mode] += 1
-            if size != (50, 50):
-                report.odd_size[f"{size[0]}x{size[1]}"] += 1
-            rows.append({"image_id": rel, **meta, "width": size[0], "height": size[1]})
+    probes = threaded_map(lambda rel: _probe(str(root / rel), verify), [rel for rel, _ in found], workers, "index patches")
+    for (rel, meta), (size, mode, reason) in zip(found, probes):
+        if size is None:
+            report.skipped[reason].append(rel)
+            continue
+        if mode != "RGB":
+            report.non_rgb[mode] += 1
+        if size != (50, 50):
+            report.odd_size[f"{size[0]}x{size[1]}"] += 1
+        rows.append({"image_id": rel, **meta, "width": size[0], "height": size[1]})
     for reason, files in report.skipped.items():
         if files:
             log.warning("skipped %d file(s) under %s: %s (e.g. %s)", len(files), root, reason, files[0])
