@@ -64,21 +64,64 @@ def class_weights(targets: np.ndarray) -> torch.Tensor:
     return torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
 
 
+class StepMeter:
+    """Per-batch losses of one split in one epoch, kept on the device and read back in blocks.
+
+    Each `.item()` waits for the GPU, so on CUDA the losses are fetched every `sync_every` batches
+    (on CPU it is free: every batch). Rows go to history_steps.csv: the batch loss and the running
+    mean over the epoch so far (what the book's "Loss Curve by Step" draws), `step` counting on
+    across epochs per split.
+    """
+
+    def __init__(self, split: str, epoch: int, first_step: int, sync_every: int = 1):
+        self.split, self.epoch, self.step, self.sync_every = split, epoch, first_step, sync_every
+        self.pending, self.rows = [], []
+        self.seen, self.loss_sum, self.correct = 0, 0.0, 0
+
+    def add(self, loss: torch.Tensor, n: int, correct: torch.Tensor | None = None):
+        """Queue one batch; returns (step, loss) of a non-finite loss once it has been read back, else None."""
+        self.pending.append((loss.detach().float(), n, correct))
+        return self.flush() if len(self.pending) >= self.sync_every else None
+
+    def flush(self):
+        if not self.pending:
+            return None
+        losses = torch.stack([p[0] for p in self.pending]).cpu().tolist()
+        counts = [p[2] for p in self.pending if p[2] is not None]
+        if counts:
+            self.correct += int(torch.stack(counts).sum())
+        batches, self.pending = self.pending, []
+        for value, (_, n, _) in zip(losses, batches):
+            self.step += 1
+            if not np.isfinite(value):
+                return self.step, value
+            self.seen += n
+            self.loss_sum += value * n
+            self.rows.append({"split": self.split, "epoch": self.epoch, "step": self.step, "loss": value,
+                              "running_loss": self.loss_sum / self.seen})
+        return None
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.seen, 1)
+
+
 @torch.no_grad()
-def evaluate_rows(model, images, rows, targets, device, batch_size, criterion, amp_dtype, desc="eval") -> dict:
-    """Mean loss and P(IDC) over `rows` of the cache, in eval mode."""
+def evaluate_rows(model, images, rows, targets, device, batch_size, criterion, amp_dtype, meter: StepMeter,
+                  desc="eval") -> np.ndarray:
+    """P(IDC) over `rows` of the cache in eval mode; batch losses go to `meter`."""
     model.eval()
-    losses, probas = [], []
+    probas = []
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False):
         sel = rows[start:start + batch_size]
         x = normalize_batch(np.asarray(images[sel]), device=device)
-        y = torch.from_numpy(targets[sel]).to(device)
+        y = torch.from_numpy(targets[sel]).to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            logits = model(x)
-        losses.append(criterion(logits.float(), y).item() * len(sel))
-        probas.append(torch.softmax(logits.float(), 1)[:, 1].cpu().numpy())
-    proba = np.concatenate(probas) if probas else np.zeros(0)
-    return {"loss": sum(losses) / max(len(rows), 1), "proba": proba}
+            logits = model(x).float()
+        meter.add(criterion(logits, y), len(sel))
+        probas.append(torch.softmax(logits, 1)[:, 1])
+    meter.flush()
+    return torch.cat(probas).cpu().numpy() if probas else np.zeros(0, dtype=np.float32)
 
 
 def rng_state() -> dict:
@@ -101,6 +144,15 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def non_finite(bad, epoch: int, last_pt: Path, lr: float) -> TrainingError:
+    step, value = bad
+    return TrainingError(
+        f"non-finite training loss ({value}) at epoch {epoch + 1}, step {step}; stopped. "
+        f"The last good checkpoint is {last_pt if last_pt.exists() else 'none (first epoch)'}. "
+        f"Lower train.lr (now {lr}) or check the data."
+    )
+
+
 def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     """Train per cfg.train into `model_dir` (best.pt, last.pt, history.csv, history_steps.csv).
 
@@ -116,8 +168,10 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     device = resolve_device(cfg.device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    if device.type == "cpu":
+    if device.type == "cpu":  # reproducible (and resumable to the same numbers) on CPU
         torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":  # fixed input size: let cuDNN pick its fastest kernels
+        torch.backends.cudnn.benchmark = True
 
     df = load_patches(paths)
     data_hash = file_sha256(paths.patches_csv)
@@ -176,11 +230,14 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     elif t.resume:
         log.warning("train.resume=true but %s does not exist: starting from scratch", last_pt)
 
-    global_step = sum(1 for _ in steps)
+    sync_every = 1 if device.type == "cpu" else 50  # read losses back in blocks on a GPU (no per-step sync)
+    last_step = {sp: max([r["step"] for r in steps if r.get("split", "train") == sp], default=0)
+                 for sp in ("train", "val", "test")}
     for epoch in range(start_epoch, t.epochs):
         loader.set_epoch(epoch)
         net.train()
-        tic, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
+        tic = time.perf_counter()
+        meter = StepMeter("train", epoch, last_step["train"], sync_every)
         n_batches = len(loader) if t.max_batches is None else min(len(loader), t.max_batches)
         bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", disable=not info.is_main)
         for i, (x, y) in enumerate(bar):
@@ -191,12 +248,6 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
             with autocast(device, amp_dtype):
                 logits = net(x)
                 loss = criterion(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"non-finite training loss ({loss.item()}) at epoch {epoch + 1}, batch {i + 1}; stopped. "
-                    f"The last good checkpoint is {last_pt if last_pt.exists() else 'none (first epoch)'}. "
-                    f"Lower train.lr (now {t.lr}) or check the data."
-                )
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -205,29 +256,39 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
             else:
                 loss.backward()
                 optimizer.step()
-            global_step += 1
-            loss_v = loss.item()
-            loss_sum += loss_v * len(y)
-            seen += len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            steps.append({"epoch": epoch, "step": global_step, "loss": loss_v})
-            bar.set_postfix(loss=f"{loss_v:.3f}", img_s=f"{seen / (time.perf_counter() - tic):.0f}")
-            if t.crash_after_steps is not None and global_step >= t.crash_after_steps:
+            bad = meter.add(loss, len(y), (logits.argmax(1) == y).sum())
+            if bad is None and i + 1 == n_batches:
+                bad = meter.flush()
+            if bad is not None:
+                raise non_finite(bad, epoch, last_pt, t.lr)
+            if meter.rows and (i + 1) % sync_every == 0:
+                bar.set_postfix(loss=f"{meter.rows[-1]['running_loss']:.3f}",
+                                img_s=f"{meter.seen / (time.perf_counter() - tic):.0f}")
+            if t.crash_after_steps is not None and last_step["train"] + i + 1 >= t.crash_after_steps:
                 os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like an OOM-killed or preempted job
+        bad = meter.flush()  # nothing is left on the device unless the loader ended early
+        if bad is not None:
+            raise non_finite(bad, epoch, last_pt, t.lr)
         seconds = time.perf_counter() - tic
-        train_loss = D.mean_across(info, loss_sum / max(seen, 1), device)
-        train_acc = D.mean_across(info, correct / max(seen, 1), device)
+        last_step["train"] = meter.step
+        steps += meter.rows
+        train_loss = D.mean_across(info, meter.mean_loss, device)
+        train_acc = D.mean_across(info, meter.correct / max(meter.seen, 1), device)
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "seconds": seconds,
-               "images_per_s": seen * info.world_size / seconds}
+               "images_per_s": meter.seen * info.world_size / seconds}
         if info.is_main:
-            bs = t.eval_batch_size
-            val = evaluate_rows(model, images, rows["val"], train_targets if permute_labels_seed else targets,
-                                device, bs, eval_criterion, amp_dtype, "val")
-            val_scores = binary_scores(targets[rows["val"]], (val["proba"] >= 0.5).astype(int))
-            row.update(val_loss=val["loss"], **{f"val_{k}": v for k, v in val_scores.items()})
-            if len(rows["test"]):
-                row["test_loss"] = evaluate_rows(model, images, rows["test"], targets, device, bs, eval_criterion,
-                                                 amp_dtype, "test")["loss"]
+            for split in ("val", "test"):
+                if not len(rows[split]):
+                    continue
+                m = StepMeter(split, epoch, last_step[split], sync_every)
+                proba = evaluate_rows(model, images, rows[split], targets, device, t.eval_batch_size,
+                                      eval_criterion, amp_dtype, m, split)
+                last_step[split] = m.step
+                steps += m.rows
+                row[f"{split}_loss"] = m.mean_loss
+                if split == "val":
+                    scores = binary_scores(targets[rows["val"]], (proba >= 0.5).astype(int))
+                    row.update({f"val_{k}": v for k, v in scores.items()})
             history.append(row)
             payload = {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from idc.metrics import always_positive_baseline, binary_scores, table_5_1, table_5_1_markdown
 
@@ -35,6 +36,18 @@ def test_evaluate_stage_outputs(tiny_evaluated):
     metrics = json.loads((tiny_evaluated / "eval" / "metrics.json").read_text())
     assert {"precision", "recall", "f1", "roc_auc", "average_precision", "balanced_accuracy", "confusion_matrix"} <= set(metrics["cnn"])
     assert metrics["baseline"]["recall"] == 1.0
+    cm = np.array(metrics["cnn"]["confusion_matrix"])
+    assert cm.sum() == metrics["n"] == len(pred) and cm[1].sum() == metrics["positives"] == pred["target"].sum()
+    assert metrics["cnn"]["f1"] == pytest.approx(metrics["table_5_1"][1]["f1"] / 100)
+    assert 0 <= metrics["cnn"]["average_precision_of_predictions"] <= 1
     assert "Baseline (always IDC-positive)" in (tiny_evaluated / "eval" / "table_5_1.md").read_text()
     for name in ("chapter_05_pr_curve", "chapter_05_loss_curve_epoch", "chapter_05_loss_curve_step"):
         assert (tiny_evaluated / "figures" / f"{name}.png").stat().st_size > 5000
+
+
+def test_loss_curve_step_accepts_old_train_only_files(tmp_path):
+    from idc.viz.curves import loss_curve_step
+
+    old = pd.DataFrame({"epoch": [0, 0, 1, 1], "step": [1, 2, 3, 4], "loss": [1.0, 0.5, 0.4, 0.2]})
+    path = loss_curve_step(old, tmp_path / "s.png")
+    assert path.stat().st_size > 5000

@@ -6,8 +6,10 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from idc.errors import CheckpointError
 from tests.conftest import REPO, TINY, compose_cfg, copy_run
@@ -40,9 +42,15 @@ def test_sigkill_then_resume_equals_unbroken_run(tiny_prepared, tiny_data_dir, t
     assert pd.read_csv(broken / "model" / "history.csv")["epoch"].tolist() == [0]
     resumed = script(broken, tiny_data_dir, "train.resume=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
     a = pd.read_csv(unbroken / "model" / "history.csv").drop(columns=["seconds", "images_per_s"])
     b = pd.read_csv(broken / "model" / "history.csv").drop(columns=["seconds", "images_per_s"])
     pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(pd.read_csv(unbroken / "model" / "history_steps.csv"),
+                                  pd.read_csv(broken / "model" / "history_steps.csv"))
+    wa = torch.load(unbroken / "model" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(broken / "model" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_ddp_two_processes_gloo(tiny_prepared, tiny_data_dir, tmp_path):
@@ -53,6 +61,11 @@ def test_ddp_two_processes_gloo(tiny_prepared, tiny_data_dir, tmp_path):
     hist = pd.read_csv(run / "model" / "history.csv")
     assert len(hist) == 1  # written once, by rank 0
     assert (run / "model" / "best.pt").exists()
+    text = out.stdout + out.stderr
+    assert sum("wrote" in line and "last.pt" in line for line in text.splitlines()) == 1, text[-3000:]
+    # each rank ran max_batches=3 batches of 16: the epoch saw 2 x 48 images
+    steps = pd.read_csv(run / "model" / "history_steps.csv")
+    assert (steps["split"] == "train").sum() == 3
 
 
 def test_nan_loss_stops_with_a_clear_error(tiny_prepared, tiny_data_dir, tmp_path):
@@ -99,3 +112,52 @@ def test_unknown_balance_is_a_config_error(tiny_prepared, tiny_data_dir, tmp_pat
     run = copy_run(tiny_prepared, tmp_path / "bad")
     with pytest.raises(ConfigError, match="train.balance"):
         train.run(compose_cfg(run, "train.balance=oversample", data_dir=tiny_data_dir))
+
+
+def test_history_steps_hold_running_means_per_split(tiny_trained):
+    steps = pd.read_csv(tiny_trained / "model" / "history_steps.csv")
+    assert set(steps["split"]) == {"train", "val", "test"}
+    for (_, _), part in steps.groupby(["split", "epoch"]):
+        expected = part["loss"].expanding().mean()  # equal batches except the last: close, not equal
+        assert np.allclose(part["running_loss"].iloc[:-1], expected.iloc[:-1], rtol=1e-6)
+        assert part["step"].is_monotonic_increasing
+
+
+def test_step_meter_reads_back_in_blocks_and_flags_non_finite():
+    from idc.train import StepMeter
+
+    m = StepMeter("train", epoch=0, first_step=10, sync_every=3)
+    assert m.add(torch.tensor(1.0), 2, torch.tensor(2)) is None and m.rows == []  # still on the device
+    assert m.add(torch.tensor(3.0), 2, torch.tensor(1)) is None
+    assert m.add(torch.tensor(2.0), 4, torch.tensor(0)) is None and len(m.rows) == 3
+    assert [r["step"] for r in m.rows] == [11, 12, 13] and m.correct == 3 and m.seen == 8
+    assert m.mean_loss == pytest.approx((2 + 6 + 8) / 8) and m.rows[1]["running_loss"] == pytest.approx(2.0)
+    assert m.add(torch.tensor(float("nan")), 2) is None  # not read back yet
+    step, value = m.flush()
+    assert step == 14 and np.isnan(value) and m.seen == 8  # the bad batch is not counted
+
+
+def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    from idc.model import read_checkpoint, save_checkpoint
+    from idc.train import restore_rng, rng_state
+
+    torch.manual_seed(3), np.random.seed(4), random.seed(5)
+    save_checkpoint(tmp_path / "c.pt", {"model": {}, "model_cfg": {}, "epoch": 0, "rng": rng_state()})
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    restore_rng(read_checkpoint(tmp_path / "c.pt")["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_fit_on_permuted_labels_reports_train_accuracy(tiny_prepared, tiny_data_dir, tmp_path):
+    from idc import train
+
+    run = copy_run(tiny_prepared, tmp_path / "perm")
+    cfg = compose_cfg(run, "train.max_batches=2", data_dir=tiny_data_dir)
+    summary = train.fit(cfg, run / "random_labels", permute_labels_seed=0)
+    assert 0.0 <= summary["train_acc"] <= 1.0 and summary["epochs"] == 1
+    ckpt = torch.load(run / "random_labels" / "last.pt", weights_only=True)
+    assert ckpt["permute_labels_seed"] == 0 and ckpt["data_hash"] == summary["data_hash"]

@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from idc.bench.loader import BATCH, book_loader, command, cycle, load_note, packed_loader, prepared
+from idc.train import StepMeter
 
 log = logging.getLogger("idc")
 
@@ -49,14 +49,15 @@ def ours(p, steps: int) -> tuple[int, float]:
     was_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)  # as fit() does on CPU
 
+    meter = StepMeter("train", 0, 0, sync_every=1)  # as fit() on CPU: loss and accuracy read every step
+
     def step(x, y):
         logits = model(x)
         loss = crit(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss.item()
-        int((logits.argmax(1) == y).sum())
+        meter.add(loss, len(y), (logits.argmax(1) == y).sum())
         return len(y)
 
     try:

@@ -20,17 +20,28 @@ def loss_curve_epoch(history: pd.DataFrame, path: Path) -> Path:
         if col in history:
             ax.plot(epoch, history[col], label=label, color=LINE_COLORS[label])
     ax.set(title="Loss Curve by Epoch", xlabel="Epoch", ylabel="Loss")
-    ax.legend()
+    ax.legend(frameon=True)
     return wrote(save_figure_atomic(fig, path), "loss by epoch")
 
 
-def loss_curve_step(steps: pd.DataFrame, path: Path, window: int = 20) -> Path:
+def loss_curve_step(steps: pd.DataFrame, path: Path) -> Path:
+    """The running mean loss within each epoch against the batch count of each split, as the book draws it.
+
+    `steps` is model/history_steps.csv (split, epoch, step, loss, running_loss); older files without
+    `split`/`running_loss` are train-only per-step losses.
+    """
     fig, ax = subplots(figsize=(7, 4.5))
-    ax.plot(steps["step"], steps["loss"], color=LINE_COLORS["train"], alpha=0.35, label="train (per step)")
-    smooth = steps["loss"].rolling(window, min_periods=1).mean()
-    ax.plot(steps["step"], smooth, color=LINE_COLORS["train"], label=f"train ({window}-step mean)")
+    if "split" not in steps:
+        steps = steps.assign(split="train")
+    if "running_loss" not in steps:
+        run_sum = steps.groupby("epoch")["loss"].cumsum()
+        steps = steps.assign(running_loss=run_sum / (steps.groupby("epoch").cumcount() + 1))
+    for split, label in (("train", "train"), ("val", "validation"), ("test", "test")):
+        part = steps[steps["split"] == split]
+        if len(part):
+            ax.plot(part["step"], part["running_loss"], label=label, color=LINE_COLORS[label])
     ax.set(title="Loss Curve by Step", xlabel="Step", ylabel="Loss")
-    ax.legend()
+    ax.legend(loc="best", frameon=True)
     return wrote(save_figure_atomic(fig, path), "loss by step")
 
 
@@ -44,5 +55,5 @@ def pr_curve(y, proba, path: Path) -> Path:
         ap = average_precision_score(y, scores)
         ax.plot(recall, precision, color=color, label=f"{label} (Average Precision: {100 * ap:.0f}%)")
     ax.set(xlabel="Recall", ylabel="Precision")
-    ax.legend(loc="upper right")
+    ax.legend(loc="best", frameon=True)
     return wrote(save_figure_atomic(fig, path), "precision-recall curve")
