@@ -74,13 +74,19 @@ def integrated_gradients(model, x, target, ctx):
         internal_batch_size=ctx.cfg.ig_internal_batch_size).detach()
 
 
+def noise_samples_per_pass(cfg, n: int) -> int:
+    """Noise samples per patch in one forward/backward pass, so that a pass holds about
+    8 x batch_size images (as IG's and RISE's inner batches): larger passes only add memory traffic."""
+    return max(1, (8 * cfg.batch_size) // max(1, n))
+
+
 def smoothgrad(model, x, target, ctx):
     """Noise stdev as a fraction of the input range (2.0 after Normalize(0.5, 0.5)), as SmoothGrad's paper."""
     from captum.attr import NoiseTunnel, Saliency
 
     return NoiseTunnel(Saliency(model)).attribute(
         x, nt_type="smoothgrad", nt_samples=ctx.cfg.smoothgrad_samples, stdevs=2.0 * ctx.cfg.smoothgrad_stdev,
-        nt_samples_batch_size=ctx.cfg.batch_size, target=target, abs=False).detach()
+        nt_samples_batch_size=noise_samples_per_pass(ctx.cfg, len(x)), target=target, abs=False).detach()
 
 
 # ---------------------------------------------------------------- CAMs
@@ -147,8 +153,10 @@ def lime(model, x, target, ctx):
         exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=0,
                                          num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
                                          random_seed=ctx.cfg.seed)
-        weights = dict(exp.local_exp[t])
-        maps.append(np.vectorize(lambda s: weights.get(s, 0.0))(exp.segments).astype(np.float32))
+        weights = np.zeros(exp.segments.max() + 1, np.float32)  # per superpixel, 0 where LIME kept none
+        for segment, w in exp.local_exp[t]:
+            weights[segment] = w
+        maps.append(weights[exp.segments])
         shown, mask = exp.get_image_and_mask(exp.top_labels[0], positive_only=False,
                                              num_features=ctx.cfg.lime_num_features, hide_rest=True)
         vis.append(mark_boundaries(shown / 255.0, mask))
