@@ -16,7 +16,7 @@ from idc.data import load_patches
 from idc.data.cache import load_or_build_cache
 from idc.errors import ConfigError
 from idc.paths import RunPaths, require
-from idc.stitch import grid_values, original_tiles, stitch_labels, stitch_patches, tint
+from idc.stitch import grid_values, original_tiles, stitch_patches, tissue_and_idc
 from idc.utils import atomic_path, file_sha256, resolve_device, save_figure_atomic, wrote
 from idc.viz.style import subplots
 
@@ -64,17 +64,15 @@ def patient_probabilities(cfg, paths: RunPaths, patches: pd.DataFrame, images, p
 
 def landscape_figure(sub: pd.DataFrame, tiles, proba: np.ndarray, pid: int):
     """The book's three panels for one patient (`tiles`: see `idc.stitch.original_tiles`)."""
+    canvas, tinted = tissue_and_idc(sub, tiles)
     xy = (sub["x"].to_numpy(), sub["y"].to_numpy())
-    sizes = {"widths": sub["width"].to_numpy(), "heights": sub["height"].to_numpy()} if "width" in sub else {}
-    canvas = stitch_patches(tiles, *xy)
-    idc = stitch_labels(sub["target"].to_numpy(), *xy, **sizes)
     # Probability heat map on the same canvas: one flat tile per patch, NaN where no tissue patch.
     heat = stitch_patches(np.broadcast_to(proba[:, None, None, None].astype(np.float32), (len(proba), 50, 50, 1)),
                           *xy, fill=np.nan)[..., 0]
     fig, axes = subplots(1, 3, figsize=(20, 6.5))
     axes[0].imshow(canvas)
     axes[0].set_title(f"Breast tissue slice of patient: {pid}")
-    axes[1].imshow(tint(canvas, idc))
+    axes[1].imshow(tinted)
     axes[1].set_title(f"Cancer tissue colored red for patient: {pid}")
     im = axes[2].imshow(heat, cmap="PuRd", vmin=0, vmax=1)
     axes[2].set_facecolor("#f4f0f7")

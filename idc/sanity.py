@@ -45,21 +45,14 @@ Maps = Dict[str, Tuple[np.ndarray, np.ndarray]]  # method -> (raw, gray)
 # ---------------------------------------------------------------- inputs
 def load_test_patches(cfg, paths: RunPaths) -> Tuple[pd.DataFrame, np.ndarray]:
     """Evaluated test patches (eval/predictions.csv) with `row` = their index in the packed cache."""
-    from idc.data import load_patches
+    from idc.data import cache_rows, load_patches
     from idc.data.cache import load_or_build_cache
 
     patches = load_patches(paths)
     images = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
     preds = pd.read_csv(require(paths.predictions_csv))
     log.info("read %s (%d rows)", paths.predictions_csv, len(preds))
-    rows = pd.Series(np.arange(len(patches)), index=patches["image_id"].to_numpy())
-    preds["row"] = rows.reindex(preds["image_id"]).to_numpy()
-    if preds["row"].isna().any():
-        raise ConfigError(
-            f"{paths.predictions_csv} lists patches missing from {paths.patches_csv}; the evaluation is stale: "
-            "re-run `make evaluate` with the same run.dir"
-        )
-    preds["row"] = preds["row"].astype(int)
+    preds["row"] = cache_rows(patches, preds["image_id"], str(paths.predictions_csv))
     return preds, images
 
 

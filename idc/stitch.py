@@ -105,3 +105,13 @@ def stitch_labels(labels, xs, ys, widths=None, heights=None, patch: int = 50) ->
     labels = np.asarray(labels, dtype=np.uint8)
     tiles = np.broadcast_to(labels[:, None, None, None], (len(labels), patch, patch, 1))
     return stitch_patches(tiles, xs, ys, widths, heights, fill=0)[..., 0].astype(bool)
+
+
+def tissue_and_idc(sub, tiles):
+    """(stitched tissue, the same with IDC-positive patches tinted red) for one patient's rows `sub`
+    (x, y, target, optional width/height) and their `tiles` (see `original_tiles`)."""
+    xy = (sub["x"].to_numpy(), sub["y"].to_numpy())
+    sizes = {"widths": sub["width"].to_numpy(), "heights": sub["height"].to_numpy()} if "width" in sub else {}
+    canvas = stitch_patches(tiles, *xy)
+    return canvas, tint(canvas, stitch_labels(sub["target"].to_numpy(), *xy, **sizes))
+

@@ -43,3 +43,16 @@ def load_patches(paths: RunPaths) -> pd.DataFrame:
         raise DataError(f"{path} lacks columns {missing}; it was not written by this version: re-run `make data`")
     log.info("read %s (%d patches)", path, len(df))
     return df
+
+
+def cache_rows(patches: pd.DataFrame, image_ids, source: str = "the input") -> "np.ndarray":
+    """Row of each image id in patches.csv (= its row in the packed cache); stale ids are an error."""
+    import numpy as np
+
+    rows = pd.Series(np.arange(len(patches)), index=patches["image_id"].to_numpy()).reindex(list(image_ids))
+    if rows.isna().any():
+        missing = rows.index[rows.isna()][:3].tolist()
+        raise DataError(f"{source} lists patches missing from data/patches.csv (e.g. {missing}): it is stale; "
+                        "re-run the stage that wrote it (make evaluate / make explain) with the same run.dir")
+    return rows.to_numpy().astype(np.int64)
+

@@ -111,22 +111,19 @@ def guided_gradcam(model, x, target, ctx):
     return gradcam(model, x, target, ctx)[:, None] * guided_backprop(model, x, target, ctx)
 
 
-def _grad_cam_lib(cls):
+def _grad_cam_lib(class_name: str):
+    """A method that runs pytorch-grad-cam's `class_name` on the configured CAM layer."""
     def fn(model, x, target, ctx):
+        import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        cam = cls(model=model, target_layers=[cam_layer(model, ctx.cfg.cam_layer)])
+        cam = getattr(pytorch_grad_cam, class_name)(model=model, target_layers=[cam_layer(model, ctx.cfg.cam_layer)])
         cam.batch_size = ctx.cfg.batch_size * 4  # read by Score-CAM only (masked forward passes per batch)
         with torch.enable_grad():
             maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
         return torch.as_tensor(maps)
     return fn
 
-
-def _lib_class(name):
-    import pytorch_grad_cam
-
-    return getattr(pytorch_grad_cam, name)
 
 
 # ---------------------------------------------------------------- LIME
@@ -203,9 +200,9 @@ METHODS: Dict[str, Method] = {m.name: m for m in [
     Method("smoothgrad", "SmoothGrad", "chapter_05_smooth_grad", smoothgrad),
     Method("gradcam", "Grad-CAM", "chapter_05_grad_cam", gradcam, "map"),
     Method("guided_gradcam", "Guided Grad-CAM", "chapter_05_guided_grad_cam", guided_gradcam),
-    Method("gradcam_pp", "Grad-CAM++", "chapter_05_gradcam_pp", _grad_cam_lib(lambda **kw: _lib_class("GradCAMPlusPlus")(**kw)), "map"),
-    Method("scorecam", "Score-CAM", "chapter_05_score_cam", _grad_cam_lib(lambda **kw: _lib_class("ScoreCAM")(**kw)), "map"),
-    Method("layercam", "LayerCAM", "chapter_05_layer_cam", _grad_cam_lib(lambda **kw: _lib_class("LayerCAM")(**kw)), "map"),
+    Method("gradcam_pp", "Grad-CAM++", "chapter_05_gradcam_pp", _grad_cam_lib("GradCAMPlusPlus"), "map"),
+    Method("scorecam", "Score-CAM", "chapter_05_score_cam", _grad_cam_lib("ScoreCAM"), "map"),
+    Method("layercam", "LayerCAM", "chapter_05_layer_cam", _grad_cam_lib("LayerCAM"), "map"),
     Method("rise", "RISE", "chapter_05_rise", rise, "map"),
 ]}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from idc.data import load_patches
+from idc.data import cache_rows, load_patches
 from idc.data.cache import load_or_build_cache
 from idc.errors import ConfigError
 from idc.explain.driver import compute_maps, resolve_targets, to_grayscale
@@ -71,7 +71,7 @@ def draw(cfg, paths: RunPaths, patches: pd.DataFrame, images_all) -> list:
     """Figures from explain/maps.npz + index.csv (so merged shards draw exactly like one run)."""
     maps = load_maps(paths.maps_npz)
     index = pd.read_csv(paths.explain_index_csv)
-    rows = pd.Series(np.arange(len(patches)), index=patches["image_id"]).reindex(index["image_id"]).to_numpy()
+    rows = cache_rows(patches, index["image_id"], str(paths.explain_index_csv))
     images = np.asarray(images_all[rows])
     methods = [m for m in METHODS if f"{m}/gray" in maps]
     lime_vis = maps.get("lime/vis")
@@ -113,7 +113,7 @@ def run(cfg) -> list:
     device = resolve_device(cfg.device)
     model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv), model_cfg=cfg.model)
     log.info("read %s; explaining %d patches with %s (target=%s)", paths.best_pt, len(chosen), list(e.methods), e.target)
-    rows = pd.Series(np.arange(len(patches)), index=patches["image_id"]).reindex(chosen["image_id"]).to_numpy()
+    rows = cache_rows(patches, chosen["image_id"], str(paths.predictions_csv))
     raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device)
     if e.num_shards > 1:
         out = shard_dir(paths, e.shard_index, e.num_shards) / "maps.npz"

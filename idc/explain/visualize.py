@@ -131,7 +131,7 @@ def draw(cfg, paths, model, images: np.ndarray, chosen: pd.DataFrame, device) ->
 
 def run(cfg) -> list:
     """`make visualize`: the chapter-10 figures for the patches of the last `make explain`."""
-    from idc.data import load_patches
+    from idc.data import cache_rows, load_patches
     from idc.data.cache import load_or_build_cache
     from idc.model import load_model
     from idc.paths import RunPaths, require
@@ -141,7 +141,7 @@ def run(cfg) -> list:
     patches = load_patches(paths)
     index = pd.read_csv(require(paths.explain_index_csv))
     images_all = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
-    rows = pd.Series(np.arange(len(patches)), index=patches["image_id"]).reindex(index["image_id"]).to_numpy()
+    rows = cache_rows(patches, index["image_id"], str(paths.explain_index_csv))
     device = resolve_device(cfg.device)
     model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv))
     return draw(cfg, paths, model, np.asarray(images_all[rows]), index, device)

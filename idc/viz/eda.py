@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from idc.stitch import original_tiles, stitch_labels, stitch_patches, tint
+from idc.stitch import original_tiles, tissue_and_idc
 from idc.utils import save_figure_atomic, wrote
 from idc.viz.style import CLASS_COLORS, CLASS_NAMES, image_axis, subplots
 
@@ -55,11 +55,7 @@ def split_targets(df: pd.DataFrame, path: Path) -> Path:
 def patient_tissue(df: pd.DataFrame, images: np.ndarray, pid: int, root=None):
     """(stitched tissue, same with IDC-positive patches tinted red) for one patient."""
     sub = df[df["patient_id"] == pid]
-    xy = (sub["x"].to_numpy(), sub["y"].to_numpy())
-    sizes = {"widths": sub.get("width"), "heights": sub.get("height")}
-    canvas = stitch_patches(original_tiles(sub, images[sub.index.to_numpy()], root), *xy)
-    idc = stitch_labels(sub["target"].to_numpy(), *xy, **sizes)
-    return canvas, tint(canvas, idc)
+    return tissue_and_idc(sub, original_tiles(sub, images[sub.index.to_numpy()], root))
 
 
 def patient_tissue_slices(df: pd.DataFrame, images: np.ndarray, path: Path, n: int = 4, seed: int = 0,
