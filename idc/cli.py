@@ -23,7 +23,7 @@ STAGES = {
     "landscape": "idc.landscape",
     "explain": "idc.explain.stage",
     "visualize": "idc.explain.visualize",
-    "sanity": "idc.sanity",
+    "sanity": "idc.sanity.stage",
     "figures": "idc.figures",
     "report": "idc.report",
 }

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 from idc.cli import STAGES
 from idc.paths import MissingArtifactError, RunPaths
-from idc.sanity_plots import FIGURE_NAMES as SANITY_FIGURES
+from idc.sanity.plots import FIGURE_NAMES as SANITY_FIGURES
 from idc.utils import write_text_atomic, wrote
 
 log = logging.getLogger("idc")

@@ -16,7 +16,7 @@ from typing import Iterable, List, Optional
 
 from idc.figures import BOOK_FIGURES, OUR_FIGURES
 from idc.paths import RunPaths
-from idc.sanity_plots import LOCALIZATION_FIGURE
+from idc.sanity.plots import LOCALIZATION_FIGURE
 from idc.utils import write_text_atomic, wrote
 
 log = logging.getLogger("idc")

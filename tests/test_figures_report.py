@@ -89,7 +89,7 @@ def test_run_reruns_the_first_missing_stage_and_everything_after(tmp_path, monke
 
     monkeypatch.setattr(figures.importlib, "import_module", fake_import)
     found = figures.run(cfg, book_dir=tmp_path / "no-such-folder")
-    assert calls == ["idc.evaluate", "idc.landscape", "idc.explain.stage", "idc.sanity"]
+    assert calls == ["idc.evaluate", "idc.landscape", "idc.explain.stage", "idc.sanity.stage"]
     assert set(found) == set(figures.expected_figures())
     assert (paths.figures_dir / "index.md").exists()
 

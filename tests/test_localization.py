@@ -1,10 +1,11 @@
-"""Known answers for localization and faithfulness scores (idc.localization)."""
+"""Known answers for localization and faithfulness scores (idc.sanity.localization)."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from idc import localization as loc
+from idc.sanity import faithfulness as faith
+from idc.sanity import localization as loc
 
 
 def square_mask(n=2, size=20, r0=5, c0=5, side=10):
@@ -50,7 +51,7 @@ def test_random_maps_are_chance_level():
 
 def test_deletion_masks_delete_most_relevant_first():
     maps = np.arange(16, dtype=float).reshape(1, 4, 4)
-    d = loc.deletion_masks(maps, [0.0, 0.25, 1.0])
+    d = faith.deletion_masks(maps, [0.0, 0.25, 1.0])
     assert d.shape == (1, 3, 4, 4)
     assert d[0, 0].sum() == 0 and d[0, 2].all()
     np.testing.assert_array_equal(d[0, 1].ravel(), np.arange(16) >= 12)
@@ -72,21 +73,21 @@ def test_deletion_auc_rewards_the_map_on_the_evidence():
     good[:, :5, :5] = 1.0
     bad = 1.0 - good
     model = RegionModel()
-    curves = loc.deletion_curves(model, x, good, target, baseline="mean", batch_size=7)
-    assert curves.shape == (2, len(loc.DEFAULT_FRACTIONS))
+    curves = faith.deletion_curves(model, x, good, target, baseline="mean", batch_size=7)
+    assert curves.shape == (2, len(faith.DEFAULT_FRACTIONS))
     assert curves[0, 0] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item(), rel=1e-5)
-    auc_good = loc.curve_area(loc.DEFAULT_FRACTIONS, curves)
-    auc_bad = loc.curve_area(loc.DEFAULT_FRACTIONS, loc.deletion_curves(model, x, bad, target, baseline="mean"))
+    auc_good = faith.curve_area(faith.DEFAULT_FRACTIONS, curves)
+    auc_bad = faith.curve_area(faith.DEFAULT_FRACTIONS, faith.deletion_curves(model, x, bad, target, baseline="mean"))
     assert (auc_good < auc_bad - 0.2).all()
 
 
 def test_curve_area_and_baselines():
-    np.testing.assert_allclose(loc.curve_area([0, 0.5, 1], np.ones((3, 3))), 1.0)
+    np.testing.assert_allclose(faith.curve_area([0, 0.5, 1], np.ones((3, 3))), 1.0)
     x = torch.randn(2, 3, 10, 10)
-    assert torch.allclose(loc.baseline_images(x, "mean")[:, :, 3, 4], x.mean(dim=(2, 3)))
-    assert loc.baseline_images(x, "blur").std() < x.std()
+    assert torch.allclose(faith.baseline_images(x, "mean")[:, :, 3, 4], x.mean(dim=(2, 3)))
+    assert faith.baseline_images(x, "blur").std() < x.std()
     with pytest.raises(ValueError, match="baseline"):
-        loc.baseline_images(x, "zeros")
+        faith.baseline_images(x, "zeros")
 
 
 def test_score_maps_reports_every_score():

@@ -1,9 +1,9 @@
-"""Model parameter randomization (idc.randomization): cascading and independent copies."""
+"""Model parameter randomization (idc.sanity.randomization): cascading and independent copies."""
 import pytest
 import torch
 from torch import nn
 
-from idc.randomization import randomize_cascading, randomize_independent
+from idc.sanity.randomization import randomize_cascading, randomize_independent
 
 BLOCKS = ["fc", "layer1", "conv1"]
 

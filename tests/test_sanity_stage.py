@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idc import sanity
-from idc.sanity_localization import markdown_table, summarize
+from idc.sanity import stage as sanity
+from idc.sanity.scoring import markdown_table, summarize
 
 from conftest import compose_cfg, copy_run
 
@@ -114,7 +114,7 @@ def test_unknown_block_is_a_config_error(tmp_path):
     from torch import nn
 
     from idc.errors import ConfigError
-    from idc.randomization import randomize_cascading
+    from idc.sanity.randomization import randomize_cascading
 
     with pytest.raises(ConfigError, match="sanity.cascade"):
         sanity._randomized(randomize_cascading, nn.Sequential(nn.Linear(2, 2)), ["layer9"], 1, 0)

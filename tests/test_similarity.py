@@ -1,8 +1,8 @@
-"""Known answers for the Adebayo similarity measures (idc.similarity)."""
+"""Known answers for the Adebayo similarity measures (idc.sanity.similarity)."""
 import numpy as np
 import pytest
 
-from idc import similarity as sim
+from idc.sanity import similarity as sim
 
 
 @pytest.fixture

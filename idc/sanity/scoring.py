@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from idc.errors import DataError
-from idc.localization import random_maps, score_maps
+from idc.sanity.localization import random_maps, score_maps
 from idc.paths import RunPaths
-from idc.sanity_plots import LOCALIZATION_FIGURE, plot_localization_examples
+from idc.sanity.plots import LOCALIZATION_FIGURE, plot_localization_examples
 from idc.utils import save_figure_atomic, write_csv_atomic, write_text_atomic, wrote
 
 log = logging.getLogger("idc")
@@ -75,7 +75,7 @@ def _note(path: Path, reason: str) -> None:
 
 def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, titles, device) -> Optional[pd.DataFrame]:
     """Score every sanity method (and random maps) against the IDC-nuclei masks; None if skipped."""
-    from idc.sanity import batch_tensors, compute_maps
+    from idc.sanity.stage import batch_tensors, compute_maps
 
     s = cfg.sanity
     md_path = paths.sanity_dir / "localization.md"

@@ -2,7 +2,7 @@
 
 Reads the trained model (model/best.pt), the test predictions and the packed patch cache; writes
 `sanity/metrics.csv`, `sanity/table_5_2.md`, `sanity/random_labels.json`, the localization outputs
-(`idc.sanity_localization`) and figures `figures/sanity_*.png`. Method and measure choices are
+(`idc.sanity.scoring`) and figures `figures/sanity_*.png`. Method and measure choices are
 documented in docs/sanity.md.
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from idc import sanity_localization, sanity_plots
+from idc.sanity import plots as sanity_plots, scoring as sanity_localization
 from idc.errors import ConfigError, DataError
 from idc.paths import RunPaths, require
-from idc.randomization import randomize_cascading, randomize_independent
-from idc.similarity import METRICS, map_similarities
+from idc.sanity.randomization import randomize_cascading, randomize_independent
+from idc.sanity.similarity import METRICS, map_similarities
 from idc.utils import file_sha256, resolve_device, write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 
 log = logging.getLogger("idc")
