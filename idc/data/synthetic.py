@@ -4,8 +4,13 @@
 50x50 patches on the Kaggle grid (x, y = 1, 51, 101, ...), keeps the tissue patches, labels a patch
 IDC-positive when the IDC region covers most (> 50%) of it, and writes
 `<root>/<pid>/<0|1>/<pid>_idx5_x<X>_y<Y>_class<C>.png` plus `<masks_dir>/<pid>.npz` (IDC nuclei,
-IDC region, tissue; slide pixel coordinates). Deterministic from `data.seed`; generated once: a
+IDC region, tissue; slide pixel coordinates) and `patch_info.csv` beside the root (per patch: label,
+shortcut cue, share of each nest type). Deterministic from `data.seed`; generated once: a
 `manifest.json` beside the root records the parameters, and a different manifest regenerates.
+
+The planted-shortcut variant (`data=synthetic_shortcut`) paints a small ink dot into a share of the
+patches: `cue_train_positive` / `cue_train_negative` of the classes in train and val patients,
+`cue_test` of both classes in test patients (decorrelated); its pixels are `cue` in the mask file.
 """
 from __future__ import annotations
 
@@ -19,15 +24,18 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from idc.data.tissue import render_slide
+from idc.data.split import split_patient_ids
+from idc.data.tissue import NEST_TYPES, render_slide
 from idc.errors import DataError
-from idc.utils import write_json_atomic
+from idc.utils import write_csv_atomic, write_json_atomic
 
 log = logging.getLogger("idc")
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+INFO_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "role", "cue", *(f"nest_{n}" for n in NEST_TYPES.values())]
 PATCH = 50
 MIN_TISSUE = 0.35  # a patch is written when at least this share of it is tissue (fat and lumen count)
 
@@ -41,6 +49,12 @@ def manifest_for(d) -> dict:
         "idc_fraction_min": float(d.idc_fraction_min),
         "idc_fraction_max": float(d.idc_fraction_max),
         "edge_patch_prob": float(d.edge_patch_prob),
+        "difficulty": float(d.difficulty),
+        "cue_train_positive": float(d.cue_train_positive),
+        "cue_train_negative": float(d.cue_train_negative),
+        "cue_test": float(d.cue_test),
+        # the cue rates depend on which patients are tested, so the split parameters are part of the set
+        "split": [int(d.split_seed), float(d.test_size), float(d.val_share_of_holdout)],
     }
 
 
@@ -59,17 +73,42 @@ def patient_plan(m: dict) -> list[dict]:
         cut = (i == 0 and m["edge_patch_prob"] > 0) or rng.random() < m["edge_patch_prob"]
         plans.append({"pid": int(pid), "index": i, "rows": rows, "cols": cols, "idc_fraction": float(frac),
                       "cut_w": int(rng.integers(6, 16)) if cut else 0, "cut_h": int(rng.integers(6, 16)) if cut else 0})
+    seed, test_size, val_share = m["split"]
+    roles = split_patient_ids([p["pid"] for p in plans], seed, test_size, val_share)
+    for p in plans:  # the same patient split as prepare_data's, so the cue can differ in test patients
+        p["role"] = next(name for name, ids in roles.items() if p["pid"] in ids)
     return plans
+
+
+def cue_rate(m: dict, role: str, label: int) -> float:
+    """Share of patches that carry the shortcut cue: label-associated in train/val, not in test."""
+    if role == "test":
+        return m["cue_test"]
+    return m["cue_train_positive"] if label else m["cue_train_negative"]
+
+
+def paint_cue(rng, rgb, cue, y, x, h, w) -> None:
+    """A small dark ink dot (radius 2-3 px, ragged) at a random place inside patch (x, y, w, h), in place."""
+    r = rng.uniform(2.0, 3.2)
+    cy, cx = y + rng.uniform(r + 1, h - r - 1), x + rng.uniform(r + 1, w - r - 1)
+    yy, xx = np.mgrid[y:y + h, x:x + w]
+    dot = np.hypot(yy - cy, xx - cx) < r * (1 + 0.15 * rng.standard_normal((h, w)))
+    ink = np.array([38, 44, 70], np.float32) + 8 * rng.standard_normal((int(dot.sum()), 3))
+    rgb[y:y + h, x:x + w][dot] = np.clip(ink, 0, 255).astype(np.uint8)
+    cue[y:y + h, x:x + w] |= dot
 
 
 def render_patient(args) -> dict:
     """Render one patient's slide and write its patches and mask sidecar under the given folders."""
-    plan, seed, root, masks_dir = args
-    rng = np.random.default_rng([seed, 1, plan["index"]])
-    slide = render_slide(rng, plan["rows"], plan["cols"], plan["idc_fraction"], patch=PATCH, origin=1)
+    plan, m, root, masks_dir = args
+    rng = np.random.default_rng([m["seed"], 1, plan["index"]])
+    slide = render_slide(rng, plan["rows"], plan["cols"], plan["idc_fraction"], difficulty=m["difficulty"],
+                         patch=PATCH, origin=1)
+    cue_rng = np.random.default_rng([m["seed"], 2, plan["index"]])
+    cue = np.zeros_like(slide.tissue)
     H, W = slide.tissue.shape[0] - plan["cut_h"], slide.tissue.shape[1] - plan["cut_w"]  # scan edge
     pid = plan["pid"]
-    counts = [0, 0]
+    rows = []
     for c in (0, 1):
         (root / str(pid) / str(c)).mkdir(parents=True, exist_ok=True)
     for r in range(plan["rows"]):
@@ -79,17 +118,24 @@ def render_patient(args) -> dict:
             if h < 10 or w < 10 or slide.tissue[y:y + h, x:x + w].mean() < MIN_TISSUE:
                 continue
             label = int(slide.annotation[y:y + h, x:x + w].mean() > 0.5)
-            name = f"{pid}_idx5_x{x}_y{y}_class{label}.png"
-            Image.fromarray(slide.rgb[y:y + h, x:x + w]).save(root / str(pid) / str(label) / name, compress_level=1)
-            counts[label] += 1
+            has_cue = bool(cue_rng.random() < cue_rate(m, plan["role"], label))
+            if has_cue:
+                paint_cue(cue_rng, slide.rgb, cue, y, x, h, w)
+            name = f"{pid}/{label}/{pid}_idx5_x{x}_y{y}_class{label}.png"
+            Image.fromarray(slide.rgb[y:y + h, x:x + w]).save(root / name, compress_level=1)
+            nests = slide.nests[y:y + h, x:x + w]
+            rows.append([name, pid, x, y, label, plan["role"], int(has_cue),
+                         *(round(float((nests == t).mean()), 4) for t in NEST_TYPES)])
+    extra = {"cue": cue[:H, :W]} if m["cue_train_positive"] or m["cue_train_negative"] or m["cue_test"] else {}
     np.savez_compressed(masks_dir / f"{pid}.npz", mask=slide.nuclei_idc[:H, :W], region=slide.region[:H, :W],
-                        annotation=slide.annotation[:H, :W], tissue=slide.tissue[:H, :W])
-    return {"pid": pid, "negative": counts[0], "positive": counts[1]}
+                        annotation=slide.annotation[:H, :W], tissue=slide.tissue[:H, :W],
+                        nests=slide.nests[:H, :W], **extra)
+    return {"pid": pid, "rows": rows}
 
 
 def _params(stored: dict) -> dict:
     """The generator parameters of a stored manifest (it also records the resulting counts)."""
-    return {k: v for k, v in stored.items() if k not in ("patches", "positive")}
+    return {k: v for k, v in stored.items() if k not in ("patches", "positive", "cue_patches")}
 
 
 def _is_generated(root: Path, manifest_path: Path) -> bool:
@@ -118,12 +164,13 @@ def generate_synthetic(d) -> Path:
     workers = d.workers or os.cpu_count() or 1
     t0 = time.perf_counter()
     try:
-        jobs = [(p, manifest["seed"], tmp_root, tmp_masks) for p in plans]
+        jobs = [(p, manifest, tmp_root, tmp_masks) for p in plans]
         if workers > 1:
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
                 stats = list(tqdm(pool.map(render_patient, jobs), total=len(jobs), desc="synthetic patients", unit="patient"))
         else:
             stats = [render_patient(j) for j in tqdm(jobs, desc="synthetic patients", unit="patient")]
+        info = pd.DataFrame([row for s in stats for row in s["rows"]], columns=INFO_COLUMNS)
         manifest_path.unlink(missing_ok=True)  # from here on the old set is invalid until the swap is complete
         for final, tmp in ((root, tmp_root), (masks_dir, tmp_masks)):
             if final.exists():
@@ -133,8 +180,11 @@ def generate_synthetic(d) -> Path:
         for tmp in (tmp_root, tmp_masks):
             if tmp.exists():
                 shutil.rmtree(tmp)
-    neg, pos = sum(s["negative"] for s in stats), sum(s["positive"] for s in stats)
-    write_json_atomic(manifest_path, {**manifest, "patches": neg + pos, "positive": pos})
+    write_csv_atomic(info, root.parent / "patch_info.csv")
+    pos = int(info["target"].sum())
+    neg = len(info) - pos
+    write_json_atomic(manifest_path, {**manifest, "patches": neg + pos, "positive": pos,
+                                      "cue_patches": int(info["cue"].sum())})
     log.info("generated %d synthetic patients, %d patches (%.1f%% IDC-positive) in %.1f s under %s; masks in %s",
              len(stats), neg + pos, 100 * pos / max(neg + pos, 1), time.perf_counter() - t0, root, masks_dir)
     return root
@@ -150,8 +200,16 @@ def load_masks(masks_dir, pid: int) -> dict:
 
 
 def patch_mask(mask: np.ndarray, x: int, y: int, size: int = PATCH) -> np.ndarray:
-    """bool [size, size]: the slide mask under patch (x, y), padded with False past the slide edge."""
-    out = np.zeros((size, size), dtype=bool)
-    crop = mask[y:y + size, x:x + size]
-    out[: crop.shape[0], : crop.shape[1]] = crop
-    return out
+    """bool [size, size]: the slide mask under patch (x, y), aligned with the patch *as the model sees
+    it*. The mask files are cut at the scan edge like the images, so an edge patch's crop is h x w < 50,
+    and the loader stretches that image to size x size (the book's Resize); the crop is stretched by the
+    same PIL resize (bilinear on 0/1, then > 0.5), so mask pixels stay over the image pixels they mark."""
+    crop = np.asarray(mask[y:y + size, x:x + size], bool)
+    if crop.shape == (size, size):
+        return crop.copy()
+    if crop.size == 0:
+        return np.zeros((size, size), bool)
+    from idc.data.dataset import resize_transform
+
+    stretched = resize_transform(size)(Image.fromarray(crop.astype(np.float32), mode="F"))
+    return np.asarray(stretched) > 0.5

@@ -1,10 +1,22 @@
 """Render one synthetic H&E tissue slide: stain densities -> RGB by Beer-Lambert absorption.
 
-Everything is a whole-slide array operation (Gaussian-filtered noise fields, blurred nucleus impulses),
-so a 2,000 x 2,000 px slide renders in about a second. The picture follows breast histology at the
-Kaggle patches' scale (a 50 px patch is ~ 0.1 mm): pink eosin stroma with fibre texture, white fat
-and lumen holes, normal ducts ringed by small nuclei, lymphocyte clusters (small dense nuclei: the
-honest confounder), and IDC regions packed with larger, darker, irregular nuclei.
+The slide is built so that the *only* thing that separates IDC tissue from benign tissue is the
+morphology of the IDC nuclei (the pixels `nuclei_idc` marks):
+
+- the layout of the tissue (stroma, fat lobules, cracks, and the cellular "nests" where epithelial
+  cells or lymphocytes sit) is drawn from fields that do not know where the IDC region is, so fat,
+  lumen, cracks and cellularity are equally frequent inside and outside it;
+- outside the IDC region a nest is a benign look-alike: a normal duct (lumen ringed by small nuclei),
+  crowded benign epithelium (small, round, uniform nuclei) or a lymphocyte cluster (small, dense);
+- inside it, the same nests hold IDC nuclei: larger, pleomorphic (random size, ragged outline),
+  vesicular (pale chromatin, dark membrane, a nucleolus), in solid sheets with cribriform spaces of
+  the same total area as the benign lumina (loss of duct architecture, same share of white);
+- the IDC nuclei's stain amount is rescaled per slide so that IDC nests carry the same mean
+  haematoxylin as benign nests ("more purple" is no cue); one stain (per patient) for the whole slide.
+
+`difficulty` in [0, 1] sets how far IDC nuclei are from benign ones (1: the same shape and texture,
+i.e. no signal). Everything is a whole-slide array operation, so a 1,500 x 1,500 px slide renders in
+about a second.
 """
 from __future__ import annotations
 
@@ -18,6 +30,9 @@ from scipy import ndimage as ndi
 HEMATOXYLIN = np.array([0.65, 0.70, 0.29])
 EOSIN = np.array([0.10, 0.95, 0.40])
 RESIDUAL = np.array([0.27, 0.57, 0.78])
+# Nest types in Slide.nests (0 = no nest: stroma, fat, background).
+NEST_TYPES = {1: "duct", 2: "crowded", 3: "lymphocytes", 4: "idc"}
+IDC_NEST = 4
 
 
 @dataclass
@@ -26,7 +41,9 @@ class Slide:
     tissue: np.ndarray  # bool [H, W]
     region: np.ndarray  # bool [H, W]: IDC region (where tumour cells are)
     annotation: np.ndarray  # bool [H, W]: the pathologist's coarse outline of it (patch labels come from this)
-    nuclei_idc: np.ndarray  # bool [H, W]: IDC nuclei (pixel ground truth)
+    nuclei_idc: np.ndarray  # bool [H, W]: IDC nuclei = exactly the pixels where h_idc > 0 (the evidence)
+    h_idc: np.ndarray  # float32 [H, W]: haematoxylin density the IDC nuclei add (0 elsewhere)
+    nests: np.ndarray  # uint8 [H, W]: NEST_TYPES id per pixel (benign look-alikes and IDC nests)
 
 
 def smooth_noise(rng, shape, sigma, coarse: int = 1) -> np.ndarray:
@@ -47,13 +64,18 @@ def quantile_mask(field, within, fraction) -> np.ndarray:
     return within & (field >= thr)
 
 
-def blobs(rng, shape, centers_mask, density, radius, jitter=0.35) -> np.ndarray:
-    """A field of blurred dots ("nuclei") at random points of `centers_mask` (per-pixel `density`)."""
-    pts = (rng.random(shape) < density) & centers_mask
-    field = ndi.gaussian_filter(pts.astype(np.float32), radius, mode="constant") * (2 * np.pi * radius**2)
-    if jitter:  # irregular outlines: the threshold below cuts a noisy field
-        field *= 1 + jitter * rng.standard_normal(shape, dtype=np.float32)
-    return field
+def nuclei(rng, zone, density, sigma, amp, jitter) -> tuple[np.ndarray, np.ndarray]:
+    """(bool nuclei, bool centres): impulses at random points of `zone`, each with a random amplitude
+    in `amp` (so a random size), blurred by `sigma` and cut at 0.5 after a multiplicative outline noise
+    of strength `jitter` (ragged outlines); clipped to the zone."""
+    shape = zone.shape
+    centres = (rng.random(shape) < density) & zone
+    field = np.zeros(shape, np.float32)
+    field[centres] = rng.uniform(amp[0], amp[1], int(centres.sum()))
+    field = ndi.gaussian_filter(field, sigma, mode="constant") * np.float32(2 * np.pi * sigma**2)
+    if jitter:
+        field *= 1 + jitter * smooth_noise(rng, shape, 0.7)
+    return (field > 0.5) & zone, centres
 
 
 def adipocyte_walls(rng, shape, spacing: float) -> np.ndarray:
@@ -76,25 +98,83 @@ def fibres(rng, shape) -> np.ndarray:
     return f / (f.std() + 1e-8)
 
 
-def ducts(rng, shape, tissue, n, r_lo=6, r_hi=16):
-    """Normal ducts: a lumen (white) ringed by a band where small nuclei sit."""
-    yy, xx = np.ogrid[: shape[0], : shape[1]]
-    lumen = np.zeros(shape, bool)
-    ring = np.zeros(shape, bool)
-    ty, tx = np.nonzero(tissue)
-    if len(ty) == 0:
-        return lumen, ring
-    for i in rng.integers(0, len(ty), n):
-        r = rng.uniform(r_lo, r_hi)
-        cy, cx = ty[i], tx[i]
-        y0, y1, x0, x1 = max(0, cy - 2 * int(r)), cy + 2 * int(r), max(0, cx - 2 * int(r)), cx + 2 * int(r)
-        d = np.sqrt((yy[y0:y1] - cy) ** 2 / rng.uniform(0.6, 1.4) + (xx[:, x0:x1] - cx) ** 2)
-        lumen[y0:y1, x0:x1] |= d < r * 0.55
-        ring[y0:y1, x0:x1] |= (d >= r * 0.55) & (d < r)
-    return lumen, ring
+def idc_morphology(difficulty: float) -> dict:
+    """How IDC nuclei are drawn; at difficulty 1 exactly like crowded benign nuclei."""
+    e = 1.0 - float(np.clip(difficulty, 0.0, 1.0))  # how different they are
+    return {
+        "sigma": 0.85 + 0.45 * e,  # size
+        "amp": (1.3, 1.7 + 2.8 * e),  # pleomorphism: spread of sizes
+        "jitter": 0.12 + 0.4 * e,  # ragged outline
+        "interior": 1.0 - 0.55 * e,  # vesicular: pale chromatin ...
+        "rim": 1.0 + 0.8 * e,  # ... dark nuclear membrane ...
+        "nucleolus": 1.0 + 1.3 * e,  # ... and a dark nucleolus
+        "texture": 0.15 + 0.3 * e,  # coarse, uneven chromatin
+    }
 
 
-def render_slide(rng, rows: int, cols: int, idc_fraction: float, patch: int = 50, origin: int = 1) -> Slide:
+def idc_nuclei(rng, zone, nest, difficulty, nuclear_share):
+    """(h_idc, nuclei_idc): IDC nuclei in `zone`, as many as cover `nuclear_share` of the IDC nests
+    (the benign nests' share), drawn vesicular: pale interior, dark rim, a nucleolus, coarse texture."""
+    m = idc_morphology(difficulty)
+    density = 0.05
+    for _ in range(2):  # one correction of the density so the nuclear area share matches
+        state = rng.bit_generator.state
+        mask, centres = nuclei(rng, zone, density, m["sigma"], m["amp"], m["jitter"])
+        share = mask[nest].mean() if nest.any() else nuclear_share
+        if share <= 0 or abs(share / max(nuclear_share, 1e-6) - 1) < 0.05:
+            break
+        density *= float(np.clip(np.log1p(-min(nuclear_share, 0.95)) / np.log1p(-min(share, 0.95)), 0.3, 3.0))
+        rng.bit_generator.state = state
+    rim = mask & ~ndi.binary_erosion(mask)
+    h = np.where(rim, m["rim"], m["interior"]).astype(np.float32)
+    h[centres] = m["nucleolus"]
+    h *= 1 + m["texture"] * rng.standard_normal(mask.shape, dtype=np.float32).clip(-2, 2)
+    return np.maximum(h, 1e-3) * mask, mask
+
+
+def match_histogram(h, mask, reference) -> np.ndarray:
+    """Monotone remap of h[mask] onto the value distribution of `reference` (ranks kept: the rim stays
+    darker than the interior), so IDC nuclei carry the same haematoxylin per pixel as benign ones."""
+    out = np.zeros_like(h)
+    if not mask.any():
+        return out
+    values = h[mask]
+    if len(reference) == 0:
+        out[mask] = values
+        return out
+    ref = np.sort(reference)
+    mapped = np.empty_like(values)
+    mapped[np.argsort(values, kind="stable")] = ref[((np.arange(len(values)) + 0.5) * len(ref) / len(values)).astype(np.int64)]
+    out[mask] = np.maximum(mapped, 1e-3)
+    return out
+
+
+def layout(rng, shape, tissue, region):
+    """Nests, lumina and fat, drawn without looking at `region` (only the nest *type* does)."""
+    fat_zone = quantile_mask(smooth_noise(rng, shape, 45, coarse=5), tissue, rng.uniform(0.06, 0.22))
+    fat = fat_zone & ~adipocyte_walls(rng, shape, spacing=rng.uniform(7, 11))
+    cellular = tissue & ~fat_zone
+    # Nests ~10-20 px across; how many varies smoothly over the slide (cellularity), not with the region.
+    nest_field = smooth_noise(rng, shape, 4.0) + 0.7 * smooth_noise(rng, shape, 40, coarse=5)
+    nest = quantile_mask(nest_field, cellular, rng.uniform(0.3, 0.45))
+    labels, n = ndi.label(nest)
+    kind = rng.choice([1, 2, 3], size=n + 1, p=[0.45, 0.3, 0.25]).astype(np.uint8)
+    kind[0] = 0
+    nests = kind[labels]
+    nests[nest & region] = IDC_NEST
+    # Normal ducts: a lumen in the middle of the nest. IDC nests: cribriform spaces of the same share.
+    depth = ndi.distance_transform_edt(nest).astype(np.float32)
+    deepest = np.asarray(ndi.maximum(depth, labels, np.arange(n + 1)), np.float32)
+    lumen = (nests == 1) & (depth > np.maximum(1.8, 0.5 * deepest[labels]))
+    benign = (nests > 0) & (nests < IDC_NEST)
+    share = lumen.sum() / max(benign.sum(), 1)
+    idc = nests == IDC_NEST
+    spaces = quantile_mask(smooth_noise(rng, shape, 1.3) + 0.25 * depth, idc, share)
+    return fat, fat_zone, nests, lumen | spaces
+
+
+def render_slide(rng, rows: int, cols: int, idc_fraction: float, difficulty: float = 0.5,
+                 patch: int = 50, origin: int = 1) -> Slide:
     """A slide covering a rows x cols patch grid (plus the 1 px origin of the Kaggle grid)."""
     shape = (origin + rows * patch, origin + cols * patch)
     # Tissue outline: a large smooth blob with a ragged edge, plus a few holes (tears, big fat lobules).
@@ -108,38 +188,40 @@ def render_slide(rng, rows: int, cols: int, idc_fraction: float, patch: int = 50
     region = quantile_mask(region_field, tissue, idc_fraction)
     # Annotations are drawn by hand at low magnification: a smoothed, wobbly version of the true region,
     # so patch labels near borders are honestly uncertain (as in the real set's labels).
-    annotation = quantile_mask(region_field + 0.45 * smooth_noise(rng, shape, 35, coarse=5), tissue, idc_fraction)
-    # Fat: lobules of adipocytes, white polygonal cells with thin eosin walls (Voronoi cells of seeds).
-    fat_zone = quantile_mask(smooth_noise(rng, shape, 80, coarse=10), tissue & ~region, rng.uniform(0.08, 0.3))
-    fat = fat_zone & ~adipocyte_walls(rng, shape, spacing=rng.uniform(7, 11))
-    lumen, ring = ducts(rng, shape, tissue & ~region & ~fat_zone, n=max(3, rows * cols // 25))
-    # Eosin: collagen fibres (fine anisotropic noise; two orientations blended by a smooth field) with
-    # white cracks between bundles.
+    annotation = quantile_mask(region_field + 0.3 * smooth_noise(rng, shape, 35, coarse=5), tissue, idc_fraction)
+    fat, fat_zone, nests, spaces = layout(rng, shape, tissue, region)
+    # Eosin: collagen fibres with white cracks between bundles (everywhere in the stroma).
     fib = fibres(rng, shape)
     eosin = 0.8 + 0.45 * fib + 0.15 * smooth_noise(rng, shape, 25, coarse=4)
-    cracks = (fib < -1.6) & ~region
-    # Nuclei (haematoxylin), three populations plus the tumour cells' purple cytoplasm.
-    stromal = blobs(rng, shape, tissue & ~fat_zone & ~lumen, 0.006, 0.8) > 0.5
-    duct_n = blobs(rng, shape, ring, 0.12, 0.9) > 0.5
-    lymph_zone = quantile_mask(smooth_noise(rng, shape, 30, coarse=5), tissue & ~region & ~fat_zone, rng.uniform(0.02, 0.12))
-    lymph = blobs(rng, shape, lymph_zone, 0.09, 0.85, jitter=0.2) > 0.5
-    # Tumour cellularity varies within a region (solid sheets to single infiltrating cells in stroma);
-    # low-grade patients have fewer, smaller, paler nuclei: the hard patches.
-    grade = rng.uniform(0.35, 1.0)
-    cellularity = np.clip(0.55 + 0.45 * smooth_noise(rng, shape, 20, coarse=5), 0.1, 1.0)
-    idc_field = blobs(rng, shape, region & ~lumen & (rng.random(shape) < cellularity),
-                      0.05 + 0.05 * grade, 0.75 + 0.35 * grade, jitter=0.45)
-    nuclei_idc = (idc_field > 0.55) & region
-    h_density = (0.35 * stromal + 0.75 * duct_n + 1.0 * lymph + (0.65 + 0.35 * grade) * nuclei_idc).astype(np.float32)
-    h_density *= 1 + 0.3 * rng.standard_normal(shape, dtype=np.float32)  # chromatin texture
-    h_density += 0.22 * tissue * (1 + 0.4 * smooth_noise(rng, shape, 2))  # background haematoxylin of stroma
-    h_density += 0.25 * region * cellularity * (1 + 0.5 * smooth_noise(rng, shape, 2))  # tumour cytoplasm
-    e_density = np.clip(eosin, 0, None) * (1 - 0.35 * region * cellularity)
-    empty = ~tissue | fat | lumen | cracks
-    h_density[empty] = 0.0
-    e_density[empty] = 0.03
-    rgb = stain(rng, h_density, e_density)
-    return Slide(rgb=rgb, tissue=tissue, region=region, annotation=annotation, nuclei_idc=nuclei_idc)
+    stroma = tissue & ~fat_zone & (nests == 0)
+    cracks = (fib < -1.6) & stroma
+    empty = ~tissue | fat | spaces | cracks
+    # Nuclei (haematoxylin). Benign populations, then the IDC nuclei in the IDC nests.
+    h = np.zeros(shape, np.float32)
+    for zone, density, sigma, amp, od in (
+        (stroma, 0.006, 0.8, (1.0, 1.4), 0.35),  # fibroblasts
+        ((nests == 1) & ~spaces, 0.08, 0.8, (1.3, 1.7), 0.9),  # duct epithelium
+        ((nests == 2), 0.07, 0.8, (1.3, 1.7), 0.9),  # crowded benign epithelium
+        ((nests == 3), 0.09, 0.75, (1.4, 1.8), 1.1),  # lymphocytes: small, dense
+    ):
+        mask, _ = nuclei(rng, zone & ~empty, density, sigma, amp, jitter=0.12)
+        h += od * mask
+    benign = (nests > 0) & (nests < IDC_NEST)
+    h_idc, nuclei_idc = idc_nuclei(rng, (nests == IDC_NEST) & ~empty, nests == IDC_NEST, difficulty,
+                                   nuclear_share=(h[benign] > 0).mean() if benign.any() else 0.3)
+    h *= 1 + 0.15 * rng.standard_normal(shape, dtype=np.float32).clip(-2, 2)  # benign: fine, even chromatin
+    h_idc = match_histogram(h_idc, nuclei_idc, h[benign & (h > 0)])
+    h += h_idc
+    # Background: stroma's faint haematoxylin; cytoplasm of the nests (pale purple, less eosin).
+    in_nest = nests > 0
+    h += 0.22 * tissue * (1 + 0.4 * smooth_noise(rng, shape, 2))
+    h += 0.18 * in_nest
+    e = np.clip(eosin, 0, None) * (1 - 0.4 * in_nest)
+    h[empty] = 0.0
+    e[empty] = 0.03
+    rgb = stain(rng, h, e)
+    return Slide(rgb=rgb, tissue=tissue, region=region, annotation=annotation, nuclei_idc=nuclei_idc,
+                 h_idc=h_idc, nests=nests)
 
 
 def stain(rng, h_density, e_density) -> np.ndarray:
