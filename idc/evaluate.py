@@ -10,6 +10,7 @@ from sklearn.metrics import confusion_matrix
 
 from idc.data import load_patches
 from idc.data.cache import load_or_build_cache
+from idc import colour_baseline
 from idc.errors import ConfigError
 from idc.metrics import always_positive_baseline, binary_scores, ranking_scores, table_5_1, table_5_1_markdown
 from idc.model import load_model, predict_proba
@@ -53,14 +54,36 @@ def compute_metrics(pred: pd.DataFrame) -> dict:
     }
 
 
+def colour_baseline_metrics(cfg, paths: RunPaths, split: str) -> dict:
+    """The colour-statistics control (idc.colour_baseline): fit on the train split, scored on `split`.
+    Features come from the packed cache, i.e. the same resized pixels the CNN sees, on every data set."""
+    df = load_patches(paths)
+    images = load_or_build_cache(df, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
+    x, y = colour_baseline.colour_features(images), df["target"].to_numpy()
+    train, test = (df["split"] == "train").to_numpy(), (df["split"] == split).to_numpy()
+    _, scores = colour_baseline.fit_score(x[train], y[train], x[test], y[test])
+    return {**scores, "features": list(colour_baseline.FEATURES), "fit_on": "train", "n_train": int(train.sum())}
+
+
+def ranking_table(metrics: dict) -> str:
+    """ROC-AUC and AP (ranking by P(IDC)) of the CNN and of the colour control."""
+    lines = ["| | ROC-AUC | AP |", "|---|---|---|"]
+    for name, key in (("CNN (ResNet-18)", "cnn"), (colour_baseline.NAME, "colour_baseline")):
+        lines.append(f"| {name} | {metrics[key]['roc_auc']:.3f} | {metrics[key]['average_precision']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def run(cfg) -> dict:
     paths = RunPaths.from_cfg(cfg)
     pred = predict_split(cfg, paths, cfg.evaluate.split)
     wrote(write_csv_atomic(pred, paths.predictions_csv), f"{len(pred)} {cfg.evaluate.split} predictions")
     metrics = compute_metrics(pred)
     metrics["split"] = cfg.evaluate.split
+    metrics["colour_baseline"] = colour_baseline_metrics(cfg, paths, cfg.evaluate.split)
+    metrics["table_5_1"].append({"model": colour_baseline.NAME, **{
+        k: 100 * metrics["colour_baseline"][k] for k in ("precision", "recall", "f1")}})
     wrote(write_json_atomic(paths.metrics_json, metrics), "metrics")
-    table = table_5_1_markdown(metrics["table_5_1"])
+    table = table_5_1_markdown(metrics["table_5_1"]) + "\n" + ranking_table(metrics)
     wrote(write_text_atomic(paths.table_5_1, f"# Table 5.1 ({cfg.evaluate.split} set, {len(pred)} patches)\n\n{table}"))
     log.info("Table 5.1 (%s set):\n%s", cfg.evaluate.split, table)
     if pred["target"].nunique() == 2:

@@ -1,4 +1,5 @@
-"""Synthetic IDC set: Kaggle layout, determinism, generate-once, labels vs pixel ground truth."""
+"""Synthetic IDC set: Kaggle layout, determinism, generate-once, labels vs pixel ground truth,
+edge-patch mask alignment, the planted shortcut cue."""
 from __future__ import annotations
 
 import hashlib
@@ -8,9 +9,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+from scipy import ndimage as ndi
 
 from idc.config import DataConfig
-from idc.data.synthetic import generate_synthetic, load_masks, patch_mask
+import pandas as pd
+
+from idc.data.cache import decode_patch
+from idc.data.synthetic import generate_synthetic, load_masks, manifest_for, patch_mask, patient_plan
+from idc.data.tissue import IDC_NEST, render_slide
 from idc.errors import DataError
 
 NAME = re.compile(r"^(\d+)/([01])/(\d+)_idx5_x(\d+)_y(\d+)_class([01])\.png$")
@@ -109,7 +115,79 @@ def test_masks_align_with_labels(small_set):
     assert np.mean(fractions[1]) > 5 * np.mean(fractions[0])
 
 
-def test_patch_mask_pads_past_the_edge():
-    mask = np.ones((60, 60), bool)
-    out = patch_mask(mask, 30, 40)
-    assert out.shape == (50, 50) and out[:20, :30].all() and not out[20:].any() and not out[:, 30:].any()
+def test_mask_is_exactly_the_drawn_idc_nuclei(small_set):
+    """The saved mask is the set of pixels where the generator put IDC-nucleus stain, nothing else."""
+    cfg, _ = small_set
+    m = manifest_for(cfg)
+    plan = next(p for p in patient_plan(m) if p["cut_h"] == 0)
+    slide = render_slide(np.random.default_rng([m["seed"], 1, plan["index"]]), plan["rows"], plan["cols"],
+                         plan["idc_fraction"], difficulty=m["difficulty"])
+    assert slide.nuclei_idc.any()
+    np.testing.assert_array_equal(slide.h_idc > 0, slide.nuclei_idc)
+    assert not (slide.nuclei_idc & ~slide.region).any() and (slide.nests[slide.nuclei_idc] == IDC_NEST).all()
+    saved = load_masks(cfg.masks_dir, plan["pid"])
+    np.testing.assert_array_equal(saved["mask"], slide.nuclei_idc)
+    np.testing.assert_array_equal(saved["region"], slide.region)
+    # the drawn nuclei are visible: mask pixels carry more haematoxylin (darker) than their IDC nest
+    grey = slide.rgb.mean(-1)
+    rest = (slide.nests == IDC_NEST) & ~ndi.binary_dilation(slide.nuclei_idc, iterations=2)
+    assert grey[slide.nuclei_idc].mean() < grey[rest].mean() - 10
+
+
+def test_idc_and_benign_nests_carry_the_same_haematoxylin():
+    """Per-pixel haematoxylin of IDC nuclei is remapped to the benign nuclei's distribution."""
+    slide = render_slide(np.random.default_rng(3), 12, 12, 0.4, difficulty=0.3)
+    grey = slide.rgb.mean(-1)
+    idc, benign = slide.nests == IDC_NEST, (slide.nests > 0) & (slide.nests < IDC_NEST)
+    assert abs(grey[idc].mean() - grey[benign].mean()) < 4
+
+
+def test_edge_patch_mask_is_stretched_like_the_image(tmp_path):
+    """An edge patch (h x w < 50) is stretched to 50 x 50 by the loader; its mask must follow."""
+    rng = np.random.default_rng(0)
+    slide = rng.random((60, 80)) < 0.3
+    slide = ndi.binary_opening(ndi.binary_dilation(slide, iterations=2))
+    x, y = 41, 21  # the crop is 39 rows x 39 cols: both sides are stretched
+    image = np.repeat((slide[y:y + 50, x:x + 50] * 255).astype(np.uint8)[..., None], 3, -1)
+    Image.fromarray(image).save(tmp_path / "edge.png")
+    seen = decode_patch(tmp_path / "edge.png", 50)[..., 0] > 127  # what the model sees
+    got = patch_mask(slide, x, y)
+    assert got.shape == (50, 50) and (got == seen).mean() > 0.99
+    assert (patch_mask(slide, 1, 1) == slide[1:51, 1:51]).all()  # full patches: the plain crop
+
+
+def test_edge_patch_masks_follow_their_images(small_set):
+    cfg, root = small_set
+    edge = [p for p in root.rglob("*.png") if Image.open(p).size != (50, 50)]
+    assert edge
+    for p in edge[:5]:
+        x, y = map(int, re.findall(r"_x(\d+)_y(\d+)_", p.name)[0])
+        tissue = load_masks(cfg.masks_dir, int(p.parts[-3]))["tissue"]
+        with Image.open(p) as im:
+            assert tissue[y:y + 50, x:x + 50].shape == im.size[::-1]  # masks are cut at the scan edge too
+        assert patch_mask(tissue, x, y).shape == (50, 50)
+
+
+def test_shortcut_cue_rates_and_pixels(tmp_path):
+    """Label-associated in train/val patients (every positive, no negative), decorrelated in test
+    patients (every patch of both classes); the cue mask marks pixels in exactly the cue patches."""
+    cfg = data_cfg(tmp_path, num_patients=3, patches_per_patient=50, edge_patch_prob=0.0,
+                   cue_train_positive=1.0, cue_train_negative=0.0, cue_test=1.0)
+    root = generate_synthetic(cfg)
+    info = pd.read_csv(root.parent / "patch_info.csv")
+    assert len(info) == len(files(root)) and set(info["role"]) == {"train", "val", "test"}
+    held = info[info["role"] != "test"]
+    assert held["target"].nunique() == 2 and (held["cue"] == held["target"]).all()
+    test = info[info["role"] == "test"]
+    assert test["target"].nunique() == 2 and (test["cue"] == 1).all()
+    for pid, rows in info.groupby("patient_id"):
+        cue = load_masks(cfg.masks_dir, pid)["cue"]
+        carried = [patch_mask(cue, x, y).any() for x, y in zip(rows["x"], rows["y"])]
+        assert carried == rows["cue"].astype(bool).tolist()
+        assert cue.sum() <= 40 * rows["cue"].sum()  # a small dot per patch, nothing elsewhere
+
+
+def test_no_cue_by_default(small_set):
+    cfg, root = small_set
+    info = pd.read_csv(root.parent / "patch_info.csv")
+    assert info["cue"].sum() == 0 and "cue" not in load_masks(cfg.masks_dir, int(info["patient_id"][0]))
