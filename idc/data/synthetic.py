@@ -34,7 +34,7 @@ from idc.errors import DataError
 from idc.utils import write_csv_atomic, write_json_atomic
 
 log = logging.getLogger("idc")
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 INFO_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "role", "cue", *(f"nest_{n}" for n in NEST_TYPES.values())]
 PATCH = 50
 MIN_TISSUE = 0.35  # a patch is written when at least this share of it is tissue (fat and lumen count)
@@ -80,6 +80,13 @@ def patient_plan(m: dict) -> list[dict]:
     return plans
 
 
+def patch_label(annotation, tissue) -> int:
+    """1 when the annotated IDC region covers most (> 50%) of the patch's tissue. Of the tissue, not of
+    the patch: otherwise patches at the slide border (white background) would be negative by
+    construction, and "more white" would predict the label."""
+    return int(annotation[tissue].mean() > 0.5)
+
+
 def cue_rate(m: dict, role: str, label: int) -> float:
     """Share of patches that carry the shortcut cue: label-associated in train/val, not in test."""
     if role == "test":
@@ -117,7 +124,7 @@ def render_patient(args) -> dict:
             h, w = min(PATCH, H - y), min(PATCH, W - x)
             if h < 10 or w < 10 or slide.tissue[y:y + h, x:x + w].mean() < MIN_TISSUE:
                 continue
-            label = int(slide.annotation[y:y + h, x:x + w].mean() > 0.5)
+            label = patch_label(slide.annotation[y:y + h, x:x + w], slide.tissue[y:y + h, x:x + w])
             has_cue = bool(cue_rng.random() < cue_rate(m, plan["role"], label))
             if has_cue:
                 paint_cue(cue_rng, slide.rgb, cue, y, x, h, w)

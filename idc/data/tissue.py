@@ -211,6 +211,8 @@ def render_slide(rng, rows: int, cols: int, idc_fraction: float, difficulty: flo
                                    nuclear_share=(h[benign] > 0).mean() if benign.any() else 0.3)
     h *= 1 + 0.15 * rng.standard_normal(shape, dtype=np.float32).clip(-2, 2)  # benign: fine, even chromatin
     h_idc = match_histogram(h_idc, nuclei_idc, h[benign & (h > 0)])
+    if nuclei_idc.any() and benign.any():  # and the same haematoxylin mass per nest area
+        h_idc *= np.float32(np.clip(h[benign].mean() / h_idc[nests == IDC_NEST].mean(), 0.7, 1.3))
     h += h_idc
     # Background: stroma's faint haematoxylin; cytoplasm of the nests (pale purple, less eosin).
     in_nest = nests > 0
