@@ -191,3 +191,17 @@ def test_no_cue_by_default(small_set):
     cfg, root = small_set
     info = pd.read_csv(root.parent / "patch_info.csv")
     assert info["cue"].sum() == 0 and "cue" not in load_masks(cfg.masks_dir, int(info["patient_id"][0]))
+
+
+def test_shortcut_scores_separate_a_cue_reader_from_a_nuclei_reader():
+    from idc.data.shortcut import shortcut_scores
+
+    rng = np.random.default_rng(0)
+    n = 400
+    info = pd.DataFrame({"image_id": [f"p{i}" for i in range(n)], "cue": rng.integers(0, 2, n)})
+    pred = info[["image_id"]].assign(patient_id=np.arange(n) % 4, target=rng.integers(0, 2, n))
+    cue_reader = shortcut_scores(pred.assign(proba=info["cue"] * 0.8 + 0.1, pred=info["cue"]), info, n_boot=20)
+    assert cue_reader["aligned"]["roc_auc"] == 1.0 and cue_reader["opposed"]["roc_auc"] == 0.0
+    assert cue_reader["aligned"]["n"] + cue_reader["opposed"]["n"] == n
+    honest = shortcut_scores(pred.assign(proba=pred["target"] * 0.8 + 0.1, pred=pred["target"]), info, n_boot=20)
+    assert honest["aligned"]["roc_auc"] == honest["opposed"]["roc_auc"] == 1.0

@@ -1,0 +1,58 @@
+"""Has a model learned the planted shortcut? Scores on the cue-aligned and cue-opposed test patches.
+
+On `data=synthetic_shortcut` the test patients carry the ink-dot cue at the same rate in both classes,
+so the test set splits into patches where the cue agrees with the training association (positive with
+the dot, negative without: "aligned") and where it contradicts it ("opposed"). A model that uses the
+nuclei scores alike on both; a model that uses the dot scores higher on the aligned ones.
+
+    python -m idc.data.shortcut outputs/synthetic_shortcut data/synthetic_shortcut/patch_info.csv
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+
+from idc.metrics import binary_scores, ranking_scores
+
+
+def cue_subsets(predictions: pd.DataFrame, patch_info: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{'all', 'aligned', 'opposed'}: the predictions joined with the per-patch cue flag."""
+    df = predictions.merge(patch_info[["image_id", "cue"]], on="image_id", how="left", validate="one_to_one")
+    if df["cue"].isna().any():
+        raise ValueError("predictions list patches that patch_info.csv does not: not the same synthetic set")
+    aligned = df["cue"].astype(int) == df["target"].astype(int)
+    return {"all": df, "aligned": df[aligned], "opposed": df[~aligned]}
+
+
+def patient_bootstrap_ci(df: pd.DataFrame, n: int = 1000, seed: int = 0) -> list[float]:
+    """95% interval of ROC-AUC, resampling whole patients (patches of a patient are not independent)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    y, p = df["target"].to_numpy(), df["proba"].to_numpy()
+    groups = [np.flatnonzero(m) for m in (df["patient_id"].to_numpy()[None] == df["patient_id"].unique()[:, None])]
+    stats = []
+    for _ in range(n):
+        idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        if 0 < y[idx].sum() < len(idx):
+            stats.append(roc_auc_score(y[idx], p[idx]))
+    return [float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975))] if stats else [float("nan")] * 2
+
+
+def shortcut_scores(predictions: pd.DataFrame, patch_info: pd.DataFrame, n_boot: int = 1000) -> dict:
+    out = {}
+    for name, sub in cue_subsets(predictions, patch_info).items():
+        y = sub["target"].to_numpy()
+        out[name] = {"n": int(len(sub)), "positives": int(y.sum()), "cue_rate": float(sub["cue"].mean()),
+                     **ranking_scores(y, sub["proba"]), **binary_scores(y, sub["pred"]),
+                     "roc_auc_ci95_by_patient": patient_bootstrap_ci(sub, n_boot)}
+    return out
+
+
+if __name__ == "__main__":
+    run_dir, info = sys.argv[1], sys.argv[2]
+    scores = shortcut_scores(pd.read_csv(f"{run_dir}/eval/predictions.csv"), pd.read_csv(info))
+    print(json.dumps(scores, indent=1))
