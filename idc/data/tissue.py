@@ -109,6 +109,10 @@ def idc_morphology(difficulty: float) -> dict:
         "rim": 1.0 + 0.8 * e,  # ... dark nuclear membrane ...
         "nucleolus": 1.0 + 1.3 * e,  # ... and a dark nucleolus
         "texture": 0.15 + 0.3 * e,  # coarse, uneven chromatin
+        # Large nuclei keep their contrast through the optics' blur where small ones lose it; covering a
+        # bit more of the nest with (by the mass rescaling) paler nuclei keeps the patch's colour
+        # spread and dark share equal to benign nests'.
+        "coverage": 1.0 + 0.12 * e,
     }
 
 
@@ -116,6 +120,7 @@ def idc_nuclei(rng, zone, nest, difficulty, nuclear_share):
     """(h_idc, nuclei_idc): IDC nuclei in `zone`, as many as cover `nuclear_share` of the IDC nests
     (the benign nests' share), drawn vesicular: pale interior, dark rim, a nucleolus, coarse texture."""
     m = idc_morphology(difficulty)
+    nuclear_share = min(nuclear_share * m["coverage"], 0.9)
     density = 0.05
     for _ in range(2):  # one correction of the density so the nuclear area share matches
         state = rng.bit_generator.state
@@ -212,7 +217,7 @@ def render_slide(rng, rows: int, cols: int, idc_fraction: float, difficulty: flo
     h *= 1 + 0.15 * rng.standard_normal(shape, dtype=np.float32).clip(-2, 2)  # benign: fine, even chromatin
     h_idc = match_histogram(h_idc, nuclei_idc, h[benign & (h > 0)])
     if nuclei_idc.any() and benign.any():  # and the same haematoxylin mass per nest area
-        h_idc *= np.float32(np.clip(h[benign].mean() / h_idc[nests == IDC_NEST].mean(), 0.7, 1.3))
+        h_idc *= np.float32(np.clip(h[benign].mean() / h_idc[nests == IDC_NEST].mean(), 0.6, 1.3))
     h += h_idc
     # Background: stroma's faint haematoxylin; cytoplasm of the nests (pale purple, less eosin).
     in_nest = nests > 0
