@@ -52,7 +52,7 @@ def to_grayscale(raw: np.ndarray) -> np.ndarray:
 
 def compute_maps(model, images: np.ndarray, targets, methods: Iterable[str], explain_cfg, device) -> Tuple[Dict[str, np.ndarray], dict]:
     """Raw maps of every method for every patch (uint8 NHWC `images`), in batches on `device`."""
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     methods = list(methods)
     for m in methods:
