@@ -132,7 +132,10 @@ def predict(model: nn.Module, images, *, rows=None, batch_size: int = 256, devic
     (aligned with the selected rows) and `on_loss`, each batch's cross-entropy goes to `on_loss(loss, n)`.
     `amp_dtype` runs the forward pass under autocast; `desc=None` hides the progress bar.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:  # where the input is, else where the model is
+        device = images.device if isinstance(images, torch.Tensor) else \
+            next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
     n = len(rows) if rows is not None else len(images)
     model.eval()
     out = []

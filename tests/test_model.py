@@ -58,7 +58,6 @@ def test_predict_rows_losses_and_prenormalized_input_agree():
 
     images = np.stack([np.full((4, 4, 3), v, np.uint8) for v in (0, 64, 128, 255, 32)])
     model = Linear2()
-    model.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))  # predict finds the device from it
     means = (images.reshape(5, -1).astype(np.float32) / 255 - 0.5) / 0.5
     expected = 1 / (1 + np.exp(-means.mean(axis=1)))
     rows = np.array([4, 0, 3])
