@@ -98,6 +98,11 @@ BY_KEY: Dict[str, Artifact] = {a.key: a for a in ARTIFACTS}
 PRODUCERS: Dict[str, str] = {a.rel: a.stage for a in ARTIFACTS}
 
 
+def file_name(key: str) -> str:
+    """The file name of an artifact, for folders laid out like run.dir's (e.g. a second model dir)."""
+    return Path(BY_KEY[key].rel).name
+
+
 def stage_artifacts(stage: str, core_only: bool = True) -> List[Artifact]:
     return [a for a in ARTIFACTS if a.stage == stage and (a.core or not core_only)]
 

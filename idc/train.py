@@ -27,7 +27,7 @@ from idc.errors import CheckpointError, ConfigError, IdcError
 from idc.inputs import load_run
 from idc.metrics import binary_scores
 from idc.model import amp_settings, as_dict, autocast, build_model, predict, read_checkpoint, save_checkpoint
-from idc.paths import RunPaths
+from idc.paths import RunPaths, file_name
 from idc.utils import resolve_device, seed_everything, write_csv_atomic, wrote
 
 log = logging.getLogger("idc")
@@ -206,11 +206,11 @@ def save_epoch(cfg, model_dir: Path, model, optimizer, scaler, history: list, st
     }
     if row["val_f1"] > best_f1:
         best_f1 = row["val_f1"]
-        save_checkpoint(model_dir / "best.pt", payload)
-        log.info("epoch %d: val F1 %.3f is the best so far: wrote %s", row["epoch"] + 1, best_f1, model_dir / "best.pt")
-    save_checkpoint(model_dir / "last.pt", payload)
-    write_csv_atomic(pd.DataFrame(history), model_dir / "history.csv")
-    write_csv_atomic(pd.DataFrame(steps), model_dir / "history_steps.csv")
+        best_pt = save_checkpoint(model_dir / file_name("best_pt"), payload)
+        log.info("epoch %d: val F1 %.3f is the best so far: wrote %s", row["epoch"] + 1, best_f1, best_pt)
+    save_checkpoint(model_dir / file_name("last_pt"), payload)
+    write_csv_atomic(pd.DataFrame(history), model_dir / file_name("history_csv"))
+    write_csv_atomic(pd.DataFrame(steps), model_dir / file_name("history_steps_csv"))
     return best_f1
 
 
@@ -277,7 +277,7 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
         if info.enabled else model
 
     history, steps, start_epoch, best_f1 = [], [], 0, -1.0
-    last_pt = model_dir / "last.pt"
+    last_pt = model_dir / file_name("last_pt")
     if t.resume and last_pt.exists():
         start_epoch, best_f1, history, steps = resume(last_pt, data.data_hash, model, optimizer, scaler, device)
     elif t.resume:

@@ -244,9 +244,9 @@ def run(cfg) -> dict:
     example_columns.append(("random labels", rl_maps))
 
     metrics = pd.DataFrame(rows, columns=METRICS_COLUMNS)
-    wrote(write_csv_atomic(metrics, paths.sanity_dir / "metrics.csv"), f"{len(metrics)} similarity rows")
+    wrote(write_csv_atomic(metrics, paths.sanity_metrics_csv), f"{len(metrics)} similarity rows")
     table = table_5_2(metrics, float(s.threshold), len(cascade), record.get("train_accuracy"))
-    wrote(write_text_atomic(paths.sanity_dir / "table_5_2.md", table), "Table 5.2")
+    wrote(write_text_atomic(paths.table_5_2, table), "Table 5.2")
     figures = sanity_plots.write_sanity_figures(
         paths.figures_dir, metrics, cascade, titles, float(s.threshold), imgs[0], example_columns
     )
