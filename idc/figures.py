@@ -44,7 +44,7 @@ def check_figures(figures_dir: Path) -> Dict[str, Path]:
         )
         raise MissingArtifactError(
             f"{len(missing)} figure(s) missing from {figures_dir}: {listing}. Re-run that stage with the same "
-            "run.dir (delete its output first if it ran with figures disabled)."
+            "run.dir and run.force=true (e.g. `make explain ARGS=\"run.force=true\"`)."
         )
     return found
 

@@ -165,9 +165,14 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def test_figures_and_report_stages_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
     cfg = compose_cfg(run_dir, data_dir=tiny_data_dir)
-    found = figures.run(cfg)
-    assert set(found) == set(figures.expected_figures())
+    from idc.pipeline import build
+
+    ran = build("figures", cfg)  # the stages the tiny run lacks, then the figures stage
+    assert list(ran) == ["landscape", "explain", "sanity", "figures"]
+    assert set(ran["figures"]) == set(figures.expected_figures())
     assert (run_dir / "figures" / "index.md").exists()
-    page = report.run(cfg)
+    ran = build("report", cfg)
+    assert list(ran) == ["report"]  # every stage it reports on is up to date
+    page = ran["report"]
     assert all(r.exists() for r in referenced_files(page))
     assert "not found: run" not in page.read_text()
