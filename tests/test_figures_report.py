@@ -144,7 +144,7 @@ def test_report_is_static_with_relative_links_that_exist(tmp_path):
     assert all(r.exists() for r in refs), [r for r in refs if not r.exists()]
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed (apt-get install chromium)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed: `make browser` installs it (root; .ci/run does)")
 def test_report_renders_in_headless_chromium(tmp_path):
     paths = fake_run(tmp_path / "run")
     out = report.run(types.SimpleNamespace(run=types.SimpleNamespace(dir=str(paths.root))))
