@@ -67,7 +67,7 @@ def test_same_computation_on_the_real_sample(tmp_path):
     cfg = compose_cfg(tmp_path, "data=kaggle", f"data.root={SHARED_SAMPLE}", "data.masks_dir=null",
                       "data.eda_figures=false")
     df = prepare_data.run(cfg)
-    out = colour_baseline_metrics(cfg, RunPaths.from_cfg(cfg), "test")
+    out = colour_baseline_metrics(cfg, "test")
     assert 0 <= out["roc_auc"] <= 1 and out["features"] == list(FEATURES)
     edge = df.index[(df["width"] != 50) | (df["height"] != 50)][:2].tolist() + [0]
     direct = colour_features(np.stack([decode_patch(SHARED_SAMPLE / df.loc[i, "image_id"]) for i in edge]))
