@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from idc.colour_baseline import FEATURES, NAME, colour_features, fit_score, grouped_cv_auc
-from tests.conftest import SHARED_SAMPLE, compose_cfg, requires_sample
+from tests.helpers import SHARED_SAMPLE, compose_cfg, requires_sample
 
 
 def test_features_known_answers():
