@@ -1,0 +1,83 @@
+"""DeviceLoader == PackedLoader on CPU: same batches, same flips, same targets for the same seed.
+
+Resident and streamed (a budget too small for the rows), every sampling mode the training uses.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from idc.data.cache import PackedLoader
+from idc.data.device_loader import DeviceLoader, epoch_plan, flip_normalize
+
+N, BATCH = 37, 8
+ROW_BYTES = 50 * 50 * 3
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (N + 5, 50, 50, 3), dtype=np.uint8)  # random pixels: every flip shows
+    targets = rng.integers(0, 2, N + 5)
+    indices = np.sort(rng.choice(N + 5, N, replace=False))  # a subset of the cache, like the train rows
+    return images, targets, indices
+
+
+CASES = {
+    "shuffle+flip": dict(shuffle=True, flip=True, seed=3),
+    "drop_last": dict(shuffle=True, flip=True, seed=4, drop_last=True),
+    "no flip, in order": dict(),
+    "rank 1 of 3": dict(shuffle=True, flip=True, seed=5, rank=1, world_size=3),
+    "weighted sampler": dict(flip=True, seed=6, sample_weights=np.linspace(1, 5, N)),
+}
+
+
+def both(data, memory_budget=None, chunk_bytes=BATCH * ROW_BYTES * 2, **kw):
+    images, targets, indices = data
+    ref = PackedLoader(images, targets, indices, BATCH, **kw)
+    dev = DeviceLoader(images, targets, indices, BATCH, memory_budget=memory_budget, chunk_bytes=chunk_bytes, **kw)
+    return ref, dev
+
+
+@pytest.mark.parametrize("mode", ["resident", "streamed"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_batches_and_flips_as_packed_loader(data, case, mode):
+    ref, dev = both(data, memory_budget=None if mode == "resident" else ROW_BYTES, **CASES[case])
+    assert dev.resident == (mode == "resident") and len(dev) == len(ref)
+    for epoch in (0, 1):
+        ref.set_epoch(epoch), dev.set_epoch(epoch)
+        got, expected = list(dev), list(ref)
+        assert len(got) == len(expected) == len(ref)
+        for (x, y), (ex, ey) in zip(got, expected):
+            assert x.dtype == torch.float32 and x.is_contiguous()
+            assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_epochs_differ_and_flips_happen(data):
+    _, dev = both(data, shuffle=True, flip=True, seed=3)
+    first = torch.cat([x for x, _ in dev])
+    dev.set_epoch(1)
+    assert not torch.equal(first, torch.cat([x for x, _ in dev]))
+    plan = epoch_plan(dev, np.random.default_rng([3, 0]))
+    assert 0 < plan[2].mean() < 1  # some images flipped, some not, on both axes
+
+
+def test_flip_normalize_matches_explicit_flips_and_channels_last():
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.integers(0, 256, (6, 50, 50, 3), dtype=np.uint8))
+    flips = torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1], [1, 0], [0, 0]], dtype=torch.bool)
+    out = flip_normalize(x, flips)
+    for i, (h, v) in enumerate(flips.tolist()):
+        img = x[i].permute(2, 0, 1).float() / 255
+        img = img.flip(2) if h else img
+        img = img.flip(1) if v else img
+        assert torch.equal(out[i], (img - 0.5) / 0.5)
+    cl = flip_normalize(x, flips, channels_last=True)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, out)
+
+
+def test_streamed_chunks_hold_whole_batches(data):
+    _, dev = both(data, memory_budget=0, chunk_bytes=1, shuffle=True)  # chunk smaller than a batch: one batch each
+    assert not dev.resident and dev.chunk_batches == 1
+    assert sum(len(y) for _, y in dev) == N
