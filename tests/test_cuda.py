@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.conftest import REPO, compose_cfg, copy_run
 
@@ -63,8 +64,6 @@ def test_resume_on_cuda_gives_the_same_metrics(tiny_prepared, tiny_data_dir, tmp
 
 
 def _maps(model, images, targets, methods, device):
-    from omegaconf import OmegaConf
-
     from idc.config import ExplainConfig
     from idc.explain import compute_maps
 
@@ -79,7 +78,7 @@ def test_attribution_maps_on_cuda_match_cpu():
     from idc.model import build_model
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig())
+    model = build_model(OmegaConf.structured(ModelConfig))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 50, 50, 3), dtype=np.uint8)
     targets = rng.integers(0, 2, 8)
@@ -98,6 +97,7 @@ def test_attribution_maps_on_cuda_match_cpu():
 
 DDP_SCRIPT = """
 import numpy as np, torch, torch.distributed as dist
+from omegaconf import OmegaConf
 from idc import distributed as D
 from idc.config import ModelConfig
 from idc.data.device_loader import DeviceLoader
@@ -110,7 +110,7 @@ targets = (images[:, 20:30, 20:30, 0].mean((1, 2)) > 127).astype(np.int64)
 loader = DeviceLoader(images, targets, np.arange(256), 64, shuffle=True, flip=True, device="cuda",
                       rank=0, world_size=1, channels_last=True)
 torch.manual_seed(0)
-model = build_model(ModelConfig()).cuda().to(memory_format=torch.channels_last)
+model = build_model(OmegaConf.structured(ModelConfig)).cuda().to(memory_format=torch.channels_last)
 net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0])
 opt = torch.optim.Adamax(net.parameters(), lr=0.002)
 for epoch in range(2):
