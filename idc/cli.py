@@ -51,10 +51,17 @@ def stage_main(stage: str):
 
     def main() -> None:
         # The log folder ${run.dir}/logs/<job name>/ follows the stage, whoever called us.
-        sys.argv.insert(1, f"hydra.job.name={stage}")
+        sys.argv[:] = with_job_name(sys.argv, stage)
         _app()
 
     return main
+
+
+def with_job_name(argv: list[str], stage: str) -> list[str]:
+    """argv with `hydra.job.name=<stage>` just before the first override: Hydra's parser needs the
+    overrides in one run, so inserting it ahead of flags such as `-m` would break multiruns."""
+    first = next((i for i, a in enumerate(argv[1:], 1) if "=" in a and not a.startswith("-")), len(argv))
+    return [*argv[:first], f"hydra.job.name={stage}", *argv[first:]]
 
 
 def main() -> None:
