@@ -4,6 +4,7 @@ patches, ~166k for training), where it can run.
 - CUDA: the book's 5 epochs through `idc.train.fit` (evaluation of val and test after every epoch
   included), wall time from call to return; once at the book's batch 64 / lr 0.002 and once at batch 512
   with the learning rate scaled by sqrt(512 / 64), with the validation F1 each reaches.
+- Both: the landscape figure of every test patient, timed.
 - CPU: a fraction of one epoch: our training step over the full memory-mapped cache (random rows of
   a ~2 GB file), against the same steps on one fixed batch in the same process, and inference.
   The time of a whole epoch is projected from the measured rate and labelled so.
@@ -63,6 +64,42 @@ def gpu_rows(overrides: list[str], epochs: int, max_batches) -> list[str]:
     return rows
 
 
+def landscape_times(p) -> dict:
+    """Seconds to draw the landscape figure (stitched tissue, IDC tint, probability map) of every test patient.
+
+    The figure's cost does not depend on the probability values, and a full-size model may not exist on
+    the machine, so the patch labels stand in for P(IDC); inference is timed on its own elsewhere.
+    """
+    import matplotlib.pyplot as plt
+
+    from idc.landscape import landscape_figure
+    from idc.stitch import original_tiles
+    from idc.utils import save_figure_atomic
+
+    test = p.df[p.df["split"] == "test"]
+    out = Path(tempfile.mkdtemp(prefix="idc-bench-landscape-"))
+    times = []
+    try:
+        for pid, sub in test.groupby("patient_id"):
+            tic = time.perf_counter()
+            tiles = original_tiles(sub, p.images[sub.index.to_numpy()], p.root, p.cfg.data.patch_size)
+            fig = landscape_figure(sub, tiles, sub["target"].to_numpy(dtype=float), int(pid))
+            save_figure_atomic(fig, out / f"landscape_{pid}.png")
+            plt.close("all")
+            times.append(time.perf_counter() - tic)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"patients": len(times), "patches": len(test), "total": sum(times),
+            "median": float(pd.Series(times).median()) if times else 0.0, "max": max(times, default=0.0)}
+
+
+def landscape_line(t: dict) -> str:
+    return (f"- Landscape figure of every test patient ({t['patients']} patients, {t['patches']:,} patches; "
+            f"stitching, three panels, PNG): {t['total']:.1f} s in all, median {t['median']:.2f} s, max {t['max']:.2f} s "
+            "per patient. Patch labels stand in for P(IDC) (the drawing cost does not depend on the values); "
+            "inference is not included.")
+
+
 def cpu_rows(p, steps: int) -> tuple[list[str], float, float]:
     """(table rows, our training images/s, ours / compute-only)."""
     from idc.bench.train import compute_only, inference, ours
@@ -105,6 +142,7 @@ def run(quick: bool, overrides: tuple = ()) -> str:
     if cuda:
         epochs, max_batches = (1, 5) if quick else (5, None)
         rows = gpu_rows(overrides, epochs, max_batches)
+        land = landscape_times(p)
         return "\n".join([
             "## Full size", "", *head, "",
             f"`idc.train.fit` on {torch.cuda.get_device_name(0)} (its defaults on CUDA), {epochs} epoch(s), "
@@ -113,9 +151,11 @@ def run(quick: bool, overrides: tuple = ()) -> str:
             "|---:|---:|---:|---:|---:|---:|---:|",
             *rows, "",
             "The book's target on one H100: 5 epochs in < 60 s (>= 14k images/s sustained, evaluation included).",
+            landscape_line(land),
         ])
     steps = 10 if quick else 60
     rows, rate, ratio = cpu_rows(p, steps)
+    land = landscape_times(p)
     n_train = len(p.train_rows)
     return "\n".join([
         "## Full size", "", *head, "",
@@ -126,5 +166,6 @@ def run(quick: bool, overrides: tuple = ()) -> str:
         f"- Projected from the measured rate (not measured): one epoch of {n_train:,} training patches takes "
         f"{n_train / rate / 3600:.2f} h on this CPU, the book's 5 epochs {5 * n_train / rate / 3600:.1f} h "
         "(evaluation not included).",
+        landscape_line(land),
         f"- {load_note()}",
     ])
