@@ -81,3 +81,18 @@ def test_streamed_chunks_hold_whole_batches(data):
     _, dev = both(data, memory_budget=0, chunk_bytes=1, shuffle=True)  # chunk smaller than a batch: one batch each
     assert not dev.resident and dev.chunk_batches == 1
     assert sum(len(y) for _, y in dev) == N
+
+
+def test_make_loader_picks_by_kind_and_device(data):
+    from idc.data.device_loader import make_loader, resident_rows, resolve_loader
+    from idc.errors import ConfigError
+
+    images, targets, indices = data
+    assert resolve_loader("auto", torch.device("cpu")) == "packed"
+    assert resolve_loader("auto", torch.device("cuda")) == "device"
+    assert type(make_loader("auto", images, targets, indices, BATCH, device="cpu")) is PackedLoader
+    dev = make_loader("device", images, targets, indices, BATCH, device="cpu", memory_budget_gb=1e-9, seed=1, shuffle=True)
+    assert isinstance(dev, DeviceLoader) and not dev.resident
+    with pytest.raises(ConfigError, match="train.loader"):
+        resolve_loader("gpu", torch.device("cpu"))
+    assert resident_rows(images, indices, "cpu") is None  # on CPU the memory map is read per batch

@@ -152,3 +152,43 @@ class DeviceLoader(PackedLoader):
                     chunk.record_stream(torch.cuda.current_stream(self.device))
                 first = group[0][0]  # the chunk holds the group's rows in batch order: batches are slices
                 yield from self._batches(lambda a, b, c=chunk, f=first: c[a - f:b - f], order_dev, flips_dev, group)
+
+
+LOADERS = ("auto", "device", "packed")
+
+
+def resolve_loader(kind: str, device: torch.device) -> str:
+    """`train.loader`: auto = device-resident on CUDA, packed (host gather per batch) elsewhere."""
+    if kind not in LOADERS:
+        from idc.errors import ConfigError
+
+        raise ConfigError(f"train.loader={kind!r} is not known; use one of {', '.join(LOADERS)}")
+    if kind == "auto":
+        return "device" if torch.device(device).type == "cuda" else "packed"
+    return kind
+
+
+def make_loader(kind: str, images, targets, indices, batch_size: int, *, device, memory_budget_gb=None,
+                channels_last: bool = False, **kw) -> PackedLoader:
+    """The training loader `kind` (see resolve_loader) with PackedLoader's arguments; both yield the same batches."""
+    device = torch.device(device)
+    if resolve_loader(kind, device) == "packed":
+        return PackedLoader(images, targets, indices, batch_size, device=device, **kw)
+    budget = None if memory_budget_gb is None else int(float(memory_budget_gb) * 1e9)
+    return DeviceLoader(images, targets, indices, batch_size, device=device, memory_budget=budget,
+                        channels_last=channels_last, **kw)
+
+
+def resident_rows(images, rows: np.ndarray, device, memory_budget_gb=None) -> Optional[torch.Tensor]:
+    """uint8 [len(rows), ...] copy of the cache rows on an accelerator (for evaluation in large batches),
+    or None on CPU or when it would exceed the budget (the caller then reads the memory map per batch)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return None
+    budget = default_budget(device) if memory_budget_gb is None else int(float(memory_budget_gb) * 1e9)
+    need = int(np.prod(images.shape[1:])) * images.dtype.itemsize * len(rows)
+    if need > budget:
+        log.info("evaluation rows (%.2f GB) exceed the device budget (%.2f GB): read per batch", need / 1e9, budget / 1e9)
+        return None
+    t = torch.from_numpy(np.ascontiguousarray(images[rows]))
+    return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
