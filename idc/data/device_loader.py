@@ -111,7 +111,8 @@ class DeviceLoader(PackedLoader):
         return t.pin_memory() if self.device.type == "cuda" else t
 
     def _upload(self, rows: np.ndarray) -> torch.Tensor:
-        return self._host_rows(rows).to(self.device, non_blocking=True)
+        # one synchronous copy: pinning first would cost a second host copy of the whole set
+        return torch.from_numpy(np.ascontiguousarray(self.images[rows])).to(self.device)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -190,5 +191,4 @@ def resident_rows(images, rows: np.ndarray, device, memory_budget_gb=None) -> Op
     if need > budget:
         log.info("evaluation rows (%.2f GB) exceed the device budget (%.2f GB): read per batch", need / 1e9, budget / 1e9)
         return None
-    t = torch.from_numpy(np.ascontiguousarray(images[rows]))
-    return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
+    return torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
