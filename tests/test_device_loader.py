@@ -96,3 +96,19 @@ def test_make_loader_picks_by_kind_and_device(data):
     with pytest.raises(ConfigError, match="train.loader"):
         resolve_loader("gpu", torch.device("cpu"))
     assert resident_rows(images, indices, "cpu") is None  # on CPU the memory map is read per batch
+
+
+def test_eval_inputs_renumber_resident_rows(monkeypatch):
+    from idc.data.device_loader import eval_inputs
+
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 50, 50, 3), np.uint8)
+    rows = {"train": np.array([0, 1, 2]), "val": np.array([7, 3]), "test": np.array([9, 5, 4])}
+    targets = np.arange(10) % 2
+    same = eval_inputs("device", images, rows, targets, "cpu")  # CPU: the memory map, unchanged
+    assert same[0] is images and same[1] is rows
+    # an accelerator's path, on the CPU: resident_rows made to return the rows, as it does on a GPU
+    monkeypatch.setattr("idc.data.device_loader.resident_rows", lambda im, r, d, b=None: torch.from_numpy(im[r]))
+    res, new_rows, new_targets = eval_inputs("device", images, rows, targets, "cpu")
+    for split in ("val", "test"):
+        assert torch.equal(res[new_rows[split]], torch.from_numpy(images[rows[split]]))
+        assert np.array_equal(new_targets[new_rows[split]], targets[rows[split]])

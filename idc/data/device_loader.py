@@ -192,3 +192,20 @@ def resident_rows(images, rows: np.ndarray, device, memory_budget_gb=None) -> Op
         log.info("evaluation rows (%.2f GB) exceed the device budget (%.2f GB): read per batch", need / 1e9, budget / 1e9)
         return None
     return torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
+
+
+def eval_inputs(kind: str, images, rows: dict, targets: np.ndarray, device, memory_budget_gb=None):
+    """(images, rows per split, targets) for evaluating val and test during training.
+
+    With the device loader on an accelerator the val and test rows go to the device once (within the
+    budget), renumbered 0..n-1 (val first); otherwise the memory-mapped cache and its rows are returned
+    unchanged and read batch by batch.
+    """
+    if resolve_loader(kind, device) != "device":
+        return images, rows, targets
+    both = np.concatenate([rows["val"], rows["test"]])
+    resident = resident_rows(images, both, device, memory_budget_gb)
+    if resident is None:
+        return images, rows, targets
+    n_val = len(rows["val"])
+    return resident, {"val": np.arange(n_val), "test": n_val + np.arange(len(rows["test"]))}, targets[both]
