@@ -21,7 +21,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO, compose_cfg, copy_run
+from tests.helpers import REPO, compose_cfg, copy_run, run_script
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device on this machine: the CUDA path is tested where one is present")
@@ -34,9 +34,10 @@ DETERMINISTIC = ["vanilla_backprop", "guided_backprop", "integrated_gradients", 
 
 def test_bf16_autocast_is_chosen_and_training_lowers_the_loss(tiny_prepared, tiny_data_dir, tmp_path):
     from idc import train
+    from idc.model import amp_settings
 
     if torch.cuda.is_bf16_supported():
-        assert train.amp_settings(torch.device("cuda"), True) == (torch.bfloat16, None)
+        assert amp_settings(torch.device("cuda"), True) == (torch.bfloat16, None)
     run = copy_run(tiny_prepared, tmp_path / "bf16")
     train.run(compose_cfg(run, "device=cuda", "train.amp=true", "train.epochs=4", data_dir=tiny_data_dir))
     hist = pd.read_csv(run / "model" / "history.csv")
@@ -45,12 +46,13 @@ def test_bf16_autocast_is_chosen_and_training_lowers_the_loss(tiny_prepared, tin
 
 
 def test_resume_on_cuda_gives_the_same_metrics(tiny_prepared, tiny_data_dir, tmp_path):
-    from tests.test_train import script
+    from tests.test_train import SHORT, script
 
     unbroken = copy_run(tiny_prepared, tmp_path / "unbroken")
     assert script(unbroken, tiny_data_dir, "device=cuda").returncode == 0
     broken = copy_run(tiny_prepared, tmp_path / "broken")
-    killed = script(broken, tiny_data_dir, "device=cuda", "train.crash_after_steps=5")
+    crash = REPO / "tests" / "helpers" / "crash_train.py"  # SIGKILL after 5 steps: mid epoch 2
+    killed = run_script(crash, broken, tiny_data_dir, *SHORT, "device=cuda", env={"IDC_TEST_CRASH_AFTER_STEPS": "5"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed = script(broken, tiny_data_dir, "device=cuda", "train.resume=true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

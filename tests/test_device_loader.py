@@ -112,3 +112,21 @@ def test_eval_inputs_renumber_resident_rows(monkeypatch):
     for split in ("val", "test"):
         assert torch.equal(res[new_rows[split]], torch.from_numpy(images[rows[split]]))
         assert np.array_equal(new_targets[new_rows[split]], targets[rows[split]])
+
+
+def test_training_with_the_device_loader_on_cpu_equals_the_packed_loader(tiny_trained, tiny_data_dir, tmp_path):
+    """train.loader=device on the CPU reproduces the default (packed) run bit for bit: CPU results do not change."""
+    import pandas as pd
+
+    from idc import train
+    from tests.helpers import compose_cfg, copy_run
+
+    run = copy_run(tiny_trained, tmp_path / "device")
+    train.fit(compose_cfg(run, "train.loader=device", data_dir=tiny_data_dir), run / "model_device")
+    drop = ["seconds", "images_per_s"]
+    a = pd.read_csv(tiny_trained / "model" / "history.csv").drop(columns=drop)
+    b = pd.read_csv(run / "model_device" / "history.csv").drop(columns=drop)
+    pd.testing.assert_frame_equal(a, b)
+    wa = torch.load(tiny_trained / "model" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(run / "model_device" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

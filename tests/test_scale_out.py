@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 
 from idc.cli import with_job_name
-from tests.conftest import REPO, TINY, copy_run
+from tests.helpers import REPO, TINY, copy_run
 
 
 def test_job_name_goes_before_the_overrides_not_before_flags():

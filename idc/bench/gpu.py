@@ -36,7 +36,8 @@ def train_rate(p, batch: int, compiled: bool, steps: int) -> dict:
     (compilation for `torch.compile`, cuDNN autotuning for both)."""
     from idc.bench.train import fresh
     from idc.data.device_loader import DeviceLoader
-    from idc.train import amp_settings, autocast
+    from idc.model import amp_settings
+    from idc.train import train_step
 
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
@@ -57,11 +58,7 @@ def train_rate(p, batch: int, compiled: bool, steps: int) -> dict:
 
     def step(x, y):
         nonlocal total
-        with autocast(device, amp_dtype):
-            loss = crit(net(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, _ = train_step(net, x, y, crit, opt, amp_dtype=amp_dtype, channels_last=True)  # fit()'s step
         total = total + loss.detach()
         return len(y)
 

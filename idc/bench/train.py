@@ -9,13 +9,12 @@ import os
 import time
 
 import numpy as np
-
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from idc.bench.loader import BATCH, book_loader, command, cycle, load_note, packed_loader, prepared
-from idc.train import StepMeter
+from idc.train import StepMeter, train_step
 
 log = logging.getLogger("idc")
 
@@ -64,11 +63,7 @@ def ours(p, steps: int, loader: str = "packed") -> tuple[int, float]:
     meter = StepMeter("train", 0, 0, sync_every=1)  # as fit() on CPU: loss and accuracy read every step
 
     def step(x, y):
-        logits = model(x)
-        loss = crit(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, logits = train_step(model, x, y, crit, opt)  # the training step fit() runs
         meter.add(loss, len(y), (logits.argmax(1) == y).sum())
         return len(y)
 
@@ -136,13 +131,13 @@ def matmul_flops(reps: int = 5) -> float:
 
 
 def inference(p, n: int) -> tuple[int, float]:
-    from idc.model import predict_proba
+    from idc.model import predict
 
     model, _, _ = fresh(p.cfg)
     images = p.images[: min(n, len(p.images))]
-    predict_proba(model, images[:256], batch_size=256, desc="warm-up")
+    predict(model, images[:256], batch_size=256, desc="warm-up")
     tic = time.perf_counter()
-    predict_proba(model, images, batch_size=256)
+    predict(model, images, batch_size=256)
     return len(images), time.perf_counter() - tic
 
 
@@ -185,9 +180,9 @@ def run(quick: bool) -> str:
     rows.append(row("ours: DeviceLoader on the CPU + Adamax step", dev_n, dev_s, bound))
     book_n, book_s = book(p, steps)
     rows.append(row("book: DataLoader(PatchDataset) + Adamax step", book_n, book_s, bound))
-    log.info("inference (predict_proba, batch 256)")
+    log.info("inference (idc.model.predict, batch 256)")
     inf_n, inf_s = inference(p, 1024 if quick else 4096)
-    rows.append(row("inference: `predict_proba`, batch 256 (eval mode)", inf_n, inf_s))
+    rows.append(row("inference: `predict`, batch 256 (eval mode)", inf_n, inf_s))
     ours_rate, book_rate, comp_rate = ours_n / ours_s, book_n / book_s, comp_n / comp_s
     frac = ours_rate / bound
     ratio = float(np.median(il["ratios"]))
