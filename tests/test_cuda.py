@@ -138,7 +138,7 @@ def test_ddp_one_process_on_nccl(tmp_path):
     path.write_text(DDP_SCRIPT)
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([torchrun, "--nproc_per_node=1", "--master_port=29531", str(path)], cwd=REPO, env=env,
+    out = subprocess.run([torchrun, "--standalone", "--nproc_per_node=1", str(path)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "DDP-NCCL-OK" in out.stdout, (out.stdout + out.stderr)[-3000:]
     assert np.isfinite(float(out.stdout.split("DDP-NCCL-OK")[1].split()[0]))
