@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 from idc import config as _config  # noqa: F401  (registers the structured config schema)
+from omegaconf.errors import MissingMandatoryValue
+
 from idc.errors import IdcError
 from idc.paths import MissingArtifactError
+from idc.validate import preflight
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -35,8 +38,9 @@ def run_stage(stage: str, cfg):
     """Run one stage; a user error becomes one clear logged line and exit code 2."""
     module = importlib.import_module(STAGES[stage])
     try:
+        preflight(cfg)  # ranges, device, writable run.dir, leftovers of killed runs: before any work
         return module.run(cfg)
-    except (IdcError, MissingArtifactError) as err:
+    except (IdcError, MissingArtifactError, MissingMandatoryValue) as err:
         log.error("%s: %s", stage, err)
         sys.exit(2)
 

@@ -53,7 +53,7 @@ def test_bad_inputs_are_counted_not_dropped_silently(tmp_path, caplog):
     df, report = index_with_report(root)
     skipped = report.counts()["skipped"]
     assert skipped == {"bad_name": 1, "class_folder_mismatch": 1, "patient_folder_mismatch": 1, "unreadable": 1,
-                       "truncated": 1}
+                       "truncated": 1, "coordinate_out_of_range": 0, "conflicting_labels": 0}
     assert report.counts()["non_rgb_converted"] == {"L": 1}
     assert report.counts()["non_50x50_kept"] == {"41x50": 1}
     assert len(df) == 20
@@ -152,3 +152,37 @@ def test_full_size_layout_structure(tmp_path):
     assert got == set(expected)
     assert (df["patient_id"].diff().dropna() >= 0).all()  # sorted by patient
     assert set(index_patches(root, num_patients=5)["patient_id"]) == set(int(p) for p in pids[:5])
+
+
+def test_coordinates_beyond_the_limit_are_a_counted_skip(tmp_path, caplog):
+    """Issue 14.1: a well-formed name with x=90000 made the stitched figures allocate 24 GB."""
+    root = kaggle_tree(tmp_path, patients=(10, 11))
+    write_png(root / "10" / "1" / "10_idx5_x90001_y51_class1.png")
+    df, report = index_with_report(root, max_coordinate=20000)
+    assert report.counts()["skipped"]["coordinate_out_of_range"] == 1 and len(df) == 12
+    assert "data.max_coordinate=20000" in caplog.text
+    assert len(index_patches(root, max_coordinate=100000)) == 13  # a larger limit keeps it
+
+
+def test_same_position_under_both_classes_keeps_neither(tmp_path, caplog):
+    """Issue 14.5: patient 10's (1, 1) was listed under both classes and kept twice."""
+    root = kaggle_tree(tmp_path, patients=(10, 11))
+    write_png(root / "10" / "1" / "10_idx5_x1_y1_class1.png")  # kaggle_tree has 10_idx5_x1_y1_class0.png
+    df, report = index_with_report(root)
+    assert report.counts()["skipped"]["conflicting_labels"] == 2
+    assert not ((df["patient_id"] == 10) & (df["x"] == 1) & (df["y"] == 1)).any() and len(df) == 11
+    assert "conflicting_labels" in caplog.text and "neither file is kept" in caplog.text
+
+
+def test_a_patient_whose_files_are_all_bad_gets_its_own_line(tmp_path, caplog):
+    """Issue 14.5: patient 12 disappeared with no per-patient line."""
+    root = kaggle_tree(tmp_path, patients=(10, 11))
+    (root / "12" / "0").mkdir(parents=True)
+    for k in range(3):
+        (root / "12" / "0" / f"12_idx5_x{1 + 50 * k}_y1_class0.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (root / "13" / "1").mkdir(parents=True)  # an empty patient folder
+    df, report = index_with_report(root)
+    assert set(df["patient_id"]) == {10, 11}
+    assert report.counts()["patients_left_out"] == {"12": {"unreadable": 3}, "13": {"no_patch_files": 0}}
+    assert "patient 12 left out: none of its files is usable (unreadable: 3)" in caplog.text
+    assert "patient 13 left out" in caplog.text
