@@ -26,7 +26,7 @@ from idc.errors import CheckpointError, ConfigError, IdcError
 from idc.metrics import binary_scores
 from idc.model import as_dict, build_model, read_checkpoint, save_checkpoint
 from idc.paths import RunPaths
-from idc.utils import file_sha256, resolve_device, seed_everything, write_csv_atomic, wrote
+from idc.utils import ensure_writable, file_sha256, resolve_device, seed_everything, write_csv_atomic, wrote
 
 log = logging.getLogger("idc")
 
@@ -162,7 +162,7 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     t = cfg.train
     if t.balance not in ("none", "class_weights", "sampler"):
         raise ConfigError(f"train.balance={t.balance!r} is not known; use none, class_weights or sampler")
-    model_dir = Path(model_dir)
+    model_dir = ensure_writable(Path(model_dir), "run.dir")  # now, not after the first epoch
     paths = RunPaths.from_cfg(cfg)
     info = D.init_distributed(t.dist_backend)
     device = resolve_device(cfg.device)
@@ -184,6 +184,10 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     rows = {s: np.flatnonzero(df["split"].to_numpy() == s) for s in ("train", "val", "test")}
     if len(rows["train"]) == 0 or len(rows["val"]) == 0:
         raise ConfigError(f"{paths.patches_csv} has no train or val patches; re-run `make data` with more patients")
+    by_f1 = len(np.unique(targets[rows["val"]])) == 2
+    if not by_f1:  # F1 is undefined (no positives) or trivial (no negatives): choose best.pt by val loss
+        log.warning("the val split holds one class only (%d patches): val F1 is undefined or meaningless; best.pt "
+                    "is chosen by the lowest val loss. Use more patients or another data.split_seed", len(rows["val"]))
     train_targets = targets.copy()
     if permute_labels_seed is not None:
         rng = np.random.default_rng(permute_labels_seed)
@@ -211,19 +215,25 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.enabled else model
 
-    history, steps, start_epoch, best_f1 = [], [], 0, -1.0
+    history, steps, start_epoch, best_f1, best_score = [], [], 0, -1.0, -np.inf
     last_pt, best_pt = model_dir / "last.pt", model_dir / "best.pt"
     if t.resume and last_pt.exists():
-        ckpt = read_checkpoint(last_pt, device)
+        afresh = f"delete {last_pt} or set train.resume=false to start afresh"
+        ckpt = read_checkpoint(last_pt, device, fix=afresh)
         if ckpt.get("data_hash") != data_hash:
             raise CheckpointError(f"{last_pt} was trained on another data/patches.csv; cannot resume. "
                                   "Start afresh with train.resume=false or use the matching run.dir")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{last_pt} does not fit the configured model or optimizer ({first}); {afresh}") from None
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
         start_epoch, best_f1 = ckpt["epoch"] + 1, ckpt.get("best_val_f1", -1.0)
+        best_score = ckpt.get("best_score", best_f1)
         history = [r for r in ckpt.get("history", []) if r["epoch"] < start_epoch]
         steps = [r for r in ckpt.get("steps", []) if r["epoch"] < start_epoch]
         log.info("resumed from %s at epoch %d", last_pt, start_epoch + 1)
@@ -298,10 +308,14 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
                 "history": history, "steps": steps, "best_val_f1": max(best_f1, row["val_f1"]),
                 "permute_labels_seed": permute_labels_seed,
             }
-            if row["val_f1"] > best_f1:
-                best_f1 = row["val_f1"]
+            score = row["val_f1"] if by_f1 else -row["val_loss"]
+            payload.update(best_score=max(best_score, score), best_by="val_f1" if by_f1 else "val_loss")
+            best_f1 = max(best_f1, row["val_f1"])
+            if score > best_score:
+                best_score = score
                 save_checkpoint(best_pt, payload)
-                log.info("epoch %d: val F1 %.3f is the best so far: wrote %s", epoch + 1, best_f1, best_pt)
+                log.info("epoch %d: val %s %.3f is the best so far: wrote %s", epoch + 1,
+                         "F1" if by_f1 else "loss", abs(score), best_pt)
             save_checkpoint(last_pt, payload)
             write_csv_atomic(pd.DataFrame(history), model_dir / "history.csv")
             write_csv_atomic(pd.DataFrame(steps), model_dir / "history_steps.csv")
