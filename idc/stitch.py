@@ -11,7 +11,7 @@ import numpy as np
 
 
 PATCH = 50  # the Kaggle grid: patches every 50 px
-MAX_CANVAS_SIDE = 4096  # px; a larger slide is drawn downsampled (a 4096^2 RGB canvas is 50 MB)
+MAX_CANVAS_SIDE = 2048  # px; a larger slide is drawn downsampled (matplotlib turns a 2048^2 image into 130 MB of floats)
 
 
 def fit_tiles(images, patch: int, fill, widths=None, heights=None) -> tuple:

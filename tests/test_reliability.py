@@ -177,7 +177,7 @@ def test_single_class_val_split_warns_and_picks_best_by_val_loss(tiny_prepared, 
     df.loc[df["split"] == "val", "target"] = 0  # val holds IDC-negative patches only: F1 undefined
     df.to_csv(csv, index=False)
     caplog.set_level(logging.INFO, logger="idc")
-    train.run(compose_cfg(run, "train.epochs=3", "train.max_batches=2", "train.batch_size=16",
+    train.run(compose_cfg(run, "train.epochs=2", "train.max_batches=1", "train.batch_size=16",
                           data_dir=tiny_data_dir))
     assert "val split holds one class only" in caplog.text and "lowest val loss" in caplog.text
     best = torch.load(run / "model" / "best.pt", weights_only=True)
