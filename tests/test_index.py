@@ -1,6 +1,8 @@
 """Kaggle indexer: name parsing, layout checks, counted skips, and the real two-patient sample."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -146,6 +148,8 @@ def test_full_size_layout_structure(tmp_path):
                 if not (d / name).exists():
                     (d / name).hardlink_to(src)
                     expected.append((int(pid), int(x), int(y), c))
+    positions = Counter((pid, x, y) for pid, x, y, _ in expected)  # random draws may put one position
+    expected = [e for e in expected if positions[e[:3]] == 1]  # under both classes: neither is kept
     df = index_patches(root)
     assert len(df) == len(expected) and df["patient_id"].nunique() == 279
     got = set(map(tuple, df[["patient_id", "x", "y", "target"]].to_numpy().tolist()))
