@@ -10,9 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from idc import config as _config  # noqa: F401  (registers the structured config schema)
 from omegaconf.errors import MissingMandatoryValue
 
+from idc import config as _config  # noqa: F401  (registers the structured config schema)
 from idc.errors import IdcError
 from idc.paths import MissingArtifactError
 from idc.validate import preflight

@@ -233,7 +233,7 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
             scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
         start_epoch, best_f1 = ckpt["epoch"] + 1, ckpt.get("best_val_f1", -1.0)
-        best_score = ckpt.get("best_score", best_f1)
+        best_score = ckpt.get("best_score", best_f1 if by_f1 else -np.inf)  # older checkpoints: F1 only
         history = [r for r in ckpt.get("history", []) if r["epoch"] < start_epoch]
         steps = [r for r in ckpt.get("steps", []) if r["epoch"] < start_epoch]
         log.info("resumed from %s at epoch %d", last_pt, start_epoch + 1)
