@@ -79,11 +79,9 @@ def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
 def run(cfg) -> pd.DataFrame:
     paths = RunPaths.from_cfg(cfg)
     df, report, root = build_index(cfg)
-    images = None
-    if cfg.data.packed_cache or cfg.data.eda_figures:
-        # Before the index is written: a corrupt pixel stream found while packing must not leave a
-        # complete-looking patches.csv and summary.json behind.
-        images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size)
+    # Before the index is written: a corrupt pixel stream found while packing must not leave a
+    # complete-looking patches.csv and summary.json behind.
+    images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size)
     if paths.patches_csv.exists() and pd.read_csv(paths.patches_csv).equals(df):
         log.info("index unchanged: kept %s", paths.patches_csv)
     else:

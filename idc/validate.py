@@ -63,7 +63,8 @@ def check_range(key: str, value, low, high, low_open, high_open, nullable) -> No
         bad = (low is not None and (value <= low if low_open else value < low)) or \
               (high is not None and (value >= high if high_open else value > high))
     if bad:
-        raise ConfigError(f"{key}={value} is out of range: use a value {describe_range(low, high, low_open, high_open, nullable)}")
+        valid = describe_range(low, high, low_open, high_open, nullable)
+        raise ConfigError(f"{key}={value} is out of range: use a value {valid}")
 
 
 def check_mandatory(cfg) -> None:

@@ -9,22 +9,8 @@ from PIL import Image
 
 from idc.data.index import index_patches, index_with_report, parse_name
 from idc.errors import DataError
-from tests.conftest import SHARED_SAMPLE, compose_cfg, requires_sample
-
-
-def write_png(path, size=(50, 50), mode="RGB", value=128):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.full((size[1], size[0], 3), value, np.uint8)
-    Image.fromarray(arr).convert(mode).save(path)
-    return path
-
-
-def kaggle_tree(root, patients=(10, 11, 12), per_class=3):
-    for pid in patients:
-        for c in (0, 1):
-            for k in range(per_class):
-                write_png(root / str(pid) / str(c) / f"{pid}_idx5_x{1 + 50 * k}_y{1 + 50 * c}_class{c}.png")
-    return root
+from tests.helpers import SHARED_SAMPLE, compose_cfg, requires_sample
+from tests.helpers.kaggle import corrupt_pixels, kaggle_tree, write_png
 
 
 def test_parse_name():
@@ -60,14 +46,6 @@ def test_bad_inputs_are_counted_not_dropped_silently(tmp_path, caplog):
     assert report.counts()["non_50x50_kept"] == {"41x50": 1}
     assert len(df) == 20
     assert "unreadable" in caplog.text and "truncated" in caplog.text
-
-
-def corrupt_pixels(path):
-    """Flip bytes inside the compressed pixel data; header and IEND stay intact."""
-    data = bytearray(path.read_bytes())
-    start = data.index(b"IDAT") + 8
-    data[start:start + 16] = bytes(16)
-    path.write_bytes(bytes(data))
 
 
 def test_verify_decodes_and_the_cache_names_undecodable_files(tmp_path):

@@ -22,8 +22,8 @@ from hydra import compose, initialize_config_dir
 
 from idc.cli import CONFIG_DIR, run_stage
 from idc.errors import CheckpointError
-from tests.conftest import REPO, TINY, compose_cfg, copy_run
-from tests.test_index import corrupt_pixels, kaggle_tree, write_png
+from tests.helpers import REPO, TINY, compose_cfg, copy_run
+from tests.helpers.kaggle import corrupt_pixels, kaggle_tree, write_png
 
 
 def stage_error(stage: str, cfg, caplog) -> str:
@@ -151,10 +151,13 @@ def test_unwritable_run_dir_is_one_line_before_hydra_makes_its_log_dir(tmp_path)
     assert "run.dir: cannot write in" in out and "Traceback" not in out and len(out.strip().splitlines()) == 1
 
 
-def test_unwritable_model_dir_fails_before_training(tmp_path, caplog):
-    (tmp_path / "model").write_text("")  # a file where the model folder should be
-    msg = stage_error("train", compose_cfg(tmp_path), caplog)
-    assert "run.dir: cannot write in" in msg and "model" in msg  # before reading data, not after an epoch
+def test_unwritable_model_dir_fails_before_training(tiny_prepared, tiny_data_dir, tmp_path, caplog):
+    run = copy_run(tiny_prepared, tmp_path / "run")
+    (run / "model").write_text("")  # a file where the model folder should be
+    caplog.set_level(logging.INFO, logger="idc")
+    msg = stage_error("train", compose_cfg(run, data_dir=tiny_data_dir), caplog)
+    assert "run.dir: cannot write in" in msg and "model" in msg
+    assert f"read {run / 'data' / 'patches.csv'}" not in caplog.text  # before reading data, not after an epoch
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes through permissions")
