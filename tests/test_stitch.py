@@ -84,12 +84,14 @@ def test_stitching_a_2400_patch_patient_is_vectorized():
     xs, ys = 1 + 50 * (cells % 60), 1 + 50 * (cells // 60)
     imgs = rng.integers(0, 255, (2400, 50, 50, 3), dtype=np.uint8)
     tic = time.perf_counter()
-    canvas = stitch_patches(imgs, xs, ys)
+    canvas = stitch_patches(imgs, xs, ys, max_side=4096)  # full size (the 2048 px default draws it at 2/3)
     elapsed = time.perf_counter() - tic
     k = 1234
     assert np.array_equal(canvas[ys[k]:ys[k] + 50, xs[k]:xs[k] + 50], imgs[k])
     assert (canvas == 255).all(axis=2).sum() >= (3600 - 2400) * 2500  # empty cells stay background
     assert elapsed < 1.0  # generous: the block paste takes tens of ms; a per-pixel loop would take minutes
+    small = stitch_patches(imgs, xs, ys)  # the default bound: downsampled, one loop over the patches
+    assert max(small.shape[:2]) <= 2048 + 50
 
 
 def test_a_huge_slide_is_drawn_downsampled_within_bounded_memory():
