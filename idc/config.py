@@ -50,6 +50,9 @@ class DataConfig:
     workers: int = 0  # 0 = all cores
     # EDA figures written by prepare_data.
     eda_figures: bool = True
+    # Patches whose x or y (from the file name) exceeds this are skipped and counted at index time
+    # (the real slides stay below ~5000 px); stitched figures of large slides are drawn downsampled.
+    max_coordinate: int = 20000
 
 
 @dataclass
