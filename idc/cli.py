@@ -26,6 +26,7 @@ STAGES = {
     "sanity": "idc.sanity.stage",
     "figures": "idc.figures",
     "report": "idc.report",
+    "view": "idc.viewer",
 }
 
 log = logging.getLogger("idc")

@@ -1,0 +1,209 @@
+"""The viewer stage (`make view`): page and assets from a tiny run, absent inputs, escaping, and the
+page driven in headless Chromium through its own controls (skipped where Chromium is absent)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from idc import viewer
+from idc.paths import RunPaths
+from idc.viewer.inputs import patch_table, viewer_patients
+from idc.viewer.panels import method_rows, patch_panel
+
+from conftest import compose_cfg, copy_run
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+METHODS = ["lime", "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad", "gradcam",
+           "guided_gradcam", "gradcam_pp", "scorecam", "layercam", "rise"]
+
+
+def fake_results(run_dir: Path) -> pd.DataFrame:
+    """Predictions for the test patients (every outcome occurs) and grey maps of all eleven methods for
+    one patch of each test patient; the viewer only reads these files, so they need no model."""
+    paths = RunPaths(run_dir)
+    patches = pd.read_csv(paths.patches_csv)
+    test = patches[patches["split"] == "test"].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    proba = np.clip(0.55 * test["target"] + rng.uniform(0, 0.5, len(test)), 0, 1)
+    pred = test.assign(proba=proba, pred=(proba >= 0.5).astype(int))[["image_id", "patient_id", "x", "y", "target", "proba", "pred"]]
+    paths.eval_dir.mkdir(parents=True, exist_ok=True)
+    pred.to_csv(paths.predictions_csv, index=False)
+    chosen = pred.groupby("patient_id").head(1).reset_index(drop=True)
+    outcome = {(1, 1): "tp", (0, 0): "tn", (0, 1): "fp", (1, 0): "fn"}
+    chosen = chosen.assign(outcome=[outcome[(t, p)] for t, p in zip(chosen["target"], chosen["pred"])],
+                           explained_class=chosen["pred"])
+    paths.explain_dir.mkdir(parents=True, exist_ok=True)
+    chosen[["image_id", "patient_id", "target", "pred", "proba", "outcome", "explained_class"]].to_csv(
+        paths.explain_index_csv, index=False)
+    np.savez(paths.maps_npz, **{f"{m}/gray": rng.uniform(0, 1, (len(chosen), 50, 50)).astype(np.float32) for m in METHODS})
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def viewer_run(tmp_path_factory, tiny_prepared, tiny_data_dir):
+    run_dir = copy_run(tiny_prepared, tmp_path_factory.mktemp("viewer") / "run")
+    chosen = fake_results(run_dir)
+    page = viewer.run(compose_cfg(run_dir, data_dir=tiny_data_dir))
+    return run_dir, page, chosen
+
+
+def test_page_and_assets(viewer_run):
+    run_dir, page, chosen = viewer_run
+    assert page == run_dir / "viewer" / "index.html"
+    text = page.read_text()
+    assert "cdn.bokeh.org" not in text  # bokeh's JavaScript is inline: the page works offline
+    for pid in chosen["patient_id"]:
+        script = run_dir / "viewer" / "assets" / f"patient_{pid}.js"
+        assert script.exists() and "data:image/jpeg;base64," in script.read_text()
+        assert "data:image/png;base64," in script.read_text()  # the synthetic evidence mask
+    for k in range(len(chosen)):
+        for m in METHODS:
+            assert (run_dir / "viewer" / "assets" / "explain" / f"{k:04d}_{m}_overlay.png").exists()
+    for label in ("P(IDC) heat map", "errors (FP / FN outlines)", "evidence mask"):
+        assert label in text
+    assert "make sanity" in text  # scores and verdicts: absent, named by their make target
+    assert not list(run_dir.glob(".viewer.*")), "temporary folders left behind"
+
+
+def test_absent_predictions_and_explanations_are_notes(tiny_prepared, tiny_data_dir, tmp_path):
+    run_dir = copy_run(tiny_prepared, tmp_path / "run")
+    text = viewer.run(compose_cfg(run_dir, data_dir=tiny_data_dir)).read_text()
+    assert "run `make evaluate` to add it" in text and "run `make explain` to add it" in text
+    assert "errors (FP / FN outlines)" not in text and "P(IDC) heat map\"" not in text
+
+
+def test_patch_table_outcomes_and_patients():
+    patches = pd.DataFrame({"image_id": list("abcdef"), "patient_id": [1, 1, 1, 1, 2, 3], "x": [1, 51, 1, 51, 1, 1],
+                            "y": [1, 1, 51, 51, 1, 1], "target": [1, 0, 0, 1, 1, 0],
+                            "split": ["test"] * 4 + ["train", "val"]})
+    pred = pd.DataFrame({"image_id": list("abcde"), "patient_id": [1, 1, 1, 1, 2], "proba": [.9, .1, .8, .2, .7],
+                         "pred": [1, 0, 1, 0, 1]})
+    explained = pd.DataFrame({"image_id": ["c"], "row": [0]})
+    assert viewer_patients(patches, None) == [1]
+    assert viewer_patients(patches, pred) == [1, 2]  # a train patient with predictions is shown too
+    t = patch_table(patches, pred, explained, [2, 1])
+    assert t["image_id"].tolist() == list("eabcd")
+    assert t["outcome"].tolist() == ["TP", "TP", "TN", "FP", "FN"]
+    assert t["explain_row"].tolist() == [-1, -1, -1, 0, -1]
+    assert t["cache_row"].tolist() == [4, 0, 1, 2, 3]
+    assert patch_table(patches, None, None, [1])["outcome"].eq("no prediction").all()
+
+
+def test_panel_escapes_ids_and_matches_method_names(tmp_path):
+    hostile = '<img src=x onerror="alert(1)">&'
+    rec = pd.Series({"image_id": hostile, "patient_id": 7, "target": 1, "proba": 0.9, "pred": 1, "outcome": "tp",
+                     "explained_class": 1, "row": 3})
+    files = {"patch": tmp_path / "p.png", "gradcam": (tmp_path / "g.png", tmp_path / "o.png")}
+    board = pd.DataFrame({"method": ["Grad-CAM", "LIME"], "pointing_game": [0.81234, 0.5]})
+    html = patch_panel(rec, files, {"gradcam": "Grad-CAM"}, tmp_path, leaderboard=board)
+    assert hostile not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;" in html
+    assert 'id="attr-3-gradcam-gray"' in html and "0.812" in html and "<td>0.5</td>" not in html
+    assert "no sanity/randomization.csv; run <code>make sanity</code>" in html
+    assert method_rows(board, "lime", "LIME")["pointing_game"].tolist() == [0.5]
+    assert method_rows(None, "lime", "LIME") is None
+
+
+# ------------------------------------------------------------------ the page in a real browser
+DEEP = """
+const [selector] = arguments; const out = [];
+const walk = (root) => { out.push(...root.querySelectorAll(selector));
+  root.querySelectorAll('*').forEach(e => { if (e.shadowRoot) walk(e.shadowRoot); }); };
+walk(document); return out;
+"""  # bokeh draws its widgets inside shadow roots
+
+
+def chrome(profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--window-size=1700,1000"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+
+
+def wait_for(driver, script: str, *args, timeout: float = 20):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = driver.execute_script(script, *args)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def deep(driver, selector: str):
+    return driver.execute_script(DEEP, selector)
+
+
+def click_patch(driver, x: float, y: float) -> None:
+    """A real left click (DevTools Input events) at the slide position of the patch's centre."""
+    pos = driver.execute_script("""
+        const [x, y] = arguments;
+        const v = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('slide'));
+        const r = (v.canvas_view ?? v.canvas).el.getBoundingClientRect();
+        return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];""", x, y)
+    for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+        driver.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": kind, "x": pos[0], "y": pos[1], "button": "left",
+                                                            "clickCount": 1})
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason="headless Chromium absent: apt-get install chromium chromium-driver")
+def test_viewer_in_headless_chromium(viewer_run, tmp_path):
+    pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[dev]')")
+    from selenium.webdriver.support.ui import Select
+
+    run_dir, page, chosen = viewer_run
+    driver = chrome(Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)))
+    try:
+        driver.get(page.resolve().as_uri())
+        wait_for(driver, "return !!(window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].get_model_by_name('slide')"
+                         " && Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('slide')))")
+        # switch to the last patient with the page's patient picker
+        target = chosen.iloc[-1]
+        (select,) = wait_for(driver, DEEP, "select[name=patient]")
+        Select(select).select_by_visible_text(
+            next(o.text for o in Select(select).options if o.text.startswith(f"{target['patient_id']} (")))
+        wait_for(driver, "return Bokeh.documents[0].get_model_by_name('slide').renderers.some("
+                         "r => r.data_source.data.url && r.data_source.data.url.length && r.data_source.data.url[0].startsWith('data:image/jpeg'))"
+                         " && Bokeh.documents[0].get_model_by_name('patient').value === arguments[0]", str(target["patient_id"]))
+        # toggle the P(IDC) heat map on with its checkbox
+        boxes = {b.find_element("xpath", "..").text.strip(): b for b in deep(driver, "input[type=checkbox]")}
+        assert not driver.execute_script("return Bokeh.documents[0].get_model_by_name('layer-heat').visible")
+        boxes["P(IDC) heat map"].click()
+        wait_for(driver, "return Bokeh.documents[0].get_model_by_name('layer-heat').visible")
+        # click the patient's explained patch on the slide
+        rec = wait_for(driver, """const d = Bokeh.documents[0].get_model_by_name('layer-hit').data_source.data;
+            const i = d.image_id.indexOf(arguments[0]); return i < 0 ? null : [d.cx[i], d.cy[i]];""", target["image_id"])
+        click_patch(driver, *rec)
+        k = int(chosen.index[-1])
+        panel = wait_for(driver, DEEP, f"#attr-{k}")[0]
+        assert panel.get_attribute("data-image-id") == target["image_id"]
+        grays = wait_for(driver, DEEP, f"img[id^='attr-{k}-'][id$='-gray']")
+        assert sorted(g.get_attribute("id") for g in grays) == sorted(f"attr-{k}-{m}-gray" for m in METHODS)
+        wait_for(driver, "return arguments[0].every(i => i.complete && i.naturalWidth > 0)", grays)
+        shot = tmp_path / "viewer.png"
+        driver.save_screenshot(str(shot))
+        if os.environ.get("IDC_VIEWER_SCREENSHOT"):  # docs/viewer.md: how the README screenshot is made
+            shutil.copyfile(shot, os.environ["IDC_VIEWER_SCREENSHOT"])
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    import matplotlib.pyplot as plt
+
+    img = plt.imread(shot)[..., :3]
+    assert img.shape[0] > 500 and img.std() > 0.05  # not a blank page
+    assert not errors, errors
