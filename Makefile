@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: help install data train evaluate landscape explain visualize sanity figures report reproduce test bench clean
+.PHONY: help install data train evaluate landscape explain visualize sanity figures report view reproduce test bench clean
 
 help:
 	@echo "make train      generate/index data (make data) and train ResNet-18"
@@ -19,6 +19,7 @@ help:
 	@echo "make sanity     randomization tests, localization, Table 5.2"
 	@echo "make figures    every chapter-5 figure by the book's name (runs missing stages)"
 	@echo "make report     report.html"
+	@echo "make view       viewer/index.html: interactive slide viewer (docs/viewer.md)"
 	@echo "make reproduce  every stage from nothing"
 	@echo "make test | make bench | make clean"
 	@echo "Overrides: make train ARGS=\"data=kaggle data.root=/path/to/IDC_regular_ps50_idx5\""
@@ -38,7 +39,7 @@ train: data
 	$(PY) scripts/train.py $(ARGS)
 
 # One target per stage that only needs the venv: `make evaluate` runs scripts/evaluate.py, etc.
-STAGES := evaluate landscape explain visualize sanity figures report
+STAGES := evaluate landscape explain visualize sanity figures report view
 $(STAGES): $(STAMP)
 	$(PY) scripts/$@.py $(ARGS)
 

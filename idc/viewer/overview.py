@@ -12,7 +12,14 @@ from typing import Iterable, List, Optional, Sequence
 from idc.paths import RunPaths
 
 log = logging.getLogger("idc")
-SHOWN_IDS = 12  # patient ids listed per split before "... and N more"
+SHOWN_IDS = 12
+# Table and note styles of the overview, the report and the viewer's panels (one look everywhere).
+TABLE_CSS = """
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+caption { text-align: left; font-weight: bold; padding: 2px 0; }
+th, td { border: 1px solid #bbb; padding: 3px 7px; text-align: left; } th { background: #eee; }
+.missing { color: #a33; font-style: italic; } code { background: #f3f3f3; padding: 0 3px; }
+"""  # patient ids listed per split before "... and N more"
 
 
 def missing_note(what: str, target: str) -> str:

@@ -21,15 +21,12 @@ from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
 from idc.viewer.assets import STORE
+from idc.viewer.overview import TABLE_CSS
 
 CSS = """
 :host { font-family: system-ui, sans-serif; font-size: 13px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0; font-size: 12px; }
-caption { text-align: left; font-weight: bold; padding: 2px 0; }
-th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: left; } th { background: #eee; }
-.missing { color: #a33; font-style: italic; } code { background: #f3f3f3; padding: 0 3px; }
 .method table { font-size: 10px; margin: 2px 0; }
-"""
+""" + TABLE_CSS
 FRAME = 620  # px, square slide view
 INTRO = ("<p>Hover a patch for its id, label, P(IDC) and outcome. Click a patch marked &#9670; "
          "(or pick one above) to see its attribution maps here.</p>")
