@@ -2,11 +2,7 @@
 page driven in headless Chromium through its own controls (skipped where Chromium is absent)."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +10,13 @@ import pandas as pd
 import pytest
 
 from idc import viewer
+from idc.viewer import browser
 from idc.paths import RunPaths
 from idc.viewer.inputs import patch_table, viewer_patients
 from idc.viewer.panels import method_rows, patch_panel
 
 from conftest import compose_cfg, copy_run
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 METHODS = ["lime", "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad", "gradcam",
            "guided_gradcam", "gradcam_pp", "scorecam", "layercam", "rise"]
 
@@ -112,94 +108,29 @@ def test_panel_escapes_ids_and_matches_method_names(tmp_path):
 
 
 # ------------------------------------------------------------------ the page in a real browser
-DEEP = """
-const [selector] = arguments; const out = [];
-const walk = (root) => { out.push(...root.querySelectorAll(selector));
-  root.querySelectorAll('*').forEach(e => { if (e.shadowRoot) walk(e.shadowRoot); }); };
-walk(document); return out;
-"""  # bokeh draws its widgets inside shadow roots
-
-
-def chrome(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1700,1000"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-
-
-def wait_for(driver, script: str, *args, timeout: float = 20):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = driver.execute_script(script, *args)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {script}")
-
-
-def deep(driver, selector: str):
-    return driver.execute_script(DEEP, selector)
-
-
-def click_patch(driver, x: float, y: float) -> None:
-    """A real left click (DevTools Input events) at the slide position of the patch's centre."""
-    pos = driver.execute_script("""
-        const [x, y] = arguments;
-        const v = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('slide'));
-        const r = (v.canvas_view ?? v.canvas).el.getBoundingClientRect();
-        return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];""", x, y)
-    for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-        driver.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": kind, "x": pos[0], "y": pos[1], "button": "left",
-                                                            "clickCount": 1})
-
-
-@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+@pytest.mark.skipif(not (browser.CHROMIUM.exists() and browser.CHROMEDRIVER.exists()),
                     reason="headless Chromium absent: apt-get install chromium chromium-driver")
 def test_viewer_in_headless_chromium(viewer_run, tmp_path):
     pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[dev]')")
-    from selenium.webdriver.support.ui import Select
-
     run_dir, page, chosen = viewer_run
-    driver = chrome(Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)))
+    target, k = chosen.iloc[-1], len(chosen) - 1  # the last test patient's explained patch (row k of maps.npz)
+    driver = browser.chrome(Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)))
     try:
-        driver.get(page.resolve().as_uri())
-        wait_for(driver, "return !!(window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].get_model_by_name('slide')"
-                         " && Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('slide')))")
-        # switch to the last patient with the page's patient picker
-        target = chosen.iloc[-1]
-        (select,) = wait_for(driver, DEEP, "select[name=patient]")
-        Select(select).select_by_visible_text(
-            next(o.text for o in Select(select).options if o.text.startswith(f"{target['patient_id']} (")))
-        wait_for(driver, "return Bokeh.documents[0].get_model_by_name('slide').renderers.some("
-                         "r => r.data_source.data.url && r.data_source.data.url.length && r.data_source.data.url[0].startsWith('data:image/jpeg'))"
-                         " && Bokeh.documents[0].get_model_by_name('patient').value === arguments[0]", str(target["patient_id"]))
-        # toggle the P(IDC) heat map on with its checkbox
-        boxes = {b.find_element("xpath", "..").text.strip(): b for b in deep(driver, "input[type=checkbox]")}
-        assert not driver.execute_script("return Bokeh.documents[0].get_model_by_name('layer-heat').visible")
-        boxes["P(IDC) heat map"].click()
-        wait_for(driver, "return Bokeh.documents[0].get_model_by_name('layer-heat').visible")
-        # click the patient's explained patch on the slide
-        rec = wait_for(driver, """const d = Bokeh.documents[0].get_model_by_name('layer-hit').data_source.data;
-            const i = d.image_id.indexOf(arguments[0]); return i < 0 ? null : [d.cx[i], d.cy[i]];""", target["image_id"])
-        click_patch(driver, *rec)
-        k = int(chosen.index[-1])
-        panel = wait_for(driver, DEEP, f"#attr-{k}")[0]
-        assert panel.get_attribute("data-image-id") == target["image_id"]
-        grays = wait_for(driver, DEEP, f"img[id^='attr-{k}-'][id$='-gray']")
+        browser.open_page(driver, page)
+        browser.pick_patient(driver, target["patient_id"])  # its tissue is drawn: checked inside
+        heat_visible = "return Bokeh.documents[0].get_model_by_name('layer-heat').visible"
+        assert not driver.execute_script(heat_visible)
+        assert browser.toggle_layer(driver, "P(IDC) heat map")
+        browser.wait_for(driver, heat_visible)
+        browser.click_patch(driver, target["image_id"])
+        (panel,) = browser.wait_for(driver, browser.DEEP, ".attribution")
+        assert panel.get_attribute("id") == f"attr-{k}" and panel.get_attribute("data-image-id") == target["image_id"]
+        grays = browser.deep(driver, f"img[id^='attr-{k}-'][id$='-gray']")
         assert sorted(g.get_attribute("id") for g in grays) == sorted(f"attr-{k}-{m}-gray" for m in METHODS)
-        wait_for(driver, "return arguments[0].every(i => i.complete && i.naturalWidth > 0)", grays)
+        browser.wait_for(driver, "return arguments[0].every(i => i.complete && i.naturalWidth > 0)", grays)
         shot = tmp_path / "viewer.png"
         driver.save_screenshot(str(shot))
-        if os.environ.get("IDC_VIEWER_SCREENSHOT"):  # docs/viewer.md: how the README screenshot is made
-            shutil.copyfile(shot, os.environ["IDC_VIEWER_SCREENSHOT"])
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        errors = browser.console_errors(driver)
     finally:
         driver.quit()
     import matplotlib.pyplot as plt

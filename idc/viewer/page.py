@@ -118,7 +118,8 @@ def slide_panel(c: PageContent):
     tissue = _image_source(first["tissue_uri"], W, H)
     mask = _image_source(first["mask_uri"], W, H)
     quad = dict(left="left", right="right", top="top", bottom="bottom", source=shown)
-    layers = {"tissue": [p.image_url(url="url", x="x", y="y", w="w", h="h", anchor="top_left", source=tissue)]}
+    layers = {"tissue": [p.image_url(url="url", x="x", y="y", w="w", h="h", anchor="top_left", source=tissue,
+                                     name="layer-tissue")]}
     layers["ground-truth IDC tint"] = [p.quad(fill_color="#d62728", fill_alpha="gt_alpha", line_alpha=0, **quad)]
     if c.has_predictions:
         mapper = LinearColorMapper(palette=Viridis256, low=0, high=1, nan_color="rgba(0, 0, 0, 0)")
