@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--patient", help="patient id to show (default: the page's first)")
     ap.add_argument("--patch", help="image id of an explained patch to click")
     ap.add_argument("--layers", nargs="*", default=[], help="layer checkboxes to click, e.g. 'P(IDC) heat map'")
+    ap.add_argument("--width", type=int, help="scale the screenshot to this width (px)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as profile:
         driver = chrome(Path(profile))
@@ -123,10 +124,24 @@ def main() -> None:
                 click_patch(driver, a.patch)
                 wait_for(driver, DEEP, ".attribution")
                 time.sleep(0.5)
-            driver.save_screenshot(str(a.out))
+            png = Path(profile) / "shot.png"
+            driver.save_screenshot(str(png))
             print("console errors:", console_errors(driver) or "none")
         finally:
             driver.quit()
+        save_scaled(png, a.out, a.width)
+    print(f"wrote {a.out} ({a.out.stat().st_size / 1e3:.0f} kB)")
+
+
+def save_scaled(png: Path, out: Path, width: int | None = None) -> None:
+    """The screenshot as `out` (format from its suffix; JPEG quality 80), scaled to `width` when given."""
+    from PIL import Image
+
+    img = Image.open(png).convert("RGB")
+    if width and width < img.width:
+        img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out, quality=80, optimize=True)
 
 
 if __name__ == "__main__":

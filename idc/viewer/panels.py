@@ -14,7 +14,7 @@ import pandas as pd
 
 from idc.viewer.overview import html_table
 
-CARD = ("display:inline-block;vertical-align:top;width:212px;margin:2px;padding:4px;"
+CARD = ("display:inline-block;vertical-align:top;width:226px;margin:2px;padding:4px;"
         "border:1px solid #ccc;border-radius:4px;font-size:11px")
 IMG = "width:100px;height:100px;image-rendering:pixelated;margin:1px;border:1px solid #999"
 
