@@ -12,6 +12,7 @@ from typing import List
 
 import numpy as np
 import pandas as pd
+from bokeh.document import Document
 from bokeh.embed import file_html
 from bokeh.layouts import column, row
 from bokeh.models import (BoxZoomTool, CheckboxGroup, ColorBar, ColumnDataSource, CustomJS, Div, HoverTool,
@@ -75,7 +76,7 @@ class PageContent:
     title: str
     subtitle: str
     table: pd.DataFrame  # inputs.patch_table + bokeh geometry + panel HTML (see stage.slide_columns)
-    patients: pd.DataFrame  # pid, width, height, script_url, start, stop, label, explained_options, tissue_uri, mask_uri
+    patients: pd.DataFrame  # pid, width, height, script_url, start, stop, label, explained_options
     has_predictions: bool
     has_masks: bool
     notes: List[str] = field(default_factory=list)  # already HTML
@@ -94,10 +95,9 @@ def _source(df: pd.DataFrame) -> ColumnDataSource:
     return ColumnDataSource({k: (v.to_numpy() if v.dtype.kind in "biuf" else v.tolist()) for k, v in df.items()})
 
 
-def _image_source(url: str, width: int, height: int) -> ColumnDataSource:
-    data = {"url": [url], "x": [0], "y": [height], "w": [width], "h": [height]} if url else \
-        {"url": [], "x": [], "y": [], "w": [], "h": []}
-    return ColumnDataSource(data)
+def _image_source() -> ColumnDataSource:
+    """Filled by the patient switch (also run once when the page is ready) from the patient's script."""
+    return ColumnDataSource({"url": [], "x": [], "y": [], "w": [], "h": []})
 
 
 def slide_panel(c: PageContent):
@@ -115,8 +115,7 @@ def slide_panel(c: PageContent):
                toolbar_location="above", title="stitched tissue (full resolution)")
     p.axis.visible = False
     p.grid.visible = False
-    tissue = _image_source(first["tissue_uri"], W, H)
-    mask = _image_source(first["mask_uri"], W, H)
+    tissue, mask = _image_source(), _image_source()
     quad = dict(left="left", right="right", top="top", bottom="bottom", source=shown)
     layers = {"tissue": [p.image_url(url="url", x="x", y="y", w="w", h="h", anchor="top_left", source=tissue,
                                      name="layer-tissue")]}
@@ -159,14 +158,15 @@ def slide_panel(c: PageContent):
     explained = Select(title="Explained patch", name="explained", width=300,
                        options=[("", "(choose an explained patch)")] + list(first["explained_options"]), value="")
     panel = _div(INTRO, name="panel", width=780)
-    select.js_on_change("value", CustomJS(args=dict(
-        select=select, all=all_src, shown=shown, patients=patients, tissue=tissue, mask=mask, xr=xr, yr=yr,
-        explained=explained, panel=panel, intro=INTRO, store_name=STORE), code=SWITCH_PATIENT))
+    switch = CustomJS(args=dict(select=select, all=all_src, shown=shown, patients=patients, tissue=tissue, mask=mask,
+                                xr=xr, yr=yr, explained=explained, panel=panel, intro=INTRO, store_name=STORE),
+                      code=SWITCH_PATIENT)
+    select.js_on_change("value", switch)
     explained.js_on_change("value", CustomJS(args=dict(shown=shown), code=PICK_EXPLAINED))
     shown.selected.js_on_change("indices", CustomJS(args=dict(shown=shown, panel=panel, intro=INTRO, no_maps=NO_MAPS),
                                                     code=SHOW_PANEL))
     notes = _div("".join(f'<p class="missing">{n}</p>' for n in c.notes) + LEGEND, width=300)
-    return row(column(select, toggles, explained, notes), p, panel)
+    return row(column(select, toggles, explained, notes), p, panel), switch
 
 
 def pr_figure(pr: dict):
@@ -185,13 +185,17 @@ def build_page(c: PageContent) -> str:
     if c.pr is not None:
         results.append(pr_figure(c.pr))
     results.append(_div(c.leaderboard_html, width=1100))
+    slide, switch = slide_panel(c)
     tabs = Tabs(tabs=[
-        TabPanel(child=slide_panel(c), title="Slide"),
+        TabPanel(child=slide, title="Slide"),
         TabPanel(child=column(*results), title="Results"),
         TabPanel(child=_div(c.overview_html, width=1100), title="Overview"),
     ])
     head = _div(f"<h1 style='margin:0.2em 0'>{html.escape(c.title)}</h1><p>{html.escape(c.subtitle)}</p>", width=1400)
-    return file_html(column(head, tabs), INLINE, title=c.title)
+    doc = Document()
+    doc.add_root(column(head, tabs))
+    doc.js_on_event("document_ready", switch)  # loads the first patient's images like any other's
+    return file_html(doc, INLINE, title=c.title)
 
 
 def pr_points(target, proba) -> dict:

@@ -68,8 +68,6 @@ def patient_assets(cfg, table: pd.DataFrame, images, folder: Path) -> pd.DataFra
         rows.append({
             "pid": int(pid), "width": tissue.shape[1], "height": tissue.shape[0],
             "script_url": script.relative_to(folder.parent).as_posix(), "has_mask": mask is not None,
-            # the first patient's images go into the page itself (the others load on demand)
-            **({f"{k}_uri": v for k, v in uris.items()} if not rows else {}),
             "start": int(sub.index.min()), "stop": int(sub.index.max()) + 1,
             "label": f"{int(pid)} ({split}, {len(sub)} patches, {len(ex)} explained)",
             "explained_options": [[str(int(i - sub.index.min())), f"{r.image_id} ({r.outcome})"] for i, r in ex.iterrows()],
