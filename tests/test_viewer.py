@@ -98,12 +98,20 @@ def test_panel_escapes_ids_and_matches_method_names(tmp_path):
     rec = pd.Series({"image_id": hostile, "patient_id": 7, "target": 1, "proba": 0.9, "pred": 1, "outcome": "tp",
                      "explained_class": 1, "row": 3})
     files = {"patch": tmp_path / "p.png", "gradcam": (tmp_path / "g.png", tmp_path / "o.png")}
-    board = pd.DataFrame({"method": ["Grad-CAM", "LIME"], "pointing_game": [0.81234, 0.5]})
+    # the sanity stage's tables: leaderboard.csv (first column `row`), randomization.csv (one row per test)
+    board = pd.DataFrame({"row": ["Grad-CAM", "LIME", "Grad-CAM (randomized)"], "kind": ["method", "method", "randomized"],
+                          "pointing game": ["0.81 [0.70, 0.90]", "0.50 [0.4, 0.6]", "0.3 [0.2, 0.4]"]})
     html = patch_panel(rec, files, {"gradcam": "Grad-CAM"}, tmp_path, leaderboard=board)
     assert hostile not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;" in html
-    assert 'id="attr-3-gradcam-gray"' in html and "0.812" in html and "<td>0.5</td>" not in html
+    assert 'id="attr-3-gradcam-gray"' in html
+    assert "<td>pointing game</td><td>0.81 [0.70, 0.90]</td>" in html and "0.50 [0.4" not in html and "0.3 [" not in html
     assert "no sanity/randomization.csv; run <code>make sanity</code>" in html
-    assert method_rows(board, "lime", "LIME")["pointing_game"].tolist() == [0.5]
+    rand = pd.DataFrame({"method": ["gradcam"] * 2, "test": ["smprt", "emprt"], "value": [0.21234, 0.9],
+                         "ci_low": [0.1, 0.8], "ci_high": [0.3, 1.0], "n": [8, 8], "n_degenerate": [0, 0],
+                         "verdict": ["pass", "fail"]})
+    html = patch_panel(rec, files, {"gradcam": "Grad-CAM"}, tmp_path, leaderboard=board, randomization=rand)
+    assert "<td>smprt</td><td>0.212 [0.1, 0.3]</td><td>pass</td>" in html and "make sanity" not in html
+    assert method_rows(board, "lime", "LIME")["pointing game"].tolist() == ["0.50 [0.4, 0.6]"]
     assert method_rows(None, "lime", "LIME") is None
 
 

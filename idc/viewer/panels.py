@@ -40,10 +40,19 @@ def _fmt(v) -> str:
 
 
 def score_block(rows: Optional[pd.DataFrame], what: str, source: str) -> str:
+    """One row (the leaderboard's) as measure/value pairs, to fit a card; several rows (one per
+    randomization test) as a table, `value [ci_low, ci_high]` joined when those columns exist."""
     if rows is None:  # the whole table is absent: said once, above the cards
         return ""
     if rows.empty:
         return f"<div>{html.escape(what)}: not in {html.escape(source)}.</div>"
+    if len(rows) == 1:
+        pairs = [(k, _fmt(v)) for k, v in rows.iloc[0].items() if k != "kind"]
+        return html_table(["measure", "value"], pairs, what)
+    if {"value", "ci_low", "ci_high"} <= set(rows.columns):
+        ci = [f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" for v, lo, hi in zip(rows["value"], rows["ci_low"], rows["ci_high"])]
+        rows = rows.drop(columns=["value", "ci_low", "ci_high", "n", "n_degenerate"], errors="ignore")
+        rows.insert(min(1, rows.shape[1]), "value [95% CI]", ci)
     return html_table(list(rows.columns), [[_fmt(v) for v in r] for r in rows.itertuples(index=False)], what)
 
 
