@@ -92,22 +92,23 @@ def explained_panels(inputs, table: pd.DataFrame, images, folder: Path, root: Pa
     return panels
 
 
-def markdown_or_note(path: Path, target: str) -> str:
+def markdown_or_note(path: Path, target: str, heading: str) -> str:
+    """The stage's markdown (it carries its own heading), or `heading` and a note naming `target`."""
     from idc.report import markdown_to_html
 
     if not path.exists():
-        return missing_note(path.name, target)
+        return f"<h2>{html.escape(heading)}</h2>" + missing_note(path.name, target)
     log.info("read %s", path)
     return markdown_to_html(path.read_text(), heading_offset=1)
 
 
 def results_html(paths: RunPaths) -> tuple[str, str]:
-    table = "<h2>Table 5.1: test-set performance</h2>" + markdown_or_note(paths.table_5_1, "make evaluate")
-    board = "<h2>Which attribution method? Leaderboard</h2>" + markdown_or_note(paths.sanity_dir / "leaderboard.md", "make sanity")
-    board += "<h2>Table 5.2: sanity checks</h2>" + markdown_or_note(paths.sanity_dir / "table_5_2.md", "make sanity")
+    table = markdown_or_note(paths.table_5_1, "make evaluate", "Table 5.1: test-set performance")
+    board = markdown_or_note(paths.sanity_dir / "leaderboard.md", "make sanity", "Which attribution method? Leaderboard")
+    board += markdown_or_note(paths.sanity_dir / "table_5_2.md", "make sanity", "Table 5.2: sanity checks")
     localization = paths.sanity_dir / "localization.md"
     if localization.exists():
-        board += "<h2>Localization against the evidence mask</h2>" + markdown_or_note(localization, "make sanity")
+        board += markdown_or_note(localization, "make sanity", "Localization")
     return table, board
 
 
