@@ -140,7 +140,8 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
         has_predictions=inputs.predictions is not None, has_masks=has_masks,
         notes=[html.escape(n) for n in notes], results_html=table_html, leaderboard_html=board_html,
         overview_html=overview_html(paths), pr=pr)
-    write_text_atomic(out / "index.html", build_page(content))
+    page = write_text_atomic(out / "index.html", build_page(content))
+    page.chmod(0o644)  # readable like its assets (a temp file is created private), e.g. by a web server
     return {"patients": len(patients), "patches": len(table), "explained": len(panels)}
 
 
