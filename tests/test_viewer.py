@@ -15,7 +15,7 @@ from idc.paths import RunPaths
 from idc.viewer.inputs import patch_table, viewer_patients
 from idc.viewer.panels import method_rows, patch_panel
 
-from conftest import compose_cfg, copy_run
+from tests.helpers import compose_cfg, copy_run
 
 METHODS = ["lime", "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad", "gradcam",
            "guided_gradcam", "gradcam_pp", "scorecam", "layercam", "rise"]
@@ -74,6 +74,14 @@ def test_absent_predictions_and_explanations_are_notes(tiny_prepared, tiny_data_
     text = viewer.run(compose_cfg(run_dir, data_dir=tiny_data_dir)).read_text()
     assert "run `make evaluate` to add it" in text and "run `make explain` to add it" in text
     assert "errors (FP / FN outlines)" not in text and "P(IDC) heat map\"" not in text
+
+
+def test_view_runs_after_the_stages_it_shows():
+    from idc.paths import BY_KEY
+    from idc.pipeline import producers
+
+    assert producers("view") == ["prepare_data", "evaluate", "explain", "sanity"]
+    assert BY_KEY["viewer_html"].stage == "view"
 
 
 def test_patch_table_outcomes_and_patients():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 from idc.paths import RunPaths
@@ -64,27 +63,22 @@ def dataset_tables(summary: dict) -> str:
     return data + splits + files
 
 
-def artifact_rows(paths: RunPaths) -> List[tuple]:
-    """(artifact, file, make target) of what the viewer and the report show, in stage order."""
-    return [
-        ("patch index", paths.patches_csv, "make data"),
-        ("trained model", paths.best_pt, "make train"),
-        ("test predictions", paths.predictions_csv, "make evaluate"),
-        ("Table 5.1", paths.table_5_1, "make evaluate"),
-        ("attribution maps", paths.maps_npz, "make explain"),
-        ("Table 5.2 (sanity checks)", paths.sanity_dir / "table_5_2.md", "make sanity"),
-        ("sanity verdicts", paths.sanity_dir / "randomization.csv", "make sanity"),
-        ("method leaderboard", paths.sanity_dir / "leaderboard.csv", "make sanity"),
-        ("interactive viewer", paths.root / "viewer" / "index.html", "make view"),
-    ]
+# What the viewer and the report show, in stage order: registry keys, then the sanity stage's
+# verdict and leaderboard tables by file name.
+SHOWN_ARTIFACTS = ["patches_csv", "best_pt", "predictions_csv", "table_5_1", "maps_npz", "table_5_2",
+                   "sanity/randomization.csv", "sanity/leaderboard.csv", "viewer_html"]
 
 
 def artifact_table(paths: RunPaths) -> str:
+    """One row per artifact of SHOWN_ARTIFACTS: its file and whether it exists (else its make target)."""
+    from idc.paths import BY_KEY, make_target
+
     rows = []
-    for what, path, target in artifact_rows(paths):
-        rel = Path(path).relative_to(paths.root).as_posix()
-        rows.append([what, rel, "present" if Path(path).exists() else f"missing: run {target}"])
-    return html_table(["artifact", "file (under the run dir)", "status"], rows, "What this run holds")
+    for key in SHOWN_ARTIFACTS:
+        rel, stage = (BY_KEY[key].rel, BY_KEY[key].stage) if key in BY_KEY else (key, "sanity")
+        status = "present" if (paths.root / rel).exists() else f"missing: run {make_target(stage)}"
+        rows.append([rel, stage, status])
+    return html_table(["file (under the run dir)", "written by", "status"], rows, "What this run holds")
 
 
 def overview_html(paths: RunPaths) -> str:

@@ -32,10 +32,6 @@ log = logging.getLogger("idc")
 ERROR_COLORS = {"FP": "#ff7f0e", "FN": "#1f77b4"}
 
 
-def viewer_dir(paths: RunPaths) -> Path:
-    return paths.root / "viewer"
-
-
 def slide_columns(table: pd.DataFrame, heights: dict) -> pd.DataFrame:
     """Bokeh geometry (y up: slide row y is drawn at H - y) and the per-layer alphas and texts."""
     H = table["patient_id"].map(heights).to_numpy()
@@ -147,7 +143,7 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
 
 def run(cfg) -> Path:
     paths = RunPaths.from_cfg(cfg)
-    final = viewer_dir(paths)
+    final = paths.viewer_dir
     tmp = paths.root / f".viewer.tmp-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
     try:
@@ -160,8 +156,9 @@ def run(cfg) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
+    page = paths.viewer_html
     log.info("viewer: %(patients)d patients, %(patches)d patches, %(explained)d explained", counts)
     log.info("viewer: index.html %.1f MB, assets %.1f MB, built in %.1f s; open it in a browser (file://) or serve "
-             "the run dir with `python -m http.server`", (final / "index.html").stat().st_size / 1e6,
-             (size - (final / "index.html").stat().st_size) / 1e6, time.perf_counter() - t0)
-    return wrote(final / "index.html", "interactive viewer")
+             "the run dir with `python -m http.server`", page.stat().st_size / 1e6,
+             (size - page.stat().st_size) / 1e6, time.perf_counter() - t0)
+    return wrote(page, "interactive viewer")
