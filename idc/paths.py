@@ -62,6 +62,9 @@ ARTIFACTS: List[Artifact] = [
     Artifact("figures_dir", "figures", "figures", core=False),
     Artifact("figure_index_md", "figures/index.md", "figures"),
     Artifact("report_html", "report.html", "report"),
+    # view: the interactive page and its per-patient / per-patch assets
+    Artifact("viewer_dir", "viewer", "view", core=False),
+    Artifact("viewer_html", "viewer/index.html", "view"),
 ]
 
 # Every figure a complete run has under figures/, in the book's order, with the stage that draws it:
