@@ -131,6 +131,7 @@ def lime(model, x, target, ctx):
     """LIME per image (quickshift superpixels, the book's 1,000 samples); the classifier function
     normalizes uint8 images and predicts in batches of `lime_batch_size` (lime's default is 10)."""
     from lime.lime_image import LimeImageExplainer
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
     from skimage.segmentation import mark_boundaries
 
     from idc.data.cache import normalize_batch
@@ -145,11 +146,14 @@ def lime(model, x, target, ctx):
         return torch.softmax(model(normalize_batch(batch, device=device)), 1).cpu().numpy()
 
     explainer = LimeImageExplainer(random_state=ctx.cfg.seed)
+    # lime's own default segmentation, with the kernel size configurable (smaller = finer superpixels)
+    segment = SegmentationAlgorithm("quickshift", kernel_size=ctx.cfg.lime_kernel_size, max_dist=200, ratio=0.2,
+                                    random_seed=ctx.cfg.seed)
     maps, vis = [], []
     for image, t in zip(ctx.images, target.tolist()):
         exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=0,
                                          num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
-                                         random_seed=ctx.cfg.seed)
+                                         random_seed=ctx.cfg.seed, segmentation_fn=segment)
         weights = np.zeros(exp.segments.max() + 1, np.float32)  # per superpixel, 0 where LIME kept none
         for segment, w in exp.local_exp[t]:
             weights[segment] = w
