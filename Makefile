@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: help install data train evaluate landscape explain visualize sanity figures report reproduce test bench clean
+.PHONY: help install data train evaluate landscape explain visualize sanity leaderboard figures report reproduce test bench clean
 
 help:
 	@echo "make train      generate/index data (make data) and train ResNet-18"
@@ -16,7 +16,8 @@ help:
 	@echo "make landscape  stitched tissue + probability landscape per patient"
 	@echo "make explain    saliency maps (11 methods), figures, raw maps"
 	@echo "make visualize  activations, filter patterns, Grad-CAM overlay"
-	@echo "make sanity     randomization tests, localization, Table 5.2"
+	@echo "make sanity     randomization tests, Table 5.2, localization/faithfulness leaderboard"
+	@echo "make leaderboard only the localization/faithfulness scores and the method leaderboard"
 	@echo "make figures    every chapter-5 figure by the book's name (runs missing stages)"
 	@echo "make report     report.html"
 	@echo "make reproduce  every stage from nothing"
@@ -38,7 +39,7 @@ train: data
 	$(PY) scripts/train.py $(ARGS)
 
 # One target per stage that only needs the venv: `make evaluate` runs scripts/evaluate.py, etc.
-STAGES := evaluate landscape explain visualize sanity figures report
+STAGES := evaluate landscape explain visualize sanity leaderboard figures report
 $(STAGES): $(STAMP)
 	$(PY) scripts/$@.py $(ARGS)
 

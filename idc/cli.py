@@ -24,6 +24,7 @@ STAGES = {
     "explain": "idc.explain.stage",
     "visualize": "idc.explain.visualize",
     "sanity": "idc.sanity.stage",
+    "leaderboard": "idc.sanity.leaderboard",
     "figures": "idc.figures",
     "report": "idc.report",
 }

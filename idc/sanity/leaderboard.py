@@ -61,7 +61,7 @@ def cell(mean: float, lo: float, hi: float) -> str:
     return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def controls_of(method: str, kind: str, methods: List[str], kinds: Dict[str, str]) -> List[str]:
+def controls_of(method: str, methods: List[str], kinds: Dict[str, str]) -> List[str]:
     """The control rows a method must beat: every model-free control and its own randomized-model row."""
     from idc.sanity.scoring import RANDOMIZED_SUFFIX
 
@@ -145,7 +145,7 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
             row[SCORE_TITLES[c]] = cell(short.at[name, c], short.at[name, f"{c}_ci_low"], short.at[name, f"{c}_ci_high"]) \
                 if ok else "not run"
         if kinds[name] == "method":
-            controls = controls_of(name, kinds[name], names, kinds)
+            controls = controls_of(name, names, kinds)
             wins = [c for c in scored if beats_controls(pp, name, controls, c, int(s.bootstrap_samples), int(s.seed))]
             row["beats every control"] = "yes" if sort in wins else "**no**"
             row["scores where it beats every control"] = f"{len(wins)}/{len(scored)}"
@@ -232,3 +232,20 @@ def write_leaderboard(cfg, paths, per_patch: pd.DataFrame, table: pd.DataFrame,
     fig = plot_leaderboard(table, list(board["row"]), str(cfg.sanity.leaderboard_variant))
     wrote(save_figure_atomic(fig, paths.figures_dir / f"{FIGURE}.png"), "method leaderboard figure")
     return board
+
+
+def run(cfg) -> Optional[pd.DataFrame]:
+    """`make leaderboard`: only the localization, faithfulness and shortcut scores and the leaderboard of
+    `make sanity` (which runs this part too), reusing the sanity stage's randomization.csv if present."""
+    from idc.explain import METHODS
+    from idc.model import load_model
+    from idc.paths import RunPaths, require
+    from idc.sanity.scoring import run_localization
+    from idc.sanity.stage import load_test_patches
+    from idc.utils import resolve_device
+
+    paths = RunPaths.from_cfg(cfg)
+    device = resolve_device(cfg.device)
+    model, _ = load_model(require(paths.best_pt), device=device)
+    preds, images = load_test_patches(cfg, paths)
+    return run_localization(cfg, paths, model.eval(), preds, images, {k: m.title for k, m in METHODS.items()}, device)
