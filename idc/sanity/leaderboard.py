@@ -24,11 +24,12 @@ import pandas as pd
 from idc.errors import ConfigError
 from idc.sanity.bootstrap import paired_difference
 from idc.sanity.localization import LOCALIZATION_SCORES, VARIANTS
+from idc.sanity.plots import LEADERBOARD_FIGURE
 from idc.utils import save_figure_atomic, write_csv_atomic, write_text_atomic, wrote
 
 log = logging.getLogger("idc")
 
-FIGURE = "chapter_05_method_leaderboard"
+FIGURE = LEADERBOARD_FIGURE
 RANDOMIZATION_TESTS = {  # test in sanity/randomization.csv -> column title
     "mprt_cascading": "MPRT (cascading)",
     "mprt_independent": "MPRT (independent)",
