@@ -175,8 +175,10 @@ class SanityConfig:
     deletion_fill: str = "mean"
     # Gaussian sigma (pixels) of the blurred image: the insertion start and the "blur" deletion fill.
     blur_sigma: float = 5.0
-    # Also score faithfulness with pytorch-grad-cam's ROAD (noisy linear imputation).
+    # Also score faithfulness with pytorch-grad-cam's ROAD (noisy linear imputation), on the first
+    # `road_patches` scored patches (its imputation takes seconds per patch and map on a CPU).
     road: bool = True
+    road_patches: int = 64
     # Patient-clustered bootstrap replicates for every 95% CI.
     bootstrap_samples: int = 1000
     # Leaderboard: relevance variant shown (positive | absolute) and the score that sorts it and decides

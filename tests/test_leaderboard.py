@@ -69,7 +69,7 @@ def test_randomization_cells_read_the_sanity_csv_or_say_not_run():
 def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
     cfg = compose_cfg(run_dir, "sanity.localization_methods=[gradcam,vanilla_backprop]",
-                      "sanity.variants=[gradcam:cam_layer=layer3]", "sanity.bootstrap_samples=50",
+                      'sanity.variants=["gradcam:cam_layer=layer3"]', "sanity.bootstrap_samples=50",
                       "sanity.road=false", data_dir=tiny_data_dir)
     lb.run(cfg)
     md = (run_dir / "sanity" / "leaderboard.md").read_text()

@@ -147,13 +147,13 @@ def lime(model, x, target, ctx):
 
     explainer = LimeImageExplainer(random_state=ctx.cfg.seed)
     # lime's own default segmentation, with the kernel size configurable (smaller = finer superpixels)
-    segment = SegmentationAlgorithm("quickshift", kernel_size=ctx.cfg.lime_kernel_size, max_dist=200, ratio=0.2,
+    segmenter = SegmentationAlgorithm("quickshift", kernel_size=ctx.cfg.lime_kernel_size, max_dist=200, ratio=0.2,
                                     random_seed=ctx.cfg.seed)
     maps, vis = [], []
     for image, t in zip(ctx.images, target.tolist()):
         exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=0,
                                          num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
-                                         random_seed=ctx.cfg.seed, segmentation_fn=segment)
+                                         random_seed=ctx.cfg.seed, segmentation_fn=segmenter)
         weights = np.zeros(exp.segments.max() + 1, np.float32)  # per superpixel, 0 where LIME kept none
         for segment, w in exp.local_exp[t]:
             weights[segment] = w

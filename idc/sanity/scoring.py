@@ -28,7 +28,7 @@ from idc.errors import ConfigError, DataError
 from idc.paths import RunPaths
 from idc.sanity.bootstrap import cluster_bootstrap
 from idc.sanity.controls import CONTROL_TITLES, model_free_controls
-from idc.sanity.faithfulness import faithfulness_scores
+from idc.sanity.faithfulness import faithfulness_scores, road_scores
 from idc.sanity.localization import LOCALIZATION_SCORES, VARIANTS, localization_scores, relevance_mass_accuracy, relevance_variants
 from idc.utils import save_figure_atomic, write_csv_atomic, write_text_atomic, wrote
 
@@ -131,7 +131,11 @@ def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks
         scores = localization_scores(maps, masks, tolerance=int(s.pointing_tolerance), top_k=top_k)
         if variant == FAITHFUL_VARIANT:
             scores.update(faithfulness_scores(model, x, maps, target, fill=str(s.deletion_fill),
-                                              sigma=float(s.blur_sigma), road=bool(s.road), seed=int(s.seed)))
+                                              sigma=float(s.blur_sigma), road=False, seed=int(s.seed)))
+            if s.road:  # ROAD's imputation costs seconds per patch on a CPU: the first `road_patches` only
+                k = min(len(maps), int(s.road_patches))
+                scores["road"] = np.full(len(maps), np.nan)
+                scores["road"][:k] = road_scores(model, x[:k], maps[:k], target[:k], seed=int(s.seed))
             if cues is not None:
                 carries = cues.any(axis=(1, 2))
                 for name, m in (("cue_mass", cues), ("evidence_mass_cue_patches", masks)):
