@@ -135,7 +135,8 @@ def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks
             if s.road:  # ROAD's imputation costs seconds per patch on a CPU: the first `road_patches` only
                 k = min(len(maps), int(s.road_patches))
                 scores["road"] = np.full(len(maps), np.nan)
-                scores["road"][:k] = road_scores(model, x[:k], maps[:k], target[:k], seed=int(s.seed))
+                if k:
+                    scores["road"][:k] = road_scores(model, x[:k], maps[:k], target[:k], seed=int(s.seed))
             if cues is not None:
                 carries = cues.any(axis=(1, 2))
                 for name, m in (("cue_mass", cues), ("evidence_mass_cue_patches", masks)):
