@@ -143,7 +143,7 @@ def test_guided_backprop_agrees_with_pytorch_grad_cam():
 
 
 def test_lime_explains_the_region():
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     rng = np.random.default_rng(0)
     images = rng.integers(90, 110, (1, 50, 50, 3)).astype(np.uint8)  # dull background

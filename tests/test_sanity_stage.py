@@ -8,7 +8,7 @@ import pytest
 from idc.sanity import stage as sanity
 from idc.sanity.scoring import markdown_table, summarize
 
-from conftest import compose_cfg, copy_run
+from tests.helpers import compose_cfg, copy_run
 
 
 def fake_metrics(model_sims: dict, data_sims: dict, full_depth: int = 6) -> pd.DataFrame:

@@ -31,7 +31,9 @@ def attribute(model, x: torch.Tensor, target, method: str, explain_cfg, images: 
               extras: Optional[dict] = None) -> np.ndarray:
     """Raw map of one method for one batch: [n, 3, H, W] (pixel methods) or [n, H, W]."""
     model.eval()
-    target = torch.tensor(np.array(target, dtype=np.int64), device=x.device)  # a copy: inputs may be read-only views
+    # a copy: inputs may be read-only views (a tensor is copied by torch, not via numpy's __array__)
+    target = target.detach().to(x.device, torch.long).clone() if isinstance(target, torch.Tensor) else \
+        torch.tensor(np.array(target, dtype=np.int64), device=x.device)
     ctx = Context(cfg=explain_cfg, images=images, extras=extras if extras is not None else {})
     with torch.enable_grad(), warnings.catch_warnings():
         # captum announces that it sets requires_grad and hooks ReLUs, for every batch: expected here.
@@ -52,7 +54,7 @@ def to_grayscale(raw: np.ndarray) -> np.ndarray:
 
 def compute_maps(model, images: np.ndarray, targets, methods: Iterable[str], explain_cfg, device) -> Tuple[Dict[str, np.ndarray], dict]:
     """Raw maps of every method for every patch (uint8 NHWC `images`), in batches on `device`."""
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     methods = list(methods)
     for m in methods:

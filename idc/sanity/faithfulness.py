@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from idc.model import predict
+
 DEFAULT_FRACTIONS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 FILLS = ("mean", "zero", "blur")
 
@@ -62,7 +64,6 @@ def top_fraction_masks(maps: np.ndarray, fractions: Sequence[float], seed: int =
     return (rank[:, None, :] < counts[None, :, None]).reshape(n, len(counts), h, w)
 
 
-@torch.no_grad()
 def _curves(model, chosen_from: torch.Tensor, rest_from: torch.Tensor, maps, target, fractions, batch_size, seed):
     """P(target) on images that take the top-fraction pixels from `chosen_from` and the rest from `rest_from`."""
     model.eval()
@@ -75,8 +76,8 @@ def _curves(model, chosen_from: torch.Tensor, rest_from: torch.Tensor, maps, tar
         img, step = idx // steps, idx % steps
         c = chosen[img, step].unsqueeze(1).to(chosen_from.dtype)  # [b, 1, H, W]
         batch = chosen_from[img] * c + rest_from[img] * (1 - c)
-        p = torch.softmax(model(batch).float(), dim=1)
-        probs[idx] = p[torch.arange(len(idx)), torch.as_tensor(target)[img].cpu()].cpu().numpy()
+        p = predict(model, batch, batch_size=len(idx), desc=None)  # the one batched inference function
+        probs[idx] = p[np.arange(len(idx)), torch.as_tensor(target).cpu().numpy()[img]]
     return probs.reshape(n, steps)
 
 

@@ -235,18 +235,15 @@ def write_leaderboard(cfg, paths, per_patch: pd.DataFrame, table: pd.DataFrame,
     return board
 
 
-def run(cfg) -> Optional[pd.DataFrame]:
-    """`make leaderboard`: only the localization, faithfulness and shortcut scores and the leaderboard of
-    `make sanity` (which runs this part too), reusing the sanity stage's randomization.csv if present."""
-    from idc.explain import METHODS
-    from idc.model import load_model
-    from idc.paths import RunPaths, require
-    from idc.sanity.scoring import run_localization
-    from idc.sanity.stage import load_test_patches
-    from idc.utils import resolve_device
 
-    paths = RunPaths.from_cfg(cfg)
-    device = resolve_device(cfg.device)
-    model, _ = load_model(require(paths.best_pt), device=device)
-    preds, images = load_test_patches(cfg, paths)
-    return run_localization(cfg, paths, model.eval(), preds, images, {k: m.title for k, m in METHODS.items()}, device)
+def run(cfg) -> Optional[pd.DataFrame]:
+    """Only the localization, faithfulness and shortcut scores and the leaderboard of `make sanity` (which
+    runs this part too), reusing the sanity stage's randomization.csv if present; for notebooks and tests."""
+    from idc.explain import METHODS
+    from idc.inputs import load_run
+    from idc.sanity.scoring import run_localization
+    from idc.sanity.stage import test_patches
+
+    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    titles = {k: m.title for k, m in METHODS.items()}
+    return run_localization(cfg, run.paths, run.model, test_patches(run), run.images, titles, run.device)

@@ -23,7 +23,7 @@ from idc.errors import ConfigError, DataError
 from idc.paths import RunPaths, require
 from idc.sanity.randomization import randomize_cascading, randomize_independent
 from idc.sanity.similarity import METRICS, map_similarities
-from idc.utils import file_sha256, resolve_device, write_csv_atomic, write_json_atomic, write_text_atomic, wrote
+from idc.utils import file_sha256, write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 
 log = logging.getLogger("idc")
 
@@ -43,17 +43,13 @@ Maps = Dict[str, Tuple[np.ndarray, np.ndarray]]  # method -> (raw, gray)
 
 
 # ---------------------------------------------------------------- inputs
-def load_test_patches(cfg, paths: RunPaths) -> Tuple[pd.DataFrame, np.ndarray]:
+def test_patches(run) -> pd.DataFrame:
     """Evaluated test patches (eval/predictions.csv) with `row` = their index in the packed cache."""
-    from idc.data import cache_rows, load_patches
-    from idc.data.cache import load_or_build_cache
+    from idc.data import cache_rows
 
-    patches = load_patches(paths)
-    images = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
-    preds = pd.read_csv(require(paths.predictions_csv))
-    log.info("read %s (%d rows)", paths.predictions_csv, len(preds))
-    preds["row"] = cache_rows(patches, preds["image_id"], str(paths.predictions_csv))
-    return preds, images
+    preds = run.predictions
+    preds["row"] = cache_rows(run.patches, preds["image_id"], str(run.paths.predictions_csv))
+    return preds
 
 
 def select_balanced(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -69,7 +65,7 @@ def select_balanced(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def batch_tensors(images: np.ndarray, df: pd.DataFrame, device) -> Tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """(uint8 NHWC images, normalized NCHW tensor, long target tensor) for the rows of `df`."""
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     imgs = np.ascontiguousarray(images[df["row"].to_numpy()])
     x = normalize_batch(imgs, device=device)
@@ -122,22 +118,14 @@ def random_labels_model(cfg, paths: RunPaths, device) -> Tuple[torch.nn.Module, 
         sub.train.epochs = settings["epochs"]
         sub.train.max_batches = max_batches
         sub.train.resume = False
-        sub.train.crash_after_steps = None
         log.info("training on permuted labels (seed %d, %d epochs) into %s", s.seed, settings["epochs"], model_dir)
         result = train.fit(sub, model_dir, permute_labels_seed=int(s.seed))
-        record = dict(settings=settings, fit=_plain(result), train_accuracy=_train_accuracy(result))
+        record = dict(settings=settings, fit=_plain(result), train_accuracy=result["train_acc"])
         wrote(write_json_atomic(record_path, record), "random-label training record")
     else:
         log.info("reusing %s (same settings; delete it to retrain)", ckpt)
     model, _ = load_model(require(ckpt, "random-label model"), device=device)
     return model.eval(), record
-
-
-def _train_accuracy(result: dict) -> float | None:
-    for key in ("train_acc", "train_accuracy", "final_train_acc", "final_train_accuracy"):
-        if key in result and result[key] is not None:
-            return float(result[key])
-    return None
 
 
 def _plain(obj):
@@ -221,16 +209,14 @@ def _validate(cfg, titles: Dict[str, str]) -> None:
 
 def run(cfg) -> dict:
     from idc.explain import METHODS
-    from idc.model import load_model
+    from idc.inputs import load_run
 
     s = cfg.sanity
-    paths = RunPaths.from_cfg(cfg)
     titles = {k: m.title for k, m in METHODS.items()}
     _validate(cfg, titles)
-    device = resolve_device(cfg.device)
-    model, _ = load_model(require(paths.best_pt), device=device)
-    model.eval()
-    preds, images = load_test_patches(cfg, paths)
+    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    paths, model, device, images = run.paths, run.model, run.device, run.images
+    preds = test_patches(run)
     chosen = select_balanced(preds, int(s.num_patches), int(s.seed))
     if chosen.empty:
         raise DataError(f"{paths.predictions_csv} has no test patches; re-run `make evaluate` on a non-empty test split")
@@ -258,9 +244,9 @@ def run(cfg) -> dict:
     example_columns.append(("random labels", rl_maps))
 
     metrics = pd.DataFrame(rows, columns=METRICS_COLUMNS)
-    wrote(write_csv_atomic(metrics, paths.sanity_dir / "metrics.csv"), f"{len(metrics)} similarity rows")
+    wrote(write_csv_atomic(metrics, paths.sanity_metrics_csv), f"{len(metrics)} similarity rows")
     table = table_5_2(metrics, float(s.threshold), len(cascade), record.get("train_accuracy"))
-    wrote(write_text_atomic(paths.sanity_dir / "table_5_2.md", table), "Table 5.2")
+    wrote(write_text_atomic(paths.table_5_2, table), "Table 5.2")
     figures = sanity_plots.write_sanity_figures(
         paths.figures_dir, metrics, cascade, titles, float(s.threshold), imgs[0], example_columns
     )

@@ -1,7 +1,0 @@
-"""Entry point of the leaderboard stage (the scoring part of make sanity): `python scripts/leaderboard.py [hydra overrides]` (see README)."""
-from idc.cli import stage_main
-
-main = stage_main("leaderboard")
-
-if __name__ == "__main__":
-    main()
