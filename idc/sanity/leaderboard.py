@@ -133,7 +133,7 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
     kinds = tab["kind"].to_dict()
     names = list(tab.index)
     by_title = {m.title: k for k, m in METHODS.items()}
-    scored = [c for c in LOCALIZATION_SCORES + FAITHFULNESS if c in tab]
+    scored = [c for c in LOCALIZATION_SCORES + FAITHFULNESS if c in tab and tab[c].notna().any()]  # ROAD may be off
     rows = []
     for name in names:
         row = {"row": name, "kind": kinds[name]}
