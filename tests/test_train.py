@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -54,7 +55,10 @@ def test_sigkill_then_resume_equals_unbroken_run(tiny_prepared, tiny_data_dir, t
 def test_ddp_two_processes_gloo(tiny_prepared, tiny_data_dir, tmp_path):
     run = copy_run(tiny_prepared, tmp_path / "ddp")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    out = script(run, tiny_data_dir, "train.epochs=1", launcher=(torchrun, "--nproc_per_node=2", "--master_port=29517"))
+    with socket.socket() as sock:  # a free port: a fixed one collides with another test run on the machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = script(run, tiny_data_dir, "train.epochs=1", launcher=(torchrun, "--nproc_per_node=2", f"--master_port={port}"))
     assert out.returncode == 0, out.stderr[-3000:]
     hist = pd.read_csv(run / "model" / "history.csv")
     assert len(hist) == 1  # written once, by rank 0
