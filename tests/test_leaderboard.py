@@ -80,3 +80,28 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert set(per_patch["variant"]) == {"positive", "absolute"}
     assert per_patch.loc[per_patch["variant"] == "positive", "deletion"].notna().all()
+
+
+def test_shortcut_mass_only_on_patches_that_carry_the_cue():
+    from types import SimpleNamespace
+
+    import torch
+
+    from idc.sanity.scoring import score_source
+
+    s = SimpleNamespace(top_k_fraction=0.1, pointing_tolerance=0, deletion_fill="mean", blur_sigma=2.0,
+                        road=False, road_patches=0, seed=0)
+    masks = np.zeros((2, 10, 10), bool)
+    masks[:, :5] = True  # evidence: top half
+    cues = np.zeros((2, 10, 10), bool)
+    cues[0, 8:, 8:] = True  # only patch 0 carries a 2x2 cue
+    maps = np.zeros((2, 10, 10))
+    maps[:, 8:, 8:] = 3.0  # all relevance on the cue corner ...
+    maps[:, 0, :] = 0.1  # ... and a little on the evidence
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(300, 2))
+    out = score_source(model, torch.zeros(2, 3, 10, 10), torch.ones(2, dtype=torch.long),
+                       {"positive": maps, "absolute": maps}, masks, cues, s)
+    pos = out["positive"]
+    assert pos["cue_mass"][0] == pytest.approx(12 / 13) and np.isnan(pos["cue_mass"][1])
+    assert pos["evidence_mass_cue_patches"][0] == pytest.approx(1 / 13)
+    assert "cue_mass" not in out["absolute"] and "deletion" in pos
