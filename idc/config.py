@@ -50,6 +50,9 @@ class DataConfig:
     workers: int = 0  # 0 = all cores
     # EDA figures written by prepare_data.
     eda_figures: bool = True
+    # Patches whose x or y (from the file name) exceeds this are skipped and counted at index time
+    # (the real slides stay below ~5000 px); stitched figures of large slides are drawn downsampled.
+    max_coordinate: int = 20000
 
 
 @dataclass
@@ -72,6 +75,14 @@ class TrainConfig:
     balance: str = "none"
     amp: bool = True  # CUDA only; bf16 where supported, else fp16 with a GradScaler
     channels_last: bool = True  # CUDA only
+    # Where batches come from: "device" = the packed cache resident on the accelerator (flips and
+    # normalization there), "packed" = gathered per batch on the host; "auto" = device on CUDA, else
+    # packed. Both yield the same batches and flips for the same seed.
+    loader: str = "auto"
+    # GB the device-resident cache may take; null = half the free GPU memory. Above it: streamed in chunks.
+    device_memory_gb: Optional[float] = None
+    # torch.compile the model (measure eager vs. compiled first: python -m idc.bench sections=gpu).
+    compile: bool = False
     eval_batch_size: int = 256
     # Cap batches per epoch (smoke runs and tests); null = full epoch.
     max_batches: Optional[int] = None
