@@ -123,6 +123,8 @@ class ExplainConfig:
     lime_num_samples: int = 1000
     lime_batch_size: int = 500
     lime_num_features: int = 20
+    # Quickshift kernel size of LIME's superpixels (lime's default 4; smaller = finer superpixels).
+    lime_kernel_size: float = 4.0
     ig_steps: int = 50
     ig_internal_batch_size: int = 512
     smoothgrad_samples: int = 25
@@ -158,7 +160,8 @@ class SanityConfig:
     random_labels_epochs: int = 5
     random_labels_max_batches: Optional[int] = None
     localization: bool = True
-    localization_patches: int = 32
+    # Cap on the IDC-positive test patches scored against the evidence mask (all eligible ones up to this).
+    localization_patches: int = 256
     # Methods scored against the pixel ground truth: all eleven by default (null = the same as `methods`).
     localization_methods: Optional[List[str]] = field(
         default_factory=lambda: [
@@ -166,13 +169,37 @@ class SanityConfig:
             "gradcam", "guided_gradcam", "gradcam_pp", "scorecam", "layercam", "rise",
         ]
     )
+    # Extra leaderboard rows: a method with explain overrides, "method:key=value[,key=value]".
+    variants: List[str] = field(
+        default_factory=lambda: [
+            "gradcam:cam_layer=layer3", "gradcam_pp:cam_layer=layer3", "scorecam:cam_layer=layer3",
+            "layercam:cam_layer=layer3", "lime:lime_kernel_size=2",
+        ]
+    )
+    # Score each method's maps from the fully randomized model as its own control row.
+    randomized_controls: bool = True
     hog_pixels_per_cell: int = 5
     # Pointing game: a maximum within this many pixels of the ground-truth mask counts as a hit.
     pointing_tolerance: int = 2
-    # Deletion curve: deleted pixels are replaced by a Gaussian-blurred copy ("blur") or the image mean ("mean").
-    deletion_baseline: str = "blur"
-    # Also score faithfulness with pytorch-grad-cam's ROAD (noisy linear imputation; a few seconds per method).
+    # Top-k intersection: k as a share of the patch's pixels.
+    top_k_fraction: float = 0.1
+    # Deletion curve: deleted pixels become the image's mean colour ("mean"), 0 input ("zero") or a blur ("blur").
+    deletion_fill: str = "mean"
+    # Gaussian sigma (pixels) of the blurred image: the insertion start and the "blur" deletion fill.
+    blur_sigma: float = 5.0
+    # Also score faithfulness with pytorch-grad-cam's ROAD (noisy linear imputation), on the first
+    # `road_patches` scored patches (its imputation takes seconds per patch and map on a CPU).
     road: bool = True
+    road_patches: int = 64
+    # Patient-clustered bootstrap replicates for every 95% CI.
+    bootstrap_samples: int = 1000
+    # Leaderboard: relevance variant shown (positive | absolute) and the score that sorts it and decides
+    # "beats every control" (pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k).
+    leaderboard_variant: str = "positive"
+    leaderboard_sort: str = "relevance_rank"
+    # A run dir of data=synthetic_shortcut whose sanity/localization.csv fills the shortcut column
+    # (null: this run's own cue scores, if its data has a cue layer).
+    shortcut_run_dir: Optional[str] = None
     seed: int = 0
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from idc.sanity import stage as sanity
-from idc.sanity.scoring import markdown_table, summarize
+from idc.sanity.scoring import RANDOM_BASELINE, markdown_table, summarize
 
 from tests.helpers import compose_cfg, copy_run
 
@@ -64,8 +64,8 @@ def test_localization_summary_sorted_with_baseline():
     assert list(table["method"]) == ["B", "A", "random map (baseline)"]
     assert table.loc[1, "pixel_auroc"] == pytest.approx(0.8) and table.loc[0, "n"] == 2
     md = markdown_table(table)
-    assert md.splitlines()[0] == "| method | n | pixel_auroc | pointing_game |"
-    assert "| B | 2 | 0.950 | 1.000 |" in md
+    assert md.splitlines()[0] == "| method | n | pointing_game | pixel_auroc |"
+    assert "| B | 2 | 1.000 | 0.950 |" in md
 
 
 @pytest.mark.slow
@@ -90,10 +90,10 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
                  "sanity_randomization_examples"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000
     loc = (run_dir / "sanity" / "localization.md").read_text()
-    assert "random map (baseline)" in loc
+    assert RANDOM_BASELINE in loc
     assert (run_dir / "figures" / "sanity_localization_examples.png").exists()
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
-    assert set(per_patch["method"]) >= {"random map (baseline)"}
+    assert set(per_patch["method"]) >= {RANDOM_BASELINE}
     # a second run reuses the random-label model instead of retraining it
     mtime = (run_dir / "sanity" / "random_labels.json").stat().st_mtime
     sanity.run(cfg)

@@ -130,6 +130,7 @@ def lime(model, x, target, ctx):
     """LIME per image (quickshift superpixels, the book's 1,000 samples); the classifier function
     normalizes uint8 images and predicts in batches of `lime_batch_size` (lime's default is 10)."""
     from lime.lime_image import LimeImageExplainer
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
     from skimage.segmentation import mark_boundaries
 
     from idc.model import predict
@@ -143,11 +144,14 @@ def lime(model, x, target, ctx):
         return predict(model, batch, batch_size=max(1, len(batch)), device=device, desc=None)
 
     explainer = LimeImageExplainer(random_state=ctx.cfg.seed)
+    # lime's own default segmentation, with the kernel size configurable (smaller = finer superpixels)
+    segmenter = SegmentationAlgorithm("quickshift", kernel_size=ctx.cfg.lime_kernel_size, max_dist=200, ratio=0.2,
+                                    random_seed=ctx.cfg.seed)
     maps, vis = [], []
     for image, t in zip(ctx.images, target.tolist()):
         exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=0,
                                          num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
-                                         random_seed=ctx.cfg.seed)
+                                         random_seed=ctx.cfg.seed, segmentation_fn=segmenter)
         weights = np.zeros(exp.segments.max() + 1, np.float32)  # per superpixel, 0 where LIME kept none
         for segment, w in exp.local_exp[t]:
             weights[segment] = w

@@ -98,6 +98,7 @@ def write_sanity_figures(
 
 
 LOCALIZATION_FIGURE = "sanity_localization_examples"  # synthetic data only, so not in FIGURE_NAMES
+LEADERBOARD_FIGURE = "chapter_05_method_leaderboard"  # idc.sanity.leaderboard; synthetic data only, as above
 
 
 def plot_localization_examples(images: np.ndarray, masks: np.ndarray, grays: Dict[str, np.ndarray], n: int = 6):
