@@ -6,7 +6,7 @@ their types, so a mistyped key or a wrong type fails at compose time with Hydra'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -113,11 +113,18 @@ class ExplainConfig:
     lime_num_features: int = 20
     ig_steps: int = 50
     ig_internal_batch_size: int = 512
+    # IG's baseline: black | grey (normalized 0, the default until localization picks one) | blur (Gaussian,
+    # ig_blur_sigma px) | uniform (noise) | expected (IG averaged over ig_expected_k random training patches).
+    ig_baseline: str = "grey"
+    ig_blur_sigma: float = 5.0
+    ig_expected_k: int = 8
     smoothgrad_samples: int = 25
     smoothgrad_stdev: float = 0.15
     rise_num_masks: int = 2000
     rise_cell: int = 8
     rise_p: float = 0.5
+    # What RISE's masked pixels become: mean (the training patches' mean colour) | black | grey | white.
+    rise_fill: str = "mean"
     num_shards: int = 1
     shard_index: int = 0
     # Only join the shard outputs under explain/shards/ into maps.npz, index.csv and the figures.
@@ -128,23 +135,43 @@ class ExplainConfig:
     filter_layers: List[str] = field(default_factory=lambda: ["conv1", "layer1", "layer2", "layer3", "layer4"])
     filter_count: int = 64
     filter_steps: int = 40
+    # Seeds torch's RNG before each method (SmoothGrad noise, uniform IG baseline), LIME and RISE.
     seed: int = 0
 
 
 @dataclass
 class SanityConfig:
+    # The book's six methods, then the five extra ones.
     methods: List[str] = field(
         default_factory=lambda: [
             "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad",
-            "gradcam", "guided_gradcam",
+            "gradcam", "guided_gradcam", "lime", "gradcam_pp", "scorecam", "layercam", "rise",
         ]
     )
-    cascade: List[str] = field(default_factory=lambda: ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"])
+    # Blocks randomized in cascade, top first; `a+b` randomizes modules a and b together (stem conv + BN).
+    cascade: List[str] = field(default_factory=lambda: ["fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1"])
+    # model_init (the network's own init scheme, via a freshly built model) | reset_parameters.
+    reinit: str = "model_init"
     num_patches: int = 16
-    # Similarity (Spearman of absolute maps) below this = the map changed = the test is passed.
+    # A randomization test passes when the upper end of the 95% CI of the similarity (Spearman of
+    # absolute maps) lies below this threshold: the map changed. See docs/sanity.md.
     threshold: float = 0.5
-    random_labels_epochs: int = 5
-    random_labels_max_batches: Optional[int] = None
+    bootstrap: int = 2000  # resamples of patients for the CIs
+    # Smooth MPRT (Hedström et al. 2023): maps averaged over this many noisy copies of each patch
+    # (noise sd = smprt_noise x the patch's value range), bottom-up cascade.
+    smprt_samples: int = 5
+    smprt_noise: float = 0.1
+    smprt_patches: int = 8  # the first N of the sanity patches (sMPRT costs smprt_samples x the maps)
+    emprt_bins: int = 100  # Efficient MPRT: histogram bins of the map's discrete entropy
+    # explain.* overrides for the sanity maps (13+ models x every method): fewer LIME samples and RISE
+    # masks keep `make sanity` within 20 minutes on 2 CPU cores; keys are checked against explain.*.
+    explain: Dict[str, Any] = field(default_factory=lambda: {"lime_num_samples": 300, "rise_num_masks": 500})
+    # Data randomization: memorize permuted labels of a fixed subset of training patches.
+    random_labels_patches: int = 2048
+    random_labels_epochs: int = 60  # the cap
+    random_labels_target: float = 0.95
+    random_labels_lr: float = 0.001
+    random_labels_batch_size: int = 128
     localization: bool = True
     localization_patches: int = 32
     # Methods scored against the pixel ground truth: all eleven by default (null = the same as `methods`).

@@ -96,6 +96,10 @@ class RunPaths:
         return self.root / "sanity"
 
     @property
+    def randomization_csv(self) -> Path:
+        return self.sanity_dir / "randomization.csv"
+
+    @property
     def report_html(self) -> Path:
         return self.root / "report.html"
 

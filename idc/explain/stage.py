@@ -17,13 +17,13 @@ import pandas as pd
 from idc.data import cache_rows, load_patches
 from idc.data.cache import load_or_build_cache
 from idc.errors import ConfigError
-from idc.explain.driver import compute_maps, resolve_targets, to_grayscale
+from idc.explain.driver import compute_maps, dataset_reference, resolve_targets, to_grayscale
 from idc.explain.figures import book_figure, overview_grid, patch_png
 from idc.explain.methods import METHODS
 from idc.explain.select import book_pair, select_patches
 from idc.model import load_model
 from idc.paths import RunPaths, require
-from idc.utils import atomic_path, file_sha256, resolve_device, write_csv_atomic, wrote
+from idc.utils import file_sha256, resolve_device, write_csv_atomic, write_npz_atomic, wrote
 
 log = logging.getLogger("idc")
 INDEX_COLUMNS = ["image_id", "patient_id", "target", "pred", "proba", "outcome", "explained_class"]
@@ -36,8 +36,7 @@ def save_maps(path: Path, index: pd.DataFrame, raws: dict, extras: dict) -> None
         arrays[f"{m}/gray"] = to_grayscale(raw)
     if extras.get("lime_vis"):
         arrays["lime/vis"] = np.stack(extras["lime_vis"]).astype(np.float32)
-    with atomic_path(path, suffix=".tmp.npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+    write_npz_atomic(path, arrays)  # byte-identical for identical maps
     write_csv_atomic(index[INDEX_COLUMNS], path.with_name("index.csv"))
 
 
@@ -60,8 +59,7 @@ def merge_shards(paths: RunPaths, n: int) -> bool:
     parts = [load_maps(d / "maps.npz") for d in dirs]
     index = pd.concat([pd.read_csv(d / "index.csv") for d in dirs], ignore_index=True)
     keys = [k for k in parts[0] if all(k in p for p in parts)]
-    with atomic_path(paths.maps_npz, suffix=".tmp.npz") as tmp:
-        np.savez_compressed(tmp, **{k: np.concatenate([p[k] for p in parts]) for k in keys})
+    write_npz_atomic(paths.maps_npz, {k: np.concatenate([p[k] for p in parts]) for k in keys})
     write_csv_atomic(index, paths.explain_index_csv)
     log.info("explain: merged %d shards (%d patches) into %s", n, len(index), paths.maps_npz)
     return True
@@ -114,7 +112,8 @@ def run(cfg) -> list:
     model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv), model_cfg=cfg.model)
     log.info("read %s; explaining %d patches with %s (target=%s)", paths.best_pt, len(chosen), list(e.methods), e.target)
     rows = cache_rows(patches, chosen["image_id"], str(paths.predictions_csv))
-    raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device)
+    reference = dataset_reference(images_all, patches, int(e.ig_expected_k), int(e.seed))
+    raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device, reference=reference)
     if e.num_shards > 1:
         out = shard_dir(paths, e.shard_index, e.num_shards) / "maps.npz"
         save_maps(out, chosen, raws, extras)

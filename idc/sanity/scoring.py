@@ -73,9 +73,11 @@ def _note(path: Path, reason: str) -> None:
     wrote(write_text_atomic(path, text), "localization skipped")
 
 
-def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, titles, device) -> Optional[pd.DataFrame]:
-    """Score every sanity method (and random maps) against the IDC-nuclei masks; None if skipped."""
-    from idc.sanity.stage import batch_tensors, compute_maps
+def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, titles, device,
+                     reference=None) -> Optional[pd.DataFrame]:
+    """Score every sanity method (and random maps) against the IDC-nuclei masks; None if skipped.
+    `reference`: the data set's reference patches (idc.explain.driver.dataset_reference) for RISE/IG."""
+    from idc.explain.driver import compute_maps, patch_batch, to_grayscale
 
     s = cfg.sanity
     md_path = paths.sanity_dir / "localization.md"
@@ -95,9 +97,10 @@ def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, t
     if len(rows) == 0:
         _note(md_path, "no IDC-positive test patch has a mask that is neither empty nor full.")
         return None
-    imgs, x, target = batch_tensors(images, rows, device)
-    grays = {titles[m]: gray for m, (_, gray) in compute_maps(
-        model, x, target, imgs, list(s.localization_methods or s.methods), cfg.explain, int(s.seed)).items()}
+    imgs, x, target = patch_batch(images, rows, device)
+    raws, _ = compute_maps(model, imgs, rows["target"].to_numpy(), list(s.localization_methods or s.methods),
+                           cfg.explain, device, reference=reference)
+    grays = {titles[m]: to_grayscale(raw) for m, raw in raws.items()}
     grays[RANDOM_BASELINE] = random_maps(masks.shape, int(s.seed))
     frames = []
     for name, gray in grays.items():
