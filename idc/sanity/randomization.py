@@ -116,7 +116,11 @@ def randomize_independent(model: nn.Module, block: str, seed: int, scheme: str =
 
 
 def uncovered_parameters(model: nn.Module, blocks: Sequence[str]) -> List[str]:
-    """Parameters that no block of the cascade contains (they stay trained even at full depth)."""
+    """Parameters that no block of the cascade contains (they stay trained even at full depth).
+    Raises ValueError for a block name that is not a submodule."""
+    for block in blocks:
+        for name in block_names(block):
+            _get(model, name)
     prefixes = [name + "." for block in blocks for name in block_names(block)]
     return [n for n, _ in model.named_parameters() if not any(n.startswith(p) for p in prefixes)]
 

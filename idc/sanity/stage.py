@@ -146,10 +146,6 @@ def run(cfg) -> dict:
     model, ckpt = load_model(require(paths.best_pt), device=device)
     log.info("read %s", paths.best_pt)
     scheme, seed, cascade, methods = str(s.reinit), int(s.seed), list(s.cascade), list(s.methods)
-    uncovered = uncovered_parameters(model, cascade)
-    if uncovered:
-        log.warning("sanity.cascade leaves %d parameter tensors trained at full depth, e.g. %s", len(uncovered), uncovered[:3])
-
     def factory():
         return build_model({**ckpt["model_cfg"], "weights": None})
 
@@ -169,11 +165,12 @@ def run(cfg) -> dict:
     def maps_of(m, ims=imgs, tg=targets) -> Maps:
         return compute_maps(m, ims, tg, methods, ecfg, device, reference=reference)[0]
 
-    for block in cascade:  # an unknown name fails before any work
-        try:
-            randomize_independent(model, block, seed, "reset_parameters")
-        except ValueError as err:
-            raise ConfigError(f"sanity.cascade: {err}") from err
+    try:  # an unknown name fails before any work
+        uncovered = uncovered_parameters(model, cascade)
+    except ValueError as err:
+        raise ConfigError(f"sanity.cascade: {err}") from err
+    if uncovered:
+        log.warning("sanity.cascade leaves %d parameter tensors trained at full depth, e.g. %s", len(uncovered), uncovered[:3])
 
     def randomized(fn, *args):
         return fn(model, *args, seed, scheme, factory)
