@@ -126,10 +126,13 @@ def _validate(cfg, titles: Dict[str, str]) -> None:
         raise ConfigError(f"sanity.random_labels_target={s.random_labels_target} must be in (0, 1]")
 
 
+SANITY_EXPLAIN_KEYS = ("lime_num_samples", "rise_num_masks")  # sanity.<key> overrides explain.<key> unless null
+
+
 def explain_settings(cfg):
-    """The explain config the sanity maps use: explain.* with sanity.explain's overrides (typed: a
-    mistyped key fails here with OmegaConf's message naming it)."""
-    return OmegaConf.merge(cfg.explain, cfg.sanity.explain)
+    """The explain config the sanity maps use: explain.* with sanity.lime_num_samples / rise_num_masks."""
+    overrides = {k: cfg.sanity[k] for k in SANITY_EXPLAIN_KEYS if cfg.sanity[k] is not None}
+    return OmegaConf.merge(cfg.explain, overrides)
 
 
 def run(cfg) -> dict:
@@ -204,8 +207,8 @@ def run(cfg) -> dict:
     logits = pd.DataFrame(logit_rows)
     verdicts = verdict_frame(sims, ref, depth_maps[len(cascade)], patients, record, cfg)
     n_pat = len(set(patients))
-    settings = (f"Maps: {', '.join(f'{k}={v}' for k, v in OmegaConf.to_container(s.explain).items()) or 'explain.*'} "
-                f"(sanity.explain), target = the true class; re-initialization: {scheme}; cascade {cascade}; "
+    settings = (f"Maps: explain.* with {', '.join(f'{k}={ecfg[k]}' for k in SANITY_EXPLAIN_KEYS)}, "
+                f"ig_steps={ecfg.ig_steps}, smoothgrad_samples={ecfg.smoothgrad_samples}; target = the true class; re-initialization: {scheme}; cascade {cascade}; "
                 f"sMPRT: {s.smprt_samples} noisy copies (sd {s.smprt_noise:g} x range) of the first "
                 f"{min(int(s.smprt_patches), len(chosen))} of the patches (balanced), bottom-up; eMPRT: {s.emprt_bins}-bin entropy.")
     table = table_5_2(verdicts, metrics, logits, methods, titles, threshold=float(s.threshold), metric=TABLE_METRIC,
