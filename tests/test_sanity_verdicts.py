@@ -17,8 +17,11 @@ def test_bootstrap_resamples_patients_not_patches():
 
 
 def test_bootstrap_one_patient_and_nans():
-    assert cluster_bootstrap_ci([0.2, 0.4, np.nan], [1, 1, 1], n_boot=100) == pytest.approx((0.3, 0.3, 0.3))
+    mean, low, high = cluster_bootstrap_ci([0.2, 0.4, np.nan], [1, 1, 1], n_boot=100)
+    assert mean == pytest.approx(0.3) and np.isnan(low) and np.isnan(high)
     assert all(np.isnan(cluster_bootstrap_ci([np.nan], [1])))
+    one = summarize_test(frame([0.1, 0.2], [7, 7]), "mprt_cascading", 0.5, 100, 0).iloc[0]
+    assert one["verdict"] == "invalid (1 patient: no CI)"  # no spread, no verdict
 
 
 def frame(values, patients, degenerate=0):

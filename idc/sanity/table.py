@@ -27,7 +27,8 @@ def cell(row) -> str:
     if np.isnan(row["value"]):
         text = f"n/a (no usable patch) {row['verdict']}"
     else:
-        text = f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] {row['verdict']}"
+        ci = "no CI" if np.isnan(row["ci_low"]) else f"{row['ci_low']:.3f}, {row['ci_high']:.3f}"
+        text = f"{row['value']:.3f} [{ci}] {row['verdict']}"
     return text + (f", {int(row['n_degenerate'])} const" if row["n_degenerate"] else "")
 
 
@@ -71,7 +72,8 @@ def table_5_2(verdicts: pd.DataFrame, metrics: pd.DataFrame, logits: pd.DataFram
     return "\n".join([
         "# Table 5.2: sanity checks of the attribution maps, the book's verdicts and ours",
         "",
-        f"{n_patches} test patches from {n_patients} patients. Similarity = Spearman rank correlation of absolute "
+        f"{n_patches} test patches from {n_patients} patient{'s' if n_patients != 1 else ''}"
+        f"{' (too few for a CI: every verdict is invalid)' if n_patients < 2 else ''}. Similarity = Spearman rank correlation of absolute "
         f"maps ({metric}) between the trained model's map and the randomized (or random-label) model's map, "
         "mean over patches with a 95% bootstrap CI over patients (patches clustered by patient).",
         "",
@@ -80,7 +82,8 @@ def table_5_2(verdicts: pd.DataFrame, metrics: pd.DataFrame, logits: pd.DataFram
         f"(its map changed) when the upper end of the CI is below {threshold:g}, else it fails. eMPRT: the relative "
         "rise of the map's histogram entropy from the trained to the fully randomized model, H(random)/H(trained) - 1; "
         "it passes when the lower end of the CI is above 0. Data randomization is **invalid** when the random-label "
-        "model did not memorize its labels. `k const`: map pairs in which a map was constant (similarity then "
+        "model did not memorize its labels, and every test when its patches come from a single patient (no CI). "
+        "`k const`: map pairs in which a map was constant (similarity then "
         "1 if both are, else 0).",
         "",
         f"{memorization}",

@@ -8,7 +8,9 @@ docs/sanity.md:
 - `emprt`: the value is the mean relative rise in the map's entropy, H(random) / H(trained) - 1;
   **pass** when the lower end of its 95% CI is above 0 (the map became more complex), else fail;
 - `data_randomization` is **invalid** (never pass/fail) when the random-label model did not memorize
-  its labels (see idc.sanity.memorization).
+  its labels (see idc.sanity.memorization);
+- any test is **invalid** when its patches come from fewer than 2 patients: no spread can be estimated,
+  so the CI is NaN and no verdict is given.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ RANDOMIZATION_COLUMNS = ["method", "test", "value", "ci_low", "ci_high", "n", "n
 def cluster_bootstrap_ci(values, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Tuple[float, float, float]:
     """(mean, low, high): the mean of `values` and a percentile CI from resampling whole groups
     (patients) with replacement, each resample's statistic being the mean over all its patches.
-    NaN values are left out; with one group the CI is that group's mean (no spread can be estimated
-    from one patient, and the table shows the n of patients)."""
+    NaN values are left out; with fewer than two groups the CI is NaN (no spread can be estimated
+    from one patient)."""
     values = np.asarray(values, dtype=np.float64)
     groups = np.asarray(groups)
     keep = ~np.isnan(values)
@@ -33,6 +35,8 @@ def cluster_bootstrap_ci(values, groups, n_boot: int = 2000, seed: int = 0, leve
     if len(values) == 0:
         return float("nan"), float("nan"), float("nan")
     _, inverse = np.unique(groups, return_inverse=True)
+    if inverse.max() < 1:
+        return float(values.mean()), float("nan"), float("nan")
     sums = np.bincount(inverse, weights=values)
     counts = np.bincount(inverse).astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -65,6 +69,8 @@ def summarize_test(per_patch: pd.DataFrame, test: str, threshold: float, n_boot:
         mean, low, high = cluster_bootstrap_ci(g["value"], g["patient_id"], n_boot, seed)
         if invalid is not None:
             verdict = invalid
+        elif not np.isnan(mean) and np.isnan(low):
+            verdict = "invalid (1 patient: no CI)"
         elif np.isnan(mean):
             verdict = "fail"  # no usable patch: nothing shows the map changed
         elif test == "emprt":
