@@ -163,7 +163,7 @@ class SanityConfig:
     smprt_noise: float = 0.1
     smprt_patches: int = 8  # the first N of the sanity patches (sMPRT costs smprt_samples x the maps)
     emprt_bins: int = 100  # Efficient MPRT: histogram bins of the map's discrete entropy
-    # The sanity maps (13+ models x every method) use explain.* except these two (null = explain's):
+    # The sanity maps (13+ models x every method) use explain.* with these two capped (null = no cap):
     # fewer LIME samples and RISE masks keep `make sanity` within its time budget on 2 CPU cores.
     lime_num_samples: Optional[int] = 300
     rise_num_masks: Optional[int] = 500

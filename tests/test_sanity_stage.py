@@ -41,7 +41,7 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     """Both randomization tests, sMPRT, eMPRT and data randomization on the tiny run. TINY caps the
     random-label training at 1 epoch, so data randomization must come out "invalid", not pass/fail."""
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam,rise]", "sanity.smprt_samples=2", "sanity.lime_num_samples=null", "sanity.rise_num_masks=null",
+    cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam,rise]", "sanity.smprt_samples=2", 
                       "sanity.smprt_patches=2", "sanity.random_labels_patches=32", "sanity.bootstrap=200",
                       "sanity.localization_methods=[gradcam]", data_dir=tiny_data_dir)
     out = sanity.run(cfg)
@@ -91,7 +91,7 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
 @pytest.mark.slow
 def test_localization_skipped_without_masks(tiny_evaluated, tiny_data_dir, tmp_path):
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "data.masks_dir=null", "sanity.methods=[gradcam]", "sanity.cascade=[fc]", "sanity.lime_num_samples=null", "sanity.rise_num_masks=null",
+    cfg = compose_cfg(run_dir, "data.masks_dir=null", "sanity.methods=[gradcam]", "sanity.cascade=[fc]", 
                       "sanity.smprt_samples=1", "sanity.smprt_patches=1", "sanity.random_labels_patches=8",
                       "sanity.bootstrap=50", data_dir=tiny_data_dir)
     sanity.run(cfg)
@@ -107,7 +107,8 @@ def test_config_errors_name_the_key(tiny_evaluated, tiny_data_dir, tmp_path):
     with pytest.raises(ConfigError, match="sanity.reinit"):
         sanity.run(compose_cfg(tiny_evaluated, "sanity.reinit=xavier", data_dir=tiny_data_dir))
     ecfg = sanity.explain_settings(compose_cfg(tmp_path, "sanity.rise_num_masks=7", "sanity.lime_num_samples=null"))
-    assert ecfg.rise_num_masks == 7 and ecfg.lime_num_samples == 50  # TINY's explain value
+    assert ecfg.rise_num_masks == 7 and ecfg.lime_num_samples == 50  # capped at 7; no cap: TINY's explain value
+    assert sanity.explain_settings(compose_cfg(tmp_path)).rise_num_masks == 64  # a cap never raises TINY's 64
 
 
 def test_noisy_copies_are_seeded_and_scaled_by_the_patch_range():

@@ -126,12 +126,13 @@ def _validate(cfg, titles: Dict[str, str]) -> None:
         raise ConfigError(f"sanity.random_labels_target={s.random_labels_target} must be in (0, 1]")
 
 
-SANITY_EXPLAIN_KEYS = ("lime_num_samples", "rise_num_masks")  # sanity.<key> overrides explain.<key> unless null
+SANITY_EXPLAIN_KEYS = ("lime_num_samples", "rise_num_masks")  # sanity.<key> caps explain.<key> unless null
 
 
 def explain_settings(cfg):
-    """The explain config the sanity maps use: explain.* with sanity.lime_num_samples / rise_num_masks."""
-    overrides = {k: cfg.sanity[k] for k in SANITY_EXPLAIN_KEYS if cfg.sanity[k] is not None}
+    """The explain config the sanity maps use: explain.* with LIME samples and RISE masks capped at
+    sanity.lime_num_samples / rise_num_masks (null = no cap)."""
+    overrides = {k: min(int(cfg.sanity[k]), int(cfg.explain[k])) for k in SANITY_EXPLAIN_KEYS if cfg.sanity[k] is not None}
     return OmegaConf.merge(cfg.explain, overrides)
 
 
