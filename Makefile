@@ -1,6 +1,9 @@
 # idc — one target per stage. Overrides go in ARGS, e.g.
 #   make train ARGS="train.epochs=1 data=tiny"
 # The first target you run creates .venv and installs the project with its dev extras.
+# Every stage first runs the stages whose outputs it needs when those are missing or out of date
+# (same ARGS), and does nothing when its own outputs are up to date; ARGS="run.auto=false" refuses
+# instead (see README, "Stages").
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +11,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: help install data train evaluate landscape explain visualize sanity figures report reproduce test bench clean
+STAGES := train evaluate landscape explain visualize sanity figures report
+
+.PHONY: help install data $(STAGES) reproduce test bench browser clean
 
 help:
 	@echo "make train      generate/index data (make data) and train ResNet-18"
@@ -17,10 +22,11 @@ help:
 	@echo "make explain    saliency maps (11 methods), figures, raw maps"
 	@echo "make visualize  activations, filter patterns, Grad-CAM overlay"
 	@echo "make sanity     randomization tests, localization, Table 5.2"
-	@echo "make figures    every chapter-5 figure by the book's name (runs missing stages)"
-	@echo "make report     report.html"
+	@echo "make figures    every chapter-5 figure by the book's name"
+	@echo "make report     report.html (runs every stage it reports on)"
 	@echo "make reproduce  every stage from nothing"
-	@echo "make test | make bench | make clean"
+	@echo "make test | make bench | make browser (Chromium for the report's browser test) | make clean"
+	@echo "Each target runs the stages it needs first (missing or out-of-date outputs); ARGS=\"run.auto=false\" refuses instead."
 	@echo "Overrides: make train ARGS=\"data=kaggle data.root=/path/to/IDC_regular_ps50_idx5\""
 
 $(STAMP): pyproject.toml
@@ -31,26 +37,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# One target per stage: `make evaluate` runs scripts/evaluate.py, which runs what it needs first.
 data: $(STAMP)
 	$(PY) scripts/prepare_data.py $(ARGS)
 
-train: data
-	$(PY) scripts/train.py $(ARGS)
-
-# One target per stage that only needs the venv: `make evaluate` runs scripts/evaluate.py, etc.
-STAGES := evaluate landscape explain visualize sanity figures report
 $(STAGES): $(STAMP)
 	$(PY) scripts/$@.py $(ARGS)
 
-# Every stage from nothing (the chapter-10 visualizations are part of explain).
-reproduce: train
-	for s in evaluate landscape explain sanity figures report; do $(PY) scripts/$$s.py $(ARGS) || exit 1; done
+# Every stage from nothing: the report needs all of them (the chapter-10 visualizations are part of explain).
+reproduce: report
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) -m idc.bench $(ARGS)
+
+# Debian's chromium + chromedriver for the report's real-browser test (needs root or sudo; skipped if present).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium present"; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; fi
 
 clean:
 	rm -rf outputs multirun

@@ -1,11 +1,12 @@
 """Hydra plumbing shared by the thin entry scripts and the `idc` console script.
 
-Stages are plain functions `idc.<module>.run(cfg)`; this module maps stage names to them and turns
-user errors (missing artifact, bad data, bad config) into one logged line and exit status 2.
+Stages are plain functions `idc.<module>.run(cfg)`, listed with what they read in `idc.pipeline`;
+every entry point goes through `idc.pipeline.build`, which first runs the stages whose outputs the
+requested one needs (missing or out of date). User errors (missing artifact, bad data, bad config)
+become one logged line and exit status 2.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from pathlib import Path
@@ -13,29 +14,17 @@ from pathlib import Path
 from idc import config as _config  # noqa: F401  (registers the structured config schema)
 from idc.errors import IdcError
 from idc.paths import MissingArtifactError
+from idc.pipeline import STAGES, build
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-STAGES = {
-    "prepare_data": "idc.prepare_data",
-    "train": "idc.train",
-    "evaluate": "idc.evaluate",
-    "landscape": "idc.landscape",
-    "explain": "idc.explain.stage",
-    "visualize": "idc.explain.visualize",
-    "sanity": "idc.sanity.stage",
-    "figures": "idc.figures",
-    "report": "idc.report",
-}
 
 log = logging.getLogger("idc")
 
 
 def run_stage(stage: str, cfg):
-    """Run one stage; a user error becomes one clear logged line and exit code 2."""
-    module = importlib.import_module(STAGES[stage])
+    """Run one stage (and what it needs first); a user error becomes one clear logged line and exit code 2."""
     try:
-        return module.run(cfg)
+        return build(stage, cfg).get(stage)
     except (IdcError, MissingArtifactError) as err:
         log.error("%s: %s", stage, err)
         sys.exit(2)

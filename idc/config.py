@@ -1,7 +1,8 @@
 """Structured config schema, registered in Hydra's ConfigStore.
 
-The YAML files under ``configs/`` only set values; the dataclasses here define which keys exist and
-their types, so a mistyped key or a wrong type fails at compose time with Hydra's own message.
+The dataclasses here define which keys exist, their types and their defaults (the one place for
+defaults): a mistyped key or a wrong type fails at compose time with Hydra's own message. The YAML
+files under ``configs/`` only set what differs from these defaults (a data set, an experiment).
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from omegaconf import MISSING
 class RunConfig:
     name: str = "${data.name}"
     dir: str = "outputs/${run.name}"
+    # Run the stages whose outputs this one needs when they are missing or out of date (idc.pipeline);
+    # false: refuse with an error naming the make target instead (for scripted runs on a cluster).
+    auto: bool = True
+    # Re-run the requested stage even when its outputs are up to date.
+    force: bool = False
 
 
 @dataclass
@@ -35,8 +41,6 @@ class DataConfig:
     split_seed: int = 24
     test_size: float = 0.4
     val_share_of_holdout: float = 0.5
-    # Decode all patches once into a memory-mapped uint8 array (N x 50 x 50 x 3).
-    packed_cache: bool = True
     # Synthetic generator only.
     seed: int = 0
     patches_per_patient: int = 400
@@ -68,13 +72,10 @@ class TrainConfig:
     balance: str = "none"
     amp: bool = True  # CUDA only; bf16 where supported, else fp16 with a GradScaler
     channels_last: bool = True  # CUDA only
-    num_workers: int = 0
     eval_batch_size: int = 256
     # Cap batches per epoch (smoke runs and tests); null = full epoch.
     max_batches: Optional[int] = None
     resume: bool = False
-    # Testing hook: raise after this many optimizer steps (simulates a crash); null = never.
-    crash_after_steps: Optional[int] = None
     dist_backend: str = "auto"  # auto: nccl on CUDA, gloo otherwise
 
 

@@ -8,29 +8,25 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from idc.data import load_patches
-from idc.data.cache import load_or_build_cache
 from idc.errors import ConfigError
+from idc.inputs import load_run
 from idc.metrics import always_positive_baseline, binary_scores, ranking_scores, table_5_1, table_5_1_markdown
-from idc.model import load_model, predict_proba
+from idc.model import predict
 from idc.paths import RunPaths, require
-from idc.utils import file_sha256, resolve_device, write_csv_atomic, write_json_atomic, write_text_atomic, wrote
+from idc.utils import write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 from idc.viz import curves
 
 log = logging.getLogger("idc")
 PREDICTION_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "proba", "pred"]
 
 
-def predict_split(cfg, paths: RunPaths, split: str) -> pd.DataFrame:
-    df = load_patches(paths)
-    sub = df[df["split"] == split]
+def predict_split(cfg, split: str) -> pd.DataFrame:
+    run = load_run(cfg, needs=("patches", "images", "model"))
+    sub = run.patches[run.patches["split"] == split]
     if sub.empty:
-        raise ConfigError(f"evaluate.split={split!r} has no patches in {paths.patches_csv}; use train, val or test")
-    device = resolve_device(cfg.device)
-    model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv), model_cfg=cfg.model)
-    log.info("read %s", paths.best_pt)
-    images = load_or_build_cache(df, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
-    proba = predict_proba(model, images[sub.index.to_numpy()], cfg.evaluate.batch_size, device, desc=f"predict {split}")
+        raise ConfigError(f"evaluate.split={split!r} has no patches in {run.paths.patches_csv}; use train, val or test")
+    proba = predict(run.model, run.images, rows=sub.index.to_numpy(), batch_size=cfg.evaluate.batch_size,
+                    desc=f"predict {split}")[:, 1]
     out = sub.assign(proba=proba, pred=(proba >= 0.5).astype(int))[PREDICTION_COLUMNS]
     return out.reset_index(drop=True)
 
@@ -55,7 +51,7 @@ def compute_metrics(pred: pd.DataFrame) -> dict:
 
 def run(cfg) -> dict:
     paths = RunPaths.from_cfg(cfg)
-    pred = predict_split(cfg, paths, cfg.evaluate.split)
+    pred = predict_split(cfg, cfg.evaluate.split)
     wrote(write_csv_atomic(pred, paths.predictions_csv), f"{len(pred)} {cfg.evaluate.split} predictions")
     metrics = compute_metrics(pred)
     metrics["split"] = cfg.evaluate.split
@@ -69,9 +65,8 @@ def run(cfg) -> dict:
         log.warning("the %s split has only one class: no PR curve drawn", cfg.evaluate.split)
     history = pd.read_csv(require(paths.history_csv))
     curves.loss_curve_epoch(history, paths.figures_dir / "chapter_05_loss_curve_epoch.png")
-    steps_csv = paths.model_dir / "history_steps.csv"
-    if steps_csv.exists():
-        curves.loss_curve_step(pd.read_csv(steps_csv), paths.figures_dir / "chapter_05_loss_curve_step.png")
+    curves.loss_curve_step(pd.read_csv(require(paths.history_steps_csv)),
+                           paths.figures_dir / "chapter_05_loss_curve_step.png")
     c = metrics["cnn"]
     log.info("CNN: accuracy %.3f, balanced accuracy %.3f, ROC-AUC %.3f, AP %.3f",
              c["accuracy"], c["balanced_accuracy"], c["roc_auc"], c["average_precision"])

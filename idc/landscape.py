@@ -12,18 +12,14 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from idc.data import load_patches
-from idc.data.cache import load_or_build_cache
 from idc.errors import ConfigError
-from idc.paths import RunPaths, require
-from idc.stitch import grid_values, original_tiles, stitch_patches, tissue_and_idc
-from idc.utils import atomic_path, file_sha256, resolve_device, save_figure_atomic, wrote
+from idc.inputs import load_run
+from idc.paths import require
+from idc.stitch import original_tiles, stitch_patches, tissue_and_idc
+from idc.utils import atomic_path, save_figure_atomic, wrote
 from idc.viz.style import subplots
 
 log = logging.getLogger("idc")
-
-# Stitching lives in idc.stitch (shared with prepare_data's EDA figures); re-exported for the contract.
-__all__ = ["stitch_patches", "grid_values", "choose_patients", "patient_probabilities", "landscape_figure", "run"]
 
 
 def choose_patients(patches: pd.DataFrame, explicit, n: int, split: str) -> list[int]:
@@ -39,26 +35,23 @@ def choose_patients(patches: pd.DataFrame, explicit, n: int, split: str) -> list
     return [int(p) for p in counts.index[:n]]
 
 
-def patient_probabilities(cfg, paths: RunPaths, patches: pd.DataFrame, images, pids: list[int]) -> dict[int, np.ndarray]:
+def patient_probabilities(cfg, run, pids: list[int]) -> dict[int, np.ndarray]:
     """P(IDC) per patch (patches.csv order within the patient): from predictions.csv, else the model."""
-    preds = pd.read_csv(paths.predictions_csv) if paths.predictions_csv.exists() else None
-    if preds is not None:
-        log.info("read %s", paths.predictions_csv)
+    from idc.model import load_model, predict
+
+    preds = run.predictions.set_index("image_id")
     out, model = {}, None
     for pid in pids:
-        sub = patches[patches["patient_id"] == pid]
-        if preds is not None and pid in set(preds["patient_id"]):
-            proba = preds.set_index("image_id").reindex(sub["image_id"])["proba"]
-            if not proba.isna().any():
-                out[pid] = proba.to_numpy()
-                continue
+        sub = run.patches[run.patches["patient_id"] == pid]
+        proba = preds["proba"].reindex(sub["image_id"])
+        if not proba.isna().any():
+            out[pid] = proba.to_numpy()
+            continue
         if model is None:
-            from idc.model import load_model, predict_proba
-
-            device = resolve_device(cfg.device)
-            model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv))
-            log.info("read %s (patients outside eval/predictions.csv are predicted now)", paths.best_pt)
-        out[pid] = predict_proba(model, images[sub.index.to_numpy()], cfg.evaluate.batch_size, device, desc=f"patient {pid}")
+            model, _ = load_model(require(run.paths.best_pt), run.device, data_hash=run.data_hash, model_cfg=cfg.model)
+            log.info("read %s (patients outside eval/predictions.csv are predicted now)", run.paths.best_pt)
+        out[pid] = predict(model, run.images, rows=sub.index.to_numpy(), batch_size=cfg.evaluate.batch_size,
+                           desc=f"patient {pid}")[:, 1]
     return out
 
 
@@ -84,12 +77,10 @@ def landscape_figure(sub: pd.DataFrame, tiles, proba: np.ndarray, pid: int):
 
 
 def run(cfg) -> list:
-    paths = RunPaths.from_cfg(cfg)
-    patches = load_patches(paths)
-    require(paths.predictions_csv)
-    images = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
+    run = load_run(cfg, needs=("patches", "images", "predictions"))
+    paths, patches, images = run.paths, run.patches, run.images
     pids = choose_patients(patches, list(cfg.landscape.patients), cfg.landscape.num_patients, cfg.landscape.split)
-    probas = patient_probabilities(cfg, paths, patches, images, pids)
+    probas = patient_probabilities(cfg, run, pids)
     written = []
     for k, pid in enumerate(pids, start=1):
         sub = patches[patches["patient_id"] == pid]

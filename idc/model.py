@@ -1,9 +1,10 @@
 """The book's model: torchvision ResNet-18 with a 512-256-2 head; checkpoints; batched inference."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from torchvision import models
 from tqdm import tqdm
 
+from idc.data.dataset import normalize_batch
 from idc.errors import CheckpointError, ConfigError
 from idc.utils import atomic_path
 
@@ -105,14 +107,51 @@ def load_model(path, device="cpu", data_hash: Optional[str] = None, model_cfg=No
     return model.to(device).eval(), ckpt
 
 
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256, device="cpu", desc: str = "predict") -> np.ndarray:
-    """Softmax P(IDC) for every row of a uint8 NHWC array (e.g. rows of the packed cache)."""
-    from idc.data.cache import normalize_batch
+def amp_settings(device: torch.device, enabled: bool):
+    """(autocast dtype or None, GradScaler or None): bf16 where the GPU supports it, else fp16 + scaler."""
+    if not enabled or device.type != "cuda":
+        return None, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
 
+
+def autocast(device: torch.device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images, *, rows=None, batch_size: int = 256, device=None, amp_dtype=None,
+            targets=None, on_loss: Optional[Callable] = None, desc: Optional[str] = "predict") -> np.ndarray:
+    """Softmax probabilities [n, classes] of a batch of images, in eval mode, `batch_size` at a time.
+
+    The one inference function: training's validation, evaluate, landscape, LIME's classifier
+    function and the deletion curves all call it. `images`: uint8 NHWC (numpy, a memory-mapped cache,
+    a tensor; normalized here like the transforms) or a float NCHW tensor that is already normalized.
+    `rows` picks rows of `images` batch by batch (the cache is never copied whole). With `targets`
+    (aligned with the selected rows) and `on_loss`, each batch's cross-entropy goes to `on_loss(loss, n)`.
+    `amp_dtype` runs the forward pass under autocast; `desc=None` hides the progress bar.
+    """
+    if device is None:  # where the input is, else where the model is
+        device = images.device if isinstance(images, torch.Tensor) else \
+            next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
+    n = len(rows) if rows is not None else len(images)
     model.eval()
-    out = np.empty(len(images), dtype=np.float32)
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
-        x = normalize_batch(np.asarray(images[start:start + batch_size]), device=device)
-        out[start:start + len(x)] = torch.softmax(model(x).float(), dim=1)[:, 1].cpu().numpy()
-    return out
+    out = []
+    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False, disable=desc is None):
+        sel = slice(start, start + batch_size)
+        batch = images[rows[sel]] if rows is not None else images[sel]
+        if isinstance(batch, torch.Tensor) and batch.is_floating_point():
+            x = batch.to(device)
+        else:
+            x = normalize_batch(np.asarray(batch) if not isinstance(batch, torch.Tensor) else batch, device=device)
+        with autocast(device, amp_dtype):
+            logits = model(x).float()
+        if on_loss is not None:
+            y = torch.as_tensor(np.asarray(targets[sel]), dtype=torch.long, device=device)
+            on_loss(nn.functional.cross_entropy(logits, y), len(y))
+        out.append(torch.softmax(logits, dim=1))
+    if not out:
+        return np.zeros((0, 2), dtype=np.float32)
+    return torch.cat(out).cpu().numpy()

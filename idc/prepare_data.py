@@ -75,10 +75,9 @@ def run(cfg) -> pd.DataFrame:
         s = summary["splits"][split]
         log.info("%-5s %3d patients %7d patches, %.1f%% IDC-positive", split, s["patients"], s["patches"],
                  100 * (s["positive_rate"] or 0))
-    if cfg.data.packed_cache or cfg.data.eda_figures:
-        images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size)
-        if cfg.data.eda_figures:
-            from idc.viz.eda import write_eda_figures
+    images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size)
+    if cfg.data.eda_figures:
+        from idc.viz.eda import write_eda_figures
 
-            write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed, root=root)
+        write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed, root=root)
     return df

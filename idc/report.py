@@ -14,9 +14,7 @@ import re
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from idc.figures import BOOK_FIGURES, OUR_FIGURES
-from idc.paths import RunPaths
-from idc.sanity.plots import LOCALIZATION_FIGURE
+from idc.paths import FIGURES, OPTIONAL_FIGURES, RunPaths, make_target, stage_figures
 from idc.utils import write_text_atomic, wrote
 
 log = logging.getLogger("idc")
@@ -120,7 +118,7 @@ def markdown_section(path: Path, target: str) -> str:
 def summary_table(path: Path) -> str:
     """data/summary.json as a key/value table (nested keys joined with '.')."""
     if not path.exists():
-        return _missing(path.name, "make data")
+        return _missing(path.name, make_target("prepare_data"))
     log.info("read %s", path)
     flat = {}
 
@@ -136,25 +134,24 @@ def summary_table(path: Path) -> str:
     return f"<table><tr><th>key</th><th>value</th></tr>{rows}</table>"
 
 
-def _stage_figures(stage: str) -> List[str]:
-    return [n for n, s in {**BOOK_FIGURES, **OUR_FIGURES}.items() if s == stage]
-
-
 def build_report(paths: RunPaths, title: Optional[str] = None) -> str:
     root, figs = paths.root, paths.figures_dir
-    shown = set(BOOK_FIGURES) | set(OUR_FIGURES) | {LOCALIZATION_FIGURE}
+    shown = set(FIGURES) | set(OPTIONAL_FIGURES)
     others = sorted(p.stem for p in figs.glob("*.png") if p.stem not in shown) if figs.is_dir() else []
+
+    def gallery(stage: str) -> str:  # the stage's figures, as the registry lists them
+        return figure_gallery(stage_figures(stage), figs, root, make_target(stage))
+
     sections = [
-        ("Data", summary_table(paths.summary_json) + figure_gallery(_stage_figures("prepare_data"), figs, root, "make data")),
-        ("Training", figure_gallery(_stage_figures("train"), figs, root, "make train")),
-        ("Table 5.1: test-set performance", markdown_section(paths.table_5_1, "make evaluate")
-         + figure_gallery(_stage_figures("evaluate"), figs, root, "make evaluate")),
-        ("Probability landscapes", figure_gallery(_stage_figures("landscape"), figs, root, "make landscape")),
-        ("Attribution maps", figure_gallery(_stage_figures("explain"), figs, root, "make explain")),
-        ("Table 5.2: sanity checks", markdown_section(paths.sanity_dir / "table_5_2.md", "make sanity")
-         + figure_gallery(_stage_figures("sanity"), figs, root, "make sanity")),
-        ("Localization and faithfulness", markdown_section(paths.sanity_dir / "localization.md", "make sanity")
-         + _optional_figure(LOCALIZATION_FIGURE, figs, root)),
+        ("Data", summary_table(paths.summary_json) + gallery("prepare_data")),
+        ("Training", gallery("train")),
+        ("Table 5.1: test-set performance", markdown_section(paths.table_5_1, make_target("evaluate"))
+         + gallery("evaluate")),
+        ("Probability landscapes", gallery("landscape")),
+        ("Attribution maps", gallery("explain")),
+        ("Table 5.2: sanity checks", markdown_section(paths.table_5_2, make_target("sanity")) + gallery("sanity")),
+        ("Localization and faithfulness", markdown_section(paths.localization_md, make_target("sanity"))
+         + "".join(_optional_figure(n, figs, root) for n in OPTIONAL_FIGURES)),
     ]
     if others:
         sections.append(("Other figures", figure_gallery(others, figs, root, "make figures")))

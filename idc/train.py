@@ -1,16 +1,18 @@
 """Stage `make train`: the book's training (ResNet-18, Adamax 0.002, batch 64, 5 epochs), made fast
 (packed uint8 cache, batched flips), resumable (atomic per-epoch checkpoints with RNG state) and
 distributed (`torchrun --nproc_per_node=N scripts/train.py`, DDP; only rank 0 writes).
+
+Laid out like torchvision's references/classification/train.py: `train_step` and `train_one_epoch`
+(any iterable of (x, y) batches), `evaluate` (the one inference function, `idc.model.predict`),
+`resume` and `save_epoch` for checkpoints, and `fit`, which wires them together.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import random
-import signal
 import time
 from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -20,32 +22,19 @@ from torch import nn
 from tqdm import tqdm
 
 from idc import distributed as D
-from idc.data import load_patches
-from idc.data.cache import load_or_build_cache, normalize_batch
+from idc.data.cache import PackedLoader
 from idc.errors import CheckpointError, ConfigError, IdcError
+from idc.inputs import load_run
 from idc.metrics import binary_scores
-from idc.model import as_dict, build_model, read_checkpoint, save_checkpoint
-from idc.paths import RunPaths
-from idc.utils import file_sha256, resolve_device, seed_everything, write_csv_atomic, wrote
+from idc.model import amp_settings, as_dict, autocast, build_model, predict, read_checkpoint, save_checkpoint
+from idc.paths import RunPaths, file_name
+from idc.utils import resolve_device, seed_everything, write_csv_atomic, wrote
 
 log = logging.getLogger("idc")
 
 
 class TrainingError(IdcError):
     """Training cannot go on (e.g. a non-finite loss)."""
-
-
-def amp_settings(device: torch.device, enabled: bool):
-    """(autocast dtype or None, GradScaler or None): bf16 where the GPU supports it, else fp16 + scaler."""
-    if not enabled or device.type != "cuda":
-        return None, None
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
-
-
-def autocast(device: torch.device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def make_optimizer(cfg, params):
@@ -106,24 +95,6 @@ class StepMeter:
         return self.loss_sum / max(self.seen, 1)
 
 
-@torch.no_grad()
-def evaluate_rows(model, images, rows, targets, device, batch_size, criterion, amp_dtype, meter: StepMeter,
-                  desc="eval") -> np.ndarray:
-    """P(IDC) over `rows` of the cache in eval mode; batch losses go to `meter`."""
-    model.eval()
-    probas = []
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False):
-        sel = rows[start:start + batch_size]
-        x = normalize_batch(np.asarray(images[sel]), device=device)
-        y = torch.from_numpy(targets[sel]).to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            logits = model(x).float()
-        meter.add(criterion(logits, y), len(sel))
-        probas.append(torch.softmax(logits, 1)[:, 1])
-    meter.flush()
-    return torch.cat(probas).cpu().numpy() if probas else np.zeros(0, dtype=np.float32)
-
-
 def rng_state() -> dict:
     """Every RNG the loop draws from (python, numpy, torch CPU and CUDA), in weights_only-loadable types."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -153,6 +124,122 @@ def non_finite(bad, epoch: int, last_pt: Path, lr: float) -> TrainingError:
     )
 
 
+# ---------------------------------------------------------------- one step, one epoch, evaluation
+def train_step(net, x, y, criterion, optimizer, scaler=None, amp_dtype=None, channels_last: bool = False):
+    """One optimizer step on a batch: (loss, logits), both still on the device."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, amp_dtype):
+        logits = net(x)
+        loss = criterion(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss, logits
+
+
+def train_one_epoch(net, criterion, optimizer, batches, meter: StepMeter, *, max_batches: Optional[int] = None,
+                    scaler=None, amp_dtype=None, channels_last: bool = False, show: bool = True):
+    """Train on an iterable of (x, y) batches (any loader); losses go to `meter`.
+
+    Returns (step, loss) of the first non-finite loss, or None. Stops after `max_batches` batches.
+    """
+    net.train()
+    total = len(batches) if max_batches is None else min(len(batches), max_batches)
+    bar = tqdm(batches, total=total, desc=f"epoch {meter.epoch + 1}", unit="batch", disable=not show)
+    tic = time.perf_counter()
+    for i, (x, y) in enumerate(bar):
+        if i >= total:
+            break
+        loss, logits = train_step(net, x, y, criterion, optimizer, scaler, amp_dtype, channels_last)
+        bad = meter.add(loss, len(y), (logits.argmax(1) == y).sum())
+        if bad is not None:
+            return bad
+        if meter.rows and (i + 1) % meter.sync_every == 0:
+            bar.set_postfix(loss=f"{meter.rows[-1]['running_loss']:.3f}",
+                            img_s=f"{meter.seen / (time.perf_counter() - tic):.0f}")
+    return meter.flush()
+
+
+def evaluate(model, images, rows, targets, meter: StepMeter, batch_size: int, amp_dtype=None) -> np.ndarray:
+    """P(IDC) of `rows` of the cache in eval mode (the one inference function); batch losses go to `meter`."""
+    proba = predict(model, images, rows=rows, batch_size=batch_size, amp_dtype=amp_dtype, targets=targets[rows],
+                    on_loss=meter.add, desc=meter.split)
+    meter.flush()
+    return proba[:, 1]
+
+
+# ---------------------------------------------------------------- checkpoints
+def resume(last_pt: Path, data_hash: str, model, optimizer, scaler, device) -> Tuple[int, float, list, list]:
+    """Restore model, optimizer, scaler and RNG state from last.pt: (next epoch, best val F1, history, steps)."""
+    ckpt = read_checkpoint(last_pt, device)
+    if ckpt.get("data_hash") != data_hash:
+        raise CheckpointError(f"{last_pt} was trained on another data/patches.csv; cannot resume. "
+                              f"Delete {last_pt} or set train.resume=false, or use the matching run.dir")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    restore_rng(ckpt["rng"])
+    start = ckpt["epoch"] + 1
+    log.info("resumed from %s at epoch %d", last_pt, start + 1)
+    return (start, ckpt.get("best_val_f1", -1.0), [r for r in ckpt.get("history", []) if r["epoch"] < start],
+            [r for r in ckpt.get("steps", []) if r["epoch"] < start])
+
+
+def save_epoch(cfg, model_dir: Path, model, optimizer, scaler, history: list, steps: list, best_f1: float,
+               data_hash: str, permute_labels_seed) -> float:
+    """Write last.pt (and best.pt when val F1 improved), history.csv and history_steps.csv; the new best F1."""
+    row = history[-1]
+    payload = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {}, "epoch": row["epoch"],
+        "rng": rng_state(), "model_cfg": as_dict(cfg.model),
+        "train_cfg": OmegaConf.to_container(cfg.train, resolve=True), "data_hash": data_hash,
+        "history": history, "steps": steps, "best_val_f1": max(best_f1, row["val_f1"]),
+        "permute_labels_seed": permute_labels_seed,
+    }
+    if row["val_f1"] > best_f1:
+        best_f1 = row["val_f1"]
+        best_pt = save_checkpoint(model_dir / file_name("best_pt"), payload)
+        log.info("epoch %d: val F1 %.3f is the best so far: wrote %s", row["epoch"] + 1, best_f1, best_pt)
+    save_checkpoint(model_dir / file_name("last_pt"), payload)
+    write_csv_atomic(pd.DataFrame(history), model_dir / file_name("history_csv"))
+    write_csv_atomic(pd.DataFrame(steps), model_dir / file_name("history_steps_csv"))
+    return best_f1
+
+
+# ---------------------------------------------------------------- the loop
+def setup_device(cfg, info) -> torch.device:
+    device = resolve_device(cfg.device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    if device.type == "cpu":  # reproducible (and resumable to the same numbers) on CPU
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":  # fixed input size: let cuDNN pick its fastest kernels
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+def load_data(cfg, info):
+    """(run inputs with patches and cache, rows per split); rank 0 builds the cache, the others wait."""
+    if info.is_main:
+        data = load_run(cfg, needs=("patches", "images"))
+    D.barrier(info)
+    if not info.is_main:
+        data = load_run(cfg, needs=("patches", "images"))
+    split = data.patches["split"].to_numpy()
+    rows = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    if len(rows["train"]) == 0 or len(rows["val"]) == 0:
+        raise ConfigError(f"{data.paths.patches_csv} has no train or val patches; re-run `make data` with more patients")
+    return data, rows
+
+
 def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     """Train per cfg.train into `model_dir` (best.pt, last.pt, history.csv, history_steps.csv).
 
@@ -163,163 +250,84 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     if t.balance not in ("none", "class_weights", "sampler"):
         raise ConfigError(f"train.balance={t.balance!r} is not known; use none, class_weights or sampler")
     model_dir = Path(model_dir)
-    paths = RunPaths.from_cfg(cfg)
     info = D.init_distributed(t.dist_backend)
-    device = resolve_device(cfg.device)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    if device.type == "cpu":  # reproducible (and resumable to the same numbers) on CPU
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    elif device.type == "cuda":  # fixed input size: let cuDNN pick its fastest kernels
-        torch.backends.cudnn.benchmark = True
-
-    df = load_patches(paths)
-    data_hash = file_sha256(paths.patches_csv)
-    if info.is_main:  # rank 0 builds the cache once; the others wait and memory-map it
-        images = load_or_build_cache(df, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
-    D.barrier(info)
-    if not info.is_main:
-        images = load_or_build_cache(df, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
-    targets = df["target"].to_numpy(dtype=np.int64)
-    rows = {s: np.flatnonzero(df["split"].to_numpy() == s) for s in ("train", "val", "test")}
-    if len(rows["train"]) == 0 or len(rows["val"]) == 0:
-        raise ConfigError(f"{paths.patches_csv} has no train or val patches; re-run `make data` with more patients")
+    device = setup_device(cfg, info)
+    data, rows = load_data(cfg, info)
+    targets = data.patches["target"].to_numpy(dtype=np.int64)
     train_targets = targets.copy()
     if permute_labels_seed is not None:
-        rng = np.random.default_rng(permute_labels_seed)
-        train_targets[rows["train"]] = rng.permutation(targets[rows["train"]])
+        train_targets[rows["train"]] = np.random.default_rng(permute_labels_seed).permutation(targets[rows["train"]])
         log.info("training on permuted labels (seed %d)", permute_labels_seed)
 
     seed_everything(cfg.seed)
     model = build_model(cfg.model).to(device)
     amp_dtype, scaler = amp_settings(device, t.amp)
-    if device.type == "cuda" and t.channels_last:
+    channels_last = device.type == "cuda" and t.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
-    weight = class_weights(train_targets[rows["train"]]).to(device) if t.balance == "class_weights" else None
-    criterion = nn.CrossEntropyLoss(weight=weight)
-    eval_criterion = nn.CrossEntropyLoss()
-    sample_weights = None
-    if t.balance == "sampler":
-        sample_weights = class_weights(train_targets[rows["train"]]).numpy()[train_targets[rows["train"]]]
-    from idc.data.cache import PackedLoader
-
-    loader = PackedLoader(images, train_targets, rows["train"], t.batch_size, shuffle=True, flip=True, seed=cfg.seed,
-                          rank=info.rank, world_size=info.world_size, drop_last=len(rows["train"]) > t.batch_size, device=device,
-                          sample_weights=sample_weights)
+    weights = class_weights(train_targets[rows["train"]])
+    criterion = nn.CrossEntropyLoss(weight=weights.to(device) if t.balance == "class_weights" else None)
     # drop_last: a last batch of a handful of images (or one: BatchNorm1d fails) gives a noisy step.
+    loader = PackedLoader(data.images, train_targets, rows["train"], t.batch_size, shuffle=True, flip=True,
+                          seed=cfg.seed, rank=info.rank, world_size=info.world_size,
+                          drop_last=len(rows["train"]) > t.batch_size, device=device,
+                          sample_weights=weights.numpy()[train_targets[rows["train"]]] if t.balance == "sampler" else None)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.enabled else model
 
     history, steps, start_epoch, best_f1 = [], [], 0, -1.0
-    last_pt, best_pt = model_dir / "last.pt", model_dir / "best.pt"
+    last_pt = model_dir / file_name("last_pt")
     if t.resume and last_pt.exists():
-        ckpt = read_checkpoint(last_pt, device)
-        if ckpt.get("data_hash") != data_hash:
-            raise CheckpointError(f"{last_pt} was trained on another data/patches.csv; cannot resume. "
-                                  "Start afresh with train.resume=false or use the matching run.dir")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        restore_rng(ckpt["rng"])
-        start_epoch, best_f1 = ckpt["epoch"] + 1, ckpt.get("best_val_f1", -1.0)
-        history = [r for r in ckpt.get("history", []) if r["epoch"] < start_epoch]
-        steps = [r for r in ckpt.get("steps", []) if r["epoch"] < start_epoch]
-        log.info("resumed from %s at epoch %d", last_pt, start_epoch + 1)
+        start_epoch, best_f1, history, steps = resume(last_pt, data.data_hash, model, optimizer, scaler, device)
     elif t.resume:
         log.warning("train.resume=true but %s does not exist: starting from scratch", last_pt)
 
     sync_every = 1 if device.type == "cpu" else 50  # read losses back in blocks on a GPU (no per-step sync)
-    last_step = {sp: max([r["step"] for r in steps if r.get("split", "train") == sp], default=0)
-                 for sp in ("train", "val", "test")}
+    last_step = {sp: max([r["step"] for r in steps if r["split"] == sp], default=0) for sp in ("train", "val", "test")}
     for epoch in range(start_epoch, t.epochs):
         loader.set_epoch(epoch)
-        net.train()
         tic = time.perf_counter()
         meter = StepMeter("train", epoch, last_step["train"], sync_every)
-        n_batches = len(loader) if t.max_batches is None else min(len(loader), t.max_batches)
-        bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", disable=not info.is_main)
-        for i, (x, y) in enumerate(bar):
-            if i >= n_batches:
-                break
-            if device.type == "cuda" and t.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp_dtype):
-                logits = net(x)
-                loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            bad = meter.add(loss, len(y), (logits.argmax(1) == y).sum())
-            if bad is None and i + 1 == n_batches:
-                bad = meter.flush()
-            if bad is not None:
-                raise non_finite(bad, epoch, last_pt, t.lr)
-            if meter.rows and (i + 1) % sync_every == 0:
-                bar.set_postfix(loss=f"{meter.rows[-1]['running_loss']:.3f}",
-                                img_s=f"{meter.seen / (time.perf_counter() - tic):.0f}")
-            if t.crash_after_steps is not None and last_step["train"] + i + 1 >= t.crash_after_steps:
-                os.kill(os.getpid(), signal.SIGKILL)  # test hook: die like an OOM-killed or preempted job
-        bad = meter.flush()  # nothing is left on the device unless the loader ended early
+        bad = train_one_epoch(net, criterion, optimizer, loader, meter, max_batches=t.max_batches, scaler=scaler,
+                              amp_dtype=amp_dtype, channels_last=channels_last, show=info.is_main)
         if bad is not None:
             raise non_finite(bad, epoch, last_pt, t.lr)
         seconds = time.perf_counter() - tic
         last_step["train"] = meter.step
         steps += meter.rows
-        train_loss = D.mean_across(info, meter.mean_loss, device)
-        train_acc = D.mean_across(info, meter.correct / max(meter.seen, 1), device)
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "seconds": seconds,
+        row = {"epoch": epoch, "train_loss": D.mean_across(info, meter.mean_loss, device),
+               "train_acc": D.mean_across(info, meter.correct / max(meter.seen, 1), device), "seconds": seconds,
                "images_per_s": meter.seen * info.world_size / seconds}
         if info.is_main:
             for split in ("val", "test"):
-                if not len(rows[split]):
-                    continue
-                m = StepMeter(split, epoch, last_step[split], sync_every)
-                proba = evaluate_rows(model, images, rows[split], targets, device, t.eval_batch_size,
-                                      eval_criterion, amp_dtype, m, split)
-                last_step[split] = m.step
-                steps += m.rows
-                row[f"{split}_loss"] = m.mean_loss
-                if split == "val":
-                    scores = binary_scores(targets[rows["val"]], (proba >= 0.5).astype(int))
-                    row.update({f"val_{k}": v for k, v in scores.items()})
+                if len(rows[split]):
+                    m = StepMeter(split, epoch, last_step[split], sync_every)
+                    proba = evaluate(model, data.images, rows[split], targets, m, t.eval_batch_size, amp_dtype)
+                    last_step[split], row[f"{split}_loss"] = m.step, m.mean_loss
+                    steps += m.rows
+                    if split == "val":
+                        scores = binary_scores(targets[rows["val"]], (proba >= 0.5).astype(int))
+                        row.update({f"val_{k}": v for k, v in scores.items()})
             history.append(row)
-            payload = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {}, "epoch": epoch,
-                "rng": rng_state(), "model_cfg": as_dict(cfg.model),
-                "train_cfg": OmegaConf.to_container(cfg.train, resolve=True), "data_hash": data_hash,
-                "history": history, "steps": steps, "best_val_f1": max(best_f1, row["val_f1"]),
-                "permute_labels_seed": permute_labels_seed,
-            }
-            if row["val_f1"] > best_f1:
-                best_f1 = row["val_f1"]
-                save_checkpoint(best_pt, payload)
-                log.info("epoch %d: val F1 %.3f is the best so far: wrote %s", epoch + 1, best_f1, best_pt)
-            save_checkpoint(last_pt, payload)
-            write_csv_atomic(pd.DataFrame(history), model_dir / "history.csv")
-            write_csv_atomic(pd.DataFrame(steps), model_dir / "history_steps.csv")
+            best_f1 = save_epoch(cfg, model_dir, model, optimizer, scaler, history, steps, best_f1, data.data_hash,
+                                 permute_labels_seed)
             log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f P %.3f R %.3f F1 %.3f | %.0f img/s",
-                     epoch + 1, t.epochs, train_loss, train_acc, row["val_loss"], row["val_precision"],
+                     epoch + 1, t.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_precision"],
                      row["val_recall"], row["val_f1"], row["images_per_s"])
         D.barrier(info)
     D.cleanup(info)
     final = history[-1] if history else {}
     return {"model_dir": str(model_dir), "epochs": t.epochs, "best_val_f1": best_f1,
-            "train_acc": final.get("train_acc"), "final": final, "data_hash": data_hash, "rank": info.rank}
+            "train_acc": final.get("train_acc"), "final": final, "data_hash": data.data_hash, "rank": info.rank}
 
 
 def run(cfg) -> dict:
     paths = RunPaths.from_cfg(cfg)
     summary = fit(cfg, paths.model_dir)
     if summary["rank"] == 0:
-        for name in ("best.pt", "last.pt", "history.csv", "history_steps.csv"):
-            wrote(paths.model_dir / name)
+        for path in (paths.best_pt, paths.last_pt, paths.history_csv, paths.history_steps_csv):
+            if path.exists():
+                wrote(path)
         log.info("next: `make evaluate` (same overrides) for Table 5.1 and the PR curve")
     return summary

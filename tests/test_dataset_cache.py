@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from idc.data.cache import PackedLoader, load_or_build_cache, normalize_batch
+from idc.data.cache import PackedLoader, load_or_build_cache
+from idc.data.dataset import normalize_batch
 from idc.data.dataset import PatchDataset, eval_transform, train_transform
 from idc.data.index import index_patches
 from tests.test_index import kaggle_tree
@@ -104,12 +105,13 @@ def test_train_transform_flips_only():
 
 
 def test_cpu_and_accelerator_flip_paths_agree():
-    from idc.data.cache import _flip_, _flipped_nchw, _normalize_
+    from idc.data.cache import _flip_, _flipped_nchw
+    from idc.data.dataset import normalize_inplace
 
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (8, 50, 50, 3), dtype=np.uint8)
     h, v = rng.random(8) < 0.5, rng.random(8) < 0.5
-    fused = torch.from_numpy(_normalize_(_flipped_nchw(batch, h, v)))  # the CPU path
+    fused = torch.from_numpy(normalize_inplace(_flipped_nchw(batch, h, v)))  # the CPU path
     flipped = normalize_batch(_flip_(batch.copy(), h, v))  # the uint8 path used before a device copy
     assert torch.equal(fused, flipped)
     expected = normalize_batch(batch)

@@ -43,11 +43,3 @@ def test_evaluate_stage_outputs(tiny_evaluated):
     assert "Baseline (always IDC-positive)" in (tiny_evaluated / "eval" / "table_5_1.md").read_text()
     for name in ("chapter_05_pr_curve", "chapter_05_loss_curve_epoch", "chapter_05_loss_curve_step"):
         assert (tiny_evaluated / "figures" / f"{name}.png").stat().st_size > 5000
-
-
-def test_loss_curve_step_accepts_old_train_only_files(tmp_path):
-    from idc.viz.curves import loss_curve_step
-
-    old = pd.DataFrame({"epoch": [0, 0, 1, 1], "step": [1, 2, 3, 4], "loss": [1.0, 0.5, 0.4, 0.2]})
-    path = loss_curve_step(old, tmp_path / "s.png")
-    assert path.stat().st_size > 5000

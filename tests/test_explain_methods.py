@@ -226,7 +226,7 @@ def test_guided_backprop_agrees_with_pytorch_grad_cam():
 
 
 def test_lime_explains_the_region():
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     rng = np.random.default_rng(0)
     images = rng.integers(90, 110, (1, 50, 50, 3)).astype(np.uint8)  # dull background
@@ -279,7 +279,7 @@ def test_lime_figure_shows_the_explained_class(monkeypatch):
     """LIME's boundary image comes from the explained class's weights, not from LIME's top label."""
     import lime.lime_image as li
 
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     asked = []
     original = li.ImageExplanation.get_image_and_mask

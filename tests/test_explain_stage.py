@@ -7,7 +7,7 @@ import pytest
 
 from idc.errors import ConfigError
 from idc.explain.select import book_pair, select_patches
-from tests.conftest import compose_cfg, copy_run
+from tests.helpers import compose_cfg, copy_run
 
 
 def predictions():

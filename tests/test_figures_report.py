@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import types
 from html.parser import HTMLParser
@@ -14,7 +13,7 @@ import pytest
 from idc import figures, report
 from idc.paths import MissingArtifactError, RunPaths
 
-from conftest import compose_cfg, copy_run
+from tests.helpers import compose_cfg, copy_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -74,24 +73,41 @@ def test_index_pairs_with_book_figures_by_relative_path(tmp_path):
     assert "book |" not in no_book and "not found" in no_book
 
 
-def test_run_reruns_the_first_missing_stage_and_everything_after(tmp_path, monkeypatch):
-    cfg = types.SimpleNamespace(run=types.SimpleNamespace(dir=str(tmp_path)))
+def test_figures_runs_the_stages_whose_outputs_are_missing_or_stale(tmp_path, monkeypatch):
+    from idc import pipeline
+    from idc.paths import stage_artifacts
+
+    cfg = compose_cfg(tmp_path)
     paths = RunPaths(tmp_path)
-    for p in (paths.patches_csv, paths.best_pt, paths.maps_npz, paths.sanity_dir / "metrics.csv",
-              paths.sanity_dir / "table_5_2.md"):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text("x")
-    fake_figures(paths.figures_dir)  # landscape figures present too; predictions.csv is missing
     calls = []
 
-    def fake_import(module):
-        return types.SimpleNamespace(run=lambda c: calls.append(module))
+    def fake_stage(stage):
+        def run(c):
+            calls.append(stage)
+            for a in stage_artifacts(stage):
+                (paths.root / a.rel).parent.mkdir(parents=True, exist_ok=True)
+                (paths.root / a.rel).write_text(f"{stage} run {len(calls)}")  # new content: a new hash
+        return types.SimpleNamespace(run=run)
 
-    monkeypatch.setattr(figures.importlib, "import_module", fake_import)
-    found = figures.run(cfg, book_dir=tmp_path / "no-such-folder")
-    assert calls == ["idc.evaluate", "idc.landscape", "idc.explain.stage", "idc.sanity.stage"]
+    monkeypatch.setattr(pipeline.importlib, "import_module",
+                        lambda module: fake_stage(next(n for n, s in pipeline.STAGES.items() if s.module == module)))
+    for stage in ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity"):
+        pipeline.run_one(stage, cfg, paths)
+    fake_figures(paths.figures_dir)
+    calls.clear()
+    paths.predictions_csv.unlink()  # evaluate's output is gone: it and every stage reading it re-run
+    pipeline.build("figures", cfg)
+    assert calls == ["evaluate", "landscape", "explain", "sanity", "figures"]
+    calls.clear()
+    assert pipeline.build("figures", cfg) == {} and calls == []
+
+
+def test_figures_stage_checks_figures_and_writes_the_index(tmp_path):
+    fake_figures(RunPaths(tmp_path).figures_dir)
+    found = figures.run(types.SimpleNamespace(run=types.SimpleNamespace(dir=str(tmp_path))),
+                        book_dir=tmp_path / "no-such-folder")
     assert set(found) == set(figures.expected_figures())
-    assert (paths.figures_dir / "index.md").exists()
+    assert (RunPaths(tmp_path).figure_index_md).exists()
 
 
 def test_markdown_to_html_renders_tables_and_escapes():
@@ -128,7 +144,7 @@ def test_report_is_static_with_relative_links_that_exist(tmp_path):
     assert all(r.exists() for r in refs), [r for r in refs if not r.exists()]
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed (apt-get install chromium)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed: `make browser` installs it (root; .ci/run does)")
 def test_report_renders_in_headless_chromium(tmp_path):
     paths = fake_run(tmp_path / "run")
     out = report.run(types.SimpleNamespace(run=types.SimpleNamespace(dir=str(paths.root))))
@@ -149,9 +165,14 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def test_figures_and_report_stages_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
     cfg = compose_cfg(run_dir, data_dir=tiny_data_dir)
-    found = figures.run(cfg)
-    assert set(found) == set(figures.expected_figures())
+    from idc.pipeline import build
+
+    ran = build("figures", cfg)  # the stages the tiny run lacks, then the figures stage
+    assert list(ran) == ["landscape", "explain", "sanity", "figures"]
+    assert set(ran["figures"]) == set(figures.expected_figures())
     assert (run_dir / "figures" / "index.md").exists()
-    page = report.run(cfg)
+    ran = build("report", cfg)
+    assert list(ran) == ["report"]  # every stage it reports on is up to date
+    page = ran["report"]
     assert all(r.exists() for r in referenced_files(page))
     assert "not found: run" not in page.read_text()

@@ -7,7 +7,7 @@ from PIL import Image
 
 from idc.data.index import index_patches, index_with_report, parse_name
 from idc.errors import DataError
-from tests.conftest import SHARED_SAMPLE, compose_cfg, requires_sample
+from tests.helpers import SHARED_SAMPLE, compose_cfg, requires_sample
 
 
 def write_png(path, size=(50, 50), mode="RGB", value=128):

@@ -6,7 +6,7 @@ import pytest
 
 from idc import landscape
 from idc.errors import ConfigError
-from tests.conftest import compose_cfg, copy_run
+from tests.helpers import compose_cfg, copy_run
 
 
 def test_landscape_stage_writes_book_figures(tiny_evaluated, tiny_data_dir, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from idc.errors import CheckpointError, ConfigError
-from idc.model import build_model, count_parameters, load_model, predict_proba, save_checkpoint
+from idc.model import build_model, count_parameters, load_model, predict, save_checkpoint
 
 BOOK = {"arch": "resnet18", "head": [512, 256], "dropout": 0.5, "num_classes": 2, "weights": None}
 
@@ -39,8 +39,37 @@ def checkpoint(tmp_path, **extra):
 def test_load_roundtrip_and_predict(tmp_path):
     model, meta = load_model(checkpoint(tmp_path), data_hash="abc", model_cfg=BOOK)
     assert meta["epoch"] == 0 and not model.training
-    proba = predict_proba(model, torch.zeros(3, 50, 50, 3, dtype=torch.uint8).numpy(), batch_size=2)
-    assert proba.shape == (3,) and ((proba >= 0) & (proba <= 1)).all()
+    proba = predict(model, torch.zeros(3, 50, 50, 3, dtype=torch.uint8).numpy(), batch_size=2)
+    assert proba.shape == (3, 2) and ((proba >= 0) & (proba <= 1)).all()
+    assert proba.sum(axis=1) == pytest.approx(1.0, abs=1e-6)
+
+
+class Linear2(torch.nn.Module):
+    """P(class 1) known in closed form: logits (0, mean pixel) of the normalized image."""
+
+    def forward(self, x):
+        return torch.stack([torch.zeros(len(x)), x.mean(dim=(1, 2, 3))], dim=1)
+
+
+def test_predict_rows_losses_and_prenormalized_input_agree():
+    import numpy as np
+
+    from idc.data.dataset import normalize_batch
+
+    images = np.stack([np.full((4, 4, 3), v, np.uint8) for v in (0, 64, 128, 255, 32)])
+    model = Linear2()
+    means = (images.reshape(5, -1).astype(np.float32) / 255 - 0.5) / 0.5
+    expected = 1 / (1 + np.exp(-means.mean(axis=1)))
+    rows = np.array([4, 0, 3])
+    losses = []
+    got = predict(model, images, rows=rows, batch_size=2, targets=np.array([1, 0, 1]),
+                  on_loss=lambda loss, n: losses.append((float(loss), n)), desc=None)
+    assert got[:, 1] == pytest.approx(expected[rows], abs=1e-6)
+    assert [n for _, n in losses] == [2, 1]
+    first = -np.mean([np.log(expected[4]), np.log(1 - expected[0])])  # mean cross-entropy of batch 1
+    assert losses[0][0] == pytest.approx(first, abs=1e-5)
+    same = predict(model, normalize_batch(images), batch_size=3, desc=None)  # float NCHW: used as is
+    assert same[:, 1] == pytest.approx(expected, abs=1e-6)
 
 
 def test_garbage_file_is_a_checkpoint_error(tmp_path):

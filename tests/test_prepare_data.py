@@ -6,7 +6,7 @@ import json
 import pandas as pd
 
 from idc import prepare_data
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 EDA = ["target_pc", "idc_positive_samples", "idc_negative_samples", "patient_tissue_slice",
        "patient_patch_dist", "train_val_test_splits"]
@@ -40,7 +40,7 @@ def test_missing_kaggle_root_is_one_clear_error(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "data=kaggle",
                           f"data.root={tmp_path / 'nowhere'}", f"run.dir={tmp_path / 'run'}"],

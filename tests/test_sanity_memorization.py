@@ -4,7 +4,7 @@ import pytest
 
 from idc.sanity.memorization import memorization_note, memorization_subset, random_labels_model
 
-from conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 
 def test_subset_is_fixed_train_only_and_keeps_class_shares():

@@ -8,7 +8,7 @@ import pytest
 from idc.sanity import stage as sanity
 from idc.sanity.scoring import markdown_table, summarize
 
-from conftest import compose_cfg, copy_run
+from tests.helpers import compose_cfg, copy_run
 
 
 def test_select_balanced_is_reproducible_and_balanced():

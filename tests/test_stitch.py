@@ -76,12 +76,6 @@ def test_tiles_of_their_own_size_keep_their_original_pixels(tmp_path):
     assert gone[2].shape == (35, 41, 3)
 
 
-def test_landscape_reexports_the_stitching_contract():
-    from idc import landscape
-
-    assert landscape.stitch_patches is stitch_patches and landscape.grid_values is grid_values
-
-
 def test_stitching_a_2400_patch_patient_is_vectorized():
     import time
 

@@ -12,16 +12,13 @@ import pytest
 import torch
 
 from idc.errors import CheckpointError
-from tests.conftest import REPO, TINY, compose_cfg, copy_run
+from tests.helpers import REPO, compose_cfg, copy_run, run_script
 
 SHORT = ["train.epochs=2", "train.max_batches=3", "train.batch_size=16", "train.eval_batch_size=128"]
 
 
-def script(run_dir, data_dir, *overrides, launcher=(sys.executable,), name="train"):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [*launcher, str(REPO / "scripts" / f"{name}.py"), *TINY, f"run.dir={run_dir}",
-           f"data.root={data_dir}/IDC_regular_ps50_idx5", f"data.masks_dir={data_dir}/masks", *SHORT, *overrides]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+def script(run_dir, data_dir, *overrides, launcher=(sys.executable,), env=None):
+    return run_script(REPO / "scripts" / "train.py", run_dir, data_dir, *SHORT, *overrides, launcher=launcher, env=env)
 
 
 def test_train_writes_checkpoints_and_history(tiny_trained):
@@ -37,7 +34,8 @@ def test_sigkill_then_resume_equals_unbroken_run(tiny_prepared, tiny_data_dir, t
     unbroken = copy_run(tiny_prepared, tmp_path / "unbroken")
     assert script(unbroken, tiny_data_dir).returncode == 0
     broken = copy_run(tiny_prepared, tmp_path / "broken")
-    killed = script(broken, tiny_data_dir, "train.crash_after_steps=5")  # mid epoch 2
+    crash = REPO / "tests" / "helpers" / "crash_train.py"  # SIGKILL after 5 steps: mid epoch 2
+    killed = run_script(crash, broken, tiny_data_dir, *SHORT, env={"IDC_TEST_CRASH_AFTER_STEPS": "5"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert pd.read_csv(broken / "model" / "history.csv")["epoch"].tolist() == [0]
     resumed = script(broken, tiny_data_dir, "train.resume=true")

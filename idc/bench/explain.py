@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from idc.bench.loader import command
 from idc.config import ExplainConfig
-from idc.data.cache import normalize_batch
+from idc.data.dataset import normalize_batch
 from idc.explain.driver import compute_maps
 from idc.explain.methods import METHODS, cam_layer
 from idc.model import build_model

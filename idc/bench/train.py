@@ -12,7 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from idc.bench.loader import BATCH, book_loader, command, cycle, load_note, packed_loader, prepared
-from idc.train import StepMeter
+from idc.train import StepMeter, train_step
 
 log = logging.getLogger("idc")
 
@@ -52,11 +52,7 @@ def ours(p, steps: int) -> tuple[int, float]:
     meter = StepMeter("train", 0, 0, sync_every=1)  # as fit() on CPU: loss and accuracy read every step
 
     def step(x, y):
-        logits = model(x)
-        loss = crit(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, logits = train_step(model, x, y, crit, opt)  # the training step fit() runs
         meter.add(loss, len(y), (logits.argmax(1) == y).sum())
         return len(y)
 
@@ -124,13 +120,13 @@ def matmul_flops(reps: int = 5) -> float:
 
 
 def inference(p, n: int) -> tuple[int, float]:
-    from idc.model import predict_proba
+    from idc.model import predict
 
     model, _, _ = fresh(p.cfg)
     images = p.images[: min(n, len(p.images))]
-    predict_proba(model, images[:256], batch_size=256, desc="warm-up")
+    predict(model, images[:256], batch_size=256, desc="warm-up")
     tic = time.perf_counter()
-    predict_proba(model, images, batch_size=256)
+    predict(model, images, batch_size=256)
     return len(images), time.perf_counter() - tic
 
 
@@ -142,13 +138,7 @@ def cuda_amp(p, steps: int) -> tuple[int, float]:
     loader = packed_loader(p, drop_last=len(p.train_rows) > BATCH, device=device)
 
     def step(x, y):
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = model(x)
-            loss = crit(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, x, y, crit, opt, amp_dtype=torch.bfloat16, channels_last=True)
         return len(y)
 
     return time_steps(step, cycle(loader), steps, "cuda amp", sync=torch.cuda.synchronize)
@@ -161,7 +151,7 @@ def run(quick: bool) -> str:
     ours_n, ours_s = ours(p, steps)
     book_n, book_s = book(p, steps)
     comp_n, comp_s = compute_only(p, steps)
-    log.info("inference (predict_proba, batch 256)")
+    log.info("inference (idc.model.predict, batch 256)")
     inf_n, inf_s = inference(p, 1024 if quick else 4096)
     log.info("FLOP bound: FlopCounterMode on one batch, %dx%d float32 matmul", MATMUL_N, MATMUL_N)
     fpi = flops_per_image(p)
@@ -175,7 +165,7 @@ def run(quick: bool) -> str:
         f"{book_rate / bound:.0%} |",
         f"| compute only: one fixed batch, no loading | {comp_n} | {comp_s:.2f} | {comp_rate:,.0f} | "
         f"{comp_rate / bound:.0%} |",
-        f"| inference: `predict_proba`, batch 256 (eval mode) | {inf_n} | {inf_s:.2f} | {inf_n / inf_s:,.0f} | |",
+        f"| inference: `predict`, batch 256 (eval mode) | {inf_n} | {inf_s:.2f} | {inf_n / inf_s:,.0f} | |",
     ]
     notes = []
     if torch.cuda.is_available():

@@ -17,7 +17,7 @@ _EXPORTS = {
     "split_patients": "split", "split_patient_ids": "split", "assert_disjoint": "split",
     "PatchDataset": "dataset", "train_transform": "dataset", "eval_transform": "dataset",
     "MEAN": "dataset", "STD": "dataset",
-    "load_or_build_cache": "cache", "normalize_batch": "cache", "PackedLoader": "cache",
+    "normalize_batch": "dataset", "load_or_build_cache": "cache", "PackedLoader": "cache",
     "generate_synthetic": "synthetic",
 }
 __all__ = ["load_patches", "PATCH_COLUMNS", *_EXPORTS]

@@ -1,8 +1,8 @@
 """Packed patch cache: every patch decoded once into a memory-mapped uint8 array [N, 50, 50, 3].
 
 Rows follow the patches table. Pixels are produced by the same PIL Resize as the book's transforms,
-and `normalize_batch` does the same float arithmetic as ToTensor + Normalize(0.5, 0.5), so a batch
-from the cache is bit-identical to the PatchDataset tensors (tests/test_dataset_cache.py).
+and `idc.data.dataset.normalize_batch` does the same float arithmetic as ToTensor + Normalize(0.5, 0.5),
+so a batch from the cache is bit-identical to the PatchDataset tensors (tests/test_dataset_cache.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idc.data.dataset import load_rgb, resize_transform
+from idc.data.dataset import load_rgb, normalize_batch, normalize_inplace, resize_transform
 from idc.data.index import threaded_map
 from idc.errors import DataError
 from idc.utils import atomic_path
@@ -74,14 +74,6 @@ def load_or_build_cache(df: pd.DataFrame, images_dir, cache_dir, size: int = 50,
     return np.load(path, mmap_mode="r")
 
 
-def _normalize_(x: np.ndarray) -> np.ndarray:
-    """In place on float32 pixel values 0..255: ToTensor's / 255, then Normalize's (x - 0.5) / 0.5."""
-    x /= np.float32(255)
-    x -= np.float32(0.5)
-    x /= np.float32(0.5)
-    return x
-
-
 def _flip_(batch: np.ndarray, hflip: np.ndarray, vflip: np.ndarray) -> np.ndarray:
     """Flip the chosen images of a uint8 NHWC batch in place (W is axis 2, H is axis 1)."""
     batch[hflip] = batch[hflip, :, ::-1]
@@ -97,28 +89,6 @@ def _flipped_nchw(batch: np.ndarray, hflip: np.ndarray, vflip: np.ndarray) -> np
     for i in range(n):
         out[i] = batch[i, ::-1 if vflip[i] else 1, ::-1 if hflip[i] else 1].transpose(2, 0, 1)
     return out
-
-
-def normalize_batch(images, device=None) -> torch.Tensor:
-    """uint8 NHWC (numpy or tensor) -> float32 NCHW, as ToTensor + Normalize(0.5, 0.5) per image.
-
-    The same float32 operations as the transforms (x / 255 - 0.5) / 0.5, hence bit-identical. On CPU in
-    numpy: single-threaded passes beat torch's multi-threaded elementwise kernels on a small, busy CPU.
-    On an accelerator the uint8 batch is copied there first (4x fewer bytes) and normalized there.
-    """
-    device = torch.device(device) if device is not None else None
-    on_device = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
-    target = device or on_device
-    if target.type == "cpu":
-        arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-        return torch.from_numpy(_normalize_(arr.transpose(0, 3, 1, 2).astype(np.float32, order="C")))
-    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-    t = t.to(target, non_blocking=True)
-    n, h, w, c = t.shape
-    # contiguous NCHW: a permuted (channels-last strided) batch sends convolutions down a slower path
-    x = torch.empty((n, c, h, w), dtype=torch.float32, device=target)
-    x.copy_(t.permute(0, 3, 1, 2))
-    return x.div_(255).sub_(0.5).div_(0.5)
 
 
 class PackedLoader:
@@ -184,7 +154,7 @@ class PackedLoader:
             hflip = rng.random(len(rows)) < 0.5
             vflip = rng.random(len(rows)) < 0.5
             if not accelerated:
-                yield torch.from_numpy(_normalize_(_flipped_nchw(batch, hflip, vflip))), y
+                yield torch.from_numpy(normalize_inplace(_flipped_nchw(batch, hflip, vflip))), y
                 continue
             x = torch.from_numpy(_flip_(np.asarray(batch), hflip, vflip))
             if pin:

@@ -44,7 +44,7 @@ def dataset_reference(images: np.ndarray, patches, k: int, seed: int) -> Referen
 
 def patch_batch(images: np.ndarray, df, device) -> Tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """(uint8 NHWC images, normalized NCHW tensor, long target tensor) for the cache rows `df["row"]`."""
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     imgs = np.ascontiguousarray(images[df["row"].to_numpy()])
     target = torch.tensor(np.array(df["target"], dtype=np.int64), device=device)
@@ -55,7 +55,9 @@ def attribute(model, x: torch.Tensor, target, method: str, explain_cfg, images: 
               extras: Optional[dict] = None, reference: Optional[Reference] = None) -> np.ndarray:
     """Raw map of one method for one batch: [n, 3, H, W] (pixel methods) or [n, H, W]."""
     model.eval()
-    target = torch.tensor(np.array(target, dtype=np.int64), device=x.device)  # a copy: inputs may be read-only views
+    # a copy: inputs may be read-only views (a tensor is copied by torch, not via numpy's __array__)
+    target = target.detach().to(x.device, torch.long).clone() if isinstance(target, torch.Tensor) else \
+        torch.tensor(np.array(target, dtype=np.int64), device=x.device)
     ctx = Context(cfg=explain_cfg, images=images, extras=extras if extras is not None else {}, reference=reference)
     with torch.enable_grad(), warnings.catch_warnings():
         # captum announces that it sets requires_grad and hooks ReLUs, for every batch: expected here.
@@ -81,7 +83,7 @@ def compute_maps(model, images: np.ndarray, targets, methods: Iterable[str], exp
     Seeded: torch's RNG is set to `explain_cfg.seed` before each method (and restored after), so the
     same inputs give the same maps (SmoothGrad's noise, IG's uniform baseline), whatever ran before,
     and two models compared by the sanity stage see the same noise."""
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     methods = list(methods)
     for m in methods:

@@ -50,7 +50,6 @@ class Method:
     title: str  # as in the book's panel titles
     figure: str  # the book's file name
     fn: Callable
-    kind: str = "pixel"  # pixel (per channel) | map (one value per pixel)
 
 
 def cam_layer(model: nn.Module, name: str) -> nn.Module:
@@ -110,7 +109,7 @@ def ig_baselines(x: torch.Tensor, ctx) -> list:
         k = min(int(ctx.cfg.ig_expected_k), len(ref.patches))
         if k < 1:
             raise ConfigError("explain.ig_expected_k must be >= 1 (and the training split non-empty)")
-        from idc.data.cache import normalize_batch
+        from idc.data.dataset import normalize_batch
 
         base = normalize_batch(ref.patches[:k], device=x.device)
         return [b[None].expand_as(x) for b in base]
@@ -198,16 +197,15 @@ def lime(model, x, target, ctx):
     from lime.lime_image import LimeImageExplainer
     from skimage.segmentation import mark_boundaries
 
-    from idc.data.cache import normalize_batch
+    from idc.model import predict
 
     if ctx.images is None:
         raise ConfigError("LIME needs the uint8 patches (images=...)")
     device = x.device
 
-    @torch.no_grad()
     def classify(batch):
         batch = np.clip(np.asarray(batch), 0, 255).astype(np.uint8)
-        return torch.softmax(model(normalize_batch(batch, device=device)), 1).cpu().numpy()
+        return predict(model, batch, batch_size=max(1, len(batch)), device=device, desc=None)
 
     explainer = LimeImageExplainer(random_state=ctx.cfg.seed)
     maps, vis = [], []
@@ -275,17 +273,17 @@ def rise(model, x, target, ctx):
 
 # ---------------------------------------------------------------- the registry
 METHODS: Dict[str, Method] = {m.name: m for m in [
-    Method("lime", "LIME Explanation", "chapter_05_lime_explanation", lime, "map"),
+    Method("lime", "LIME Explanation", "chapter_05_lime_explanation", lime),
     Method("vanilla_backprop", "Vanilla Backprop", "chapter_05_vanilla_backprop", vanilla_backprop),
     Method("guided_backprop", "Guided Backprop", "chapter_05_guided_backprop", guided_backprop),
     Method("integrated_gradients", "Integrated Gradients", "chapter_05_integrated_gradients", integrated_gradients),
     Method("smoothgrad", "SmoothGrad", "chapter_05_smooth_grad", smoothgrad),
-    Method("gradcam", "Grad-CAM", "chapter_05_grad_cam", gradcam, "map"),
+    Method("gradcam", "Grad-CAM", "chapter_05_grad_cam", gradcam),
     Method("guided_gradcam", "Guided Grad-CAM", "chapter_05_guided_grad_cam", guided_gradcam),
-    Method("gradcam_pp", "Grad-CAM++", "chapter_05_gradcam_pp", _grad_cam_lib("GradCAMPlusPlus"), "map"),
-    Method("scorecam", "Score-CAM", "chapter_05_score_cam", _grad_cam_lib("ScoreCAM"), "map"),
-    Method("layercam", "LayerCAM", "chapter_05_layer_cam", _grad_cam_lib("LayerCAM"), "map"),
-    Method("rise", "RISE", "chapter_05_rise", rise, "map"),
+    Method("gradcam_pp", "Grad-CAM++", "chapter_05_gradcam_pp", _grad_cam_lib("GradCAMPlusPlus")),
+    Method("scorecam", "Score-CAM", "chapter_05_score_cam", _grad_cam_lib("ScoreCAM")),
+    Method("layercam", "LayerCAM", "chapter_05_layer_cam", _grad_cam_lib("LayerCAM")),
+    Method("rise", "RISE", "chapter_05_rise", rise),
 ]}
 
 

@@ -14,16 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from idc.data import cache_rows, load_patches
-from idc.data.cache import load_or_build_cache
+from idc.data import cache_rows
 from idc.errors import ConfigError
 from idc.explain.driver import compute_maps, dataset_reference, resolve_targets, to_grayscale
 from idc.explain.figures import book_figure, overview_grid, patch_png
 from idc.explain.methods import METHODS
 from idc.explain.select import book_pair, select_patches
-from idc.model import load_model
+from idc.inputs import load_run
 from idc.paths import RunPaths, require
-from idc.utils import file_sha256, resolve_device, write_csv_atomic, write_npz_atomic, wrote
+from idc.utils import write_csv_atomic, write_npz_atomic, wrote
 
 log = logging.getLogger("idc")
 INDEX_COLUMNS = ["image_id", "patient_id", "target", "pred", "proba", "outcome", "explained_class"]
@@ -65,7 +64,7 @@ def merge_shards(paths: RunPaths, n: int) -> bool:
     return True
 
 
-def draw(cfg, paths: RunPaths, patches: pd.DataFrame, images_all) -> list:
+def draw(paths: RunPaths, patches: pd.DataFrame, images_all) -> list:
     """Figures from explain/maps.npz + index.csv (so merged shards draw exactly like one run)."""
     maps = load_maps(paths.maps_npz)
     index = pd.read_csv(paths.explain_index_csv)
@@ -93,24 +92,21 @@ def draw(cfg, paths: RunPaths, patches: pd.DataFrame, images_all) -> list:
 
 def run(cfg) -> list:
     e = cfg.explain
-    paths = RunPaths.from_cfg(cfg)
-    patches = load_patches(paths)
-    images_all = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
     if e.num_shards < 1 or not 0 <= e.shard_index < e.num_shards:
         raise ConfigError(f"explain.shard_index={e.shard_index} must be in 0..explain.num_shards-1 ({e.num_shards})")
     if e.merge:
+        run = load_run(cfg, needs=("patches", "images"))
+        paths, patches, images_all = run.paths, run.patches, run.images
         if not merge_shards(paths, e.num_shards):
             raise ConfigError("explain.merge=true but some shards are missing (see the log); run them first")
-        return draw(cfg, paths, patches, images_all)
-    pred = pd.read_csv(require(paths.predictions_csv))
-    log.info("read %s (%d patches)", paths.predictions_csv, len(pred))
-    chosen = select_patches(pred, list(e.patches), list(e.image_ids), dict(e.select))
+        return draw(paths, patches, images_all)
+    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    paths, patches, images_all, model, device = run.paths, run.patches, run.images, run.model, run.device
+    chosen = select_patches(run.predictions, list(e.patches), list(e.image_ids), dict(e.select))
     chosen = chosen.iloc[e.shard_index::e.num_shards]
     targets = resolve_targets(e.target, chosen["target"], chosen["pred"])
     chosen = chosen.assign(explained_class=targets)
-    device = resolve_device(cfg.device)
-    model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv), model_cfg=cfg.model)
-    log.info("read %s; explaining %d patches with %s (target=%s)", paths.best_pt, len(chosen), list(e.methods), e.target)
+    log.info("explaining %d patches with %s (target=%s)", len(chosen), list(e.methods), e.target)
     rows = cache_rows(patches, chosen["image_id"], str(paths.predictions_csv))
     reference = dataset_reference(images_all, patches, int(e.ig_expected_k), int(e.seed))
     raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device, reference=reference)
@@ -124,7 +120,7 @@ def run(cfg) -> list:
         save_maps(paths.maps_npz, chosen, raws, extras)
         wrote(paths.maps_npz, "raw and grey maps")
         wrote(paths.explain_index_csv)
-    written = draw(cfg, paths, patches, images_all)
+    written = draw(paths, patches, images_all)
     if e.visualize:
         from idc.explain import visualize
 

@@ -105,7 +105,7 @@ def gradcam_overlay(image: np.ndarray, cam: np.ndarray, scale: int = 4, alpha: f
 
 
 def draw(cfg, paths, model, images: np.ndarray, chosen: pd.DataFrame, device) -> list:
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     e = cfg.explain
     out_dir = paths.explain_dir / "visualize"
@@ -131,17 +131,13 @@ def draw(cfg, paths, model, images: np.ndarray, chosen: pd.DataFrame, device) ->
 
 def run(cfg) -> list:
     """`make visualize`: the chapter-10 figures for the patches of the last `make explain`."""
-    from idc.data import cache_rows, load_patches
-    from idc.data.cache import load_or_build_cache
-    from idc.model import load_model
-    from idc.paths import RunPaths, require
-    from idc.utils import file_sha256, resolve_device
+    from idc.data import cache_rows
+    from idc.inputs import check_fresh, load_run
+    from idc.paths import require
 
-    paths = RunPaths.from_cfg(cfg)
-    patches = load_patches(paths)
+    run = load_run(cfg, needs=("patches", "images", "model"))
+    paths = run.paths
+    check_fresh(paths, "explain", str(paths.explain_index_csv))
     index = pd.read_csv(require(paths.explain_index_csv))
-    images_all = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
-    rows = cache_rows(patches, index["image_id"], str(paths.explain_index_csv))
-    device = resolve_device(cfg.device)
-    model, _ = load_model(require(paths.best_pt), device, data_hash=file_sha256(paths.patches_csv))
-    return draw(cfg, paths, model, np.asarray(images_all[rows]), index, device)
+    rows = cache_rows(run.patches, index["image_id"], str(paths.explain_index_csv))
+    return draw(cfg, paths, run.model, np.asarray(run.images[rows]), index, run.device)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from idc.model import predict
+
 DEFAULT_FRACTIONS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 
@@ -65,8 +67,8 @@ def deletion_curves(
         img, step = idx // steps, idx % steps
         k = keep[img, step].unsqueeze(1).to(x.dtype)  # [b, 1, H, W]
         batch = x[img] * k + base[img] * (1 - k)
-        p = torch.softmax(model(batch).float(), dim=1)
-        probs[idx] = p[torch.arange(len(idx)), target[img]].cpu().numpy()
+        p = predict(model, batch, batch_size=len(idx), desc=None)  # the one batched inference function
+        probs[idx] = p[np.arange(len(idx)), target[img].cpu().numpy()]
     return probs.reshape(n, steps)
 
 

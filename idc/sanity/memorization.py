@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from idc.model import as_dict, build_model, load_model, predict_proba, save_checkpoint
+from idc.model import as_dict, build_model, load_model, predict, save_checkpoint
 from idc.utils import file_sha256, write_json_atomic, wrote
 
 log = logging.getLogger("idc")
@@ -44,16 +44,18 @@ def memorization_subset(split: np.ndarray, targets: np.ndarray, n: int, seed: in
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, batch_size: int = 256) -> float:
-    """Accuracy in eval mode on unaugmented uint8 images."""
-    proba = predict_proba(model, images, batch_size=batch_size, device=device, desc="memorization check")
-    return float(np.mean((proba >= 0.5).astype(np.int64) == labels)) if len(labels) else float("nan")
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, rows=None) -> float:
+    """Accuracy in eval mode on unaugmented uint8 images (`rows` of them, if given)."""
+    if not len(labels):
+        return float("nan")
+    proba = predict(model, images, rows=rows, device=device, desc="memorization check")
+    return float(np.mean(proba.argmax(1) == labels))
 
 
 def fit_random_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, *, max_epochs: int,
                       target: float, lr: float, batch_size: int, seed: int) -> dict:
     """Train `model` in place on (images, labels) until eval-mode accuracy >= `target` or `max_epochs`."""
-    from idc.data.cache import normalize_batch
+    from idc.data.dataset import normalize_batch
 
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -116,7 +118,7 @@ def random_labels_model(cfg, paths, patches, images, device) -> Tuple[nn.Module,
     model.eval()
     test = np.flatnonzero(np.asarray(patches["split"]) == "test")
     test_y = np.asarray(patches["target"], dtype=np.int64)[test]
-    test_acc = accuracy(model, np.asarray(images[test]), test_y, device) if len(test) else None
+    test_acc = accuracy(model, images, test_y, device, rows=test) if len(test) else None
     share = float(np.mean(labels)) if len(labels) else 0.0
     test_share = float(np.mean(test_y)) if len(test_y) else 0.0
     record = dict(

@@ -19,7 +19,6 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from idc.errors import ConfigError, DataError
-from idc.paths import RunPaths, require
 from idc.sanity import plots as sanity_plots, scoring as sanity_localization
 from idc.sanity.memorization import memorization_note, random_labels_model
 from idc.sanity.randomization import (REINIT_SCHEMES, cascade_models, logit_change, logits_of,
@@ -27,7 +26,7 @@ from idc.sanity.randomization import (REINIT_SCHEMES, cascade_models, logit_chan
 from idc.sanity.similarity import METRICS, constant_maps, entropy_rise, map_similarities
 from idc.sanity.table import table_5_2
 from idc.sanity.verdicts import RANDOMIZATION_COLUMNS, cluster_bootstrap_ci, per_patch_means, summarize_test
-from idc.utils import resolve_device, write_csv_atomic, write_text_atomic, wrote
+from idc.utils import write_csv_atomic, write_text_atomic, wrote
 
 log = logging.getLogger("idc")
 
@@ -37,17 +36,13 @@ Maps = Dict[str, np.ndarray]  # method -> raw maps
 
 
 # ---------------------------------------------------------------- inputs
-def load_test_patches(cfg, paths: RunPaths):
-    """(patches.csv, packed cache, evaluated test patches with `row` = their index in the cache)."""
-    from idc.data import cache_rows, load_patches
-    from idc.data.cache import load_or_build_cache
+def test_patches(run) -> pd.DataFrame:
+    """Evaluated test patches (eval/predictions.csv) with `row` = their index in the packed cache."""
+    from idc.data import cache_rows
 
-    patches = load_patches(paths)
-    images = load_or_build_cache(patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
-    preds = pd.read_csv(require(paths.predictions_csv))
-    log.info("read %s (%d rows)", paths.predictions_csv, len(preds))
-    preds["row"] = cache_rows(patches, preds["image_id"], str(paths.predictions_csv))
-    return patches, images, preds
+    preds = run.predictions
+    preds["row"] = cache_rows(run.patches, preds["image_id"], str(run.paths.predictions_csv))
+    return preds
 
 
 def select_balanced(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -138,22 +133,21 @@ def explain_settings(cfg):
 
 def run(cfg) -> dict:
     from idc.explain import METHODS
+    from idc.data.dataset import normalize_batch
     from idc.explain.driver import compute_maps, dataset_reference, to_grayscale
-    from idc.data.cache import normalize_batch
-    from idc.model import build_model, load_model
+    from idc.inputs import load_run
+    from idc.model import build_model
 
     s = cfg.sanity
-    paths = RunPaths.from_cfg(cfg)
     titles = {k: m.title for k, m in METHODS.items()}
     _validate(cfg, titles)
-    device = resolve_device(cfg.device)
-    model, ckpt = load_model(require(paths.best_pt), device=device)
-    log.info("read %s", paths.best_pt)
+    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    paths, model, device, images, patches, ckpt = run.paths, run.model, run.device, run.images, run.patches, run.checkpoint
     scheme, seed, cascade, methods = str(s.reinit), int(s.seed), list(s.cascade), list(s.methods)
     def factory():
         return build_model({**ckpt["model_cfg"], "weights": None})
 
-    patches, images, preds = load_test_patches(cfg, paths)
+    preds = test_patches(run)
     chosen = select_balanced(preds, int(s.num_patches), seed)
     if chosen.empty:
         raise DataError(f"{paths.predictions_csv} has no test patches; re-run `make evaluate` on a non-empty test split")
@@ -215,10 +209,10 @@ def run(cfg) -> dict:
     table = table_5_2(verdicts, metrics, logits, methods, titles, threshold=float(s.threshold), metric=TABLE_METRIC,
                       n_patches=len(chosen), n_patients=n_pat, memorization=memorization_note(record), settings=settings)
     out = paths.sanity_dir
-    wrote(write_csv_atomic(metrics, out / "metrics.csv"), f"{len(metrics)} similarity rows")
+    wrote(write_csv_atomic(metrics, paths.sanity_metrics_csv), f"{len(metrics)} similarity rows")
     wrote(write_csv_atomic(logits, out / "logit_change.csv"), "logit change per randomized model")
     wrote(write_csv_atomic(verdicts, paths.randomization_csv), "verdicts per method and test")
-    wrote(write_text_atomic(out / "table_5_2.md", table), "Table 5.2")
+    wrote(write_text_atomic(paths.table_5_2, table), "Table 5.2")
     gray_examples = [(label, {m: (raw, to_grayscale(raw)) for m, raw in maps.items()}) for label, maps in examples]
     figures = sanity_plots.write_sanity_figures(paths.figures_dir, metrics, cascade, titles, float(s.threshold),
                                                 imgs[0], gray_examples)

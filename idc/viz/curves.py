@@ -27,15 +27,9 @@ def loss_curve_epoch(history: pd.DataFrame, path: Path) -> Path:
 def loss_curve_step(steps: pd.DataFrame, path: Path) -> Path:
     """The running mean loss within each epoch against the batch count of each split, as the book draws it.
 
-    `steps` is model/history_steps.csv (split, epoch, step, loss, running_loss); older files without
-    `split`/`running_loss` are train-only per-step losses.
+    `steps` is model/history_steps.csv (split, epoch, step, loss, running_loss).
     """
     fig, ax = subplots(figsize=(7, 4.5))
-    if "split" not in steps:
-        steps = steps.assign(split="train")
-    if "running_loss" not in steps:
-        run_sum = steps.groupby("epoch")["loss"].cumsum()
-        steps = steps.assign(running_loss=run_sum / (steps.groupby("epoch").cumcount() + 1))
     for split, label in (("train", "train"), ("val", "validation"), ("test", "test")):
         part = steps[steps["split"] == split]
         if len(part):

@@ -1,0 +1,65 @@
+"""Helpers shared by the test modules: compose the real Hydra configs into a tmp run dir, copy runs,
+run stage scripts in a subprocess. Test modules import from here (never from conftest)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_SAMPLE = REPO.parent / "shared" / "data" / "idc-sample"
+CONFIG_DIR = str(REPO / "configs")
+
+# Small enough that every stage runs in seconds on 2 CPU cores.
+TINY = [
+    "data=tiny",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "explain.lime_num_samples=50",
+    "explain.rise_num_masks=64",
+    "explain.ig_steps=8",
+    "explain.smoothgrad_samples=4",
+    "explain.select={tp: 1, tn: 1, fp: 1, fn: 1}",
+    "explain.filter_steps=3",
+    "explain.filter_count=8",
+    "sanity.num_patches=4",
+    "sanity.random_labels_epochs=1",
+    "sanity.localization_patches=4",
+]
+
+
+def data_overrides(run_dir: Path, data_dir: Path | None = None) -> list[str]:
+    data_dir = Path(data_dir) if data_dir else Path(run_dir) / "_data"
+    return [f"run.dir={run_dir}", f"data.root={data_dir}/IDC_regular_ps50_idx5", f"data.masks_dir={data_dir}/masks"]
+
+
+def compose_cfg(run_dir: Path, *overrides: str, data_dir: Path | None = None):
+    """Compose configs/config.yaml with TINY + overrides, writing under run_dir (and data_dir)."""
+    from hydra import compose, initialize_config_dir
+
+    import idc.config  # noqa: F401  (registers the structured config schema)
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=TINY + data_overrides(run_dir, data_dir) + list(overrides))
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def run_script(script: Path | str, run_dir, data_dir, *overrides, launcher=(sys.executable,), env=None, timeout=600):
+    """Run an entry script (scripts/<stage>.py or a helper script) with TINY + overrides in a subprocess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    cmd = [*launcher, str(script), *TINY, *data_overrides(run_dir, data_dir), *overrides]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+requires_sample = pytest.mark.skipif(
+    not SHARED_SAMPLE.is_dir(),
+    reason=f"real IDC sample not found at {SHARED_SAMPLE} (../shared/data/idc-sample is outside the repo)",
+)
