@@ -141,13 +141,15 @@ def run(cfg) -> dict:
     s = cfg.sanity
     titles = {k: m.title for k, m in METHODS.items()}
     _validate(cfg, titles)
-    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
-    paths, model, device, images, patches, ckpt = run.paths, run.model, run.device, run.images, run.patches, run.checkpoint
+    inputs = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    paths, model, device, images = inputs.paths, inputs.model, inputs.device, inputs.images
+    patches, ckpt = inputs.patches, inputs.checkpoint
     scheme, seed, cascade, methods = str(s.reinit), int(s.seed), list(s.cascade), list(s.methods)
+
     def factory():
         return build_model({**ckpt["model_cfg"], "weights": None})
 
-    preds = test_patches(run)
+    preds = test_patches(inputs)
     chosen = select_balanced(preds, int(s.num_patches), seed)
     if chosen.empty:
         raise DataError(f"{paths.predictions_csv} has no test patches; re-run `make evaluate` on a non-empty test split")
@@ -204,8 +206,8 @@ def run(cfg) -> dict:
     n_pat = len(set(patients))
     settings = (f"Maps: explain.* with {', '.join(f'{k}={ecfg[k]}' for k in SANITY_EXPLAIN_KEYS)}, "
                 f"ig_steps={ecfg.ig_steps}, smoothgrad_samples={ecfg.smoothgrad_samples}; target = the true class; re-initialization: {scheme}; cascade {cascade}; "
-                f"sMPRT: {s.smprt_samples} noisy copies (sd {s.smprt_noise:g} x range) of the first "
-                f"{min(int(s.smprt_patches), len(chosen))} of the patches (balanced), bottom-up; eMPRT: {s.emprt_bins}-bin entropy.")
+                f"sMPRT: {s.smprt_samples} noisy copies (sd {s.smprt_noise:g} x range) of "
+                f"{len(sub)} of the patches (half IDC-positive where possible), bottom-up; eMPRT: {s.emprt_bins}-bin entropy.")
     table = table_5_2(verdicts, metrics, logits, methods, titles, threshold=float(s.threshold), metric=TABLE_METRIC,
                       n_patches=len(chosen), n_patients=n_pat, memorization=memorization_note(record), settings=settings)
     out = paths.sanity_dir
