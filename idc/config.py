@@ -127,11 +127,18 @@ class ExplainConfig:
     lime_kernel_size: float = 4.0
     ig_steps: int = 50
     ig_internal_batch_size: int = 512
+    # IG's baseline: black | grey (normalized 0, the default until localization picks one) | blur (Gaussian,
+    # ig_blur_sigma px) | uniform (noise) | expected (IG averaged over ig_expected_k random training patches).
+    ig_baseline: str = "grey"
+    ig_blur_sigma: float = 5.0
+    ig_expected_k: int = 8
     smoothgrad_samples: int = 25
     smoothgrad_stdev: float = 0.15
     rise_num_masks: int = 2000
     rise_cell: int = 8
     rise_p: float = 0.5
+    # What RISE's masked pixels become: mean (the training patches' mean colour) | black | grey | white.
+    rise_fill: str = "mean"
     num_shards: int = 1
     shard_index: int = 0
     # Only join the shard outputs under explain/shards/ into maps.npz, index.csv and the figures.
@@ -142,23 +149,44 @@ class ExplainConfig:
     filter_layers: List[str] = field(default_factory=lambda: ["conv1", "layer1", "layer2", "layer3", "layer4"])
     filter_count: int = 64
     filter_steps: int = 40
+    # Seeds torch's RNG before each method (SmoothGrad noise, uniform IG baseline), LIME and RISE.
     seed: int = 0
 
 
 @dataclass
 class SanityConfig:
+    # The book's six methods, then the five extra ones.
     methods: List[str] = field(
         default_factory=lambda: [
             "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad",
-            "gradcam", "guided_gradcam",
+            "gradcam", "guided_gradcam", "lime", "gradcam_pp", "scorecam", "layercam", "rise",
         ]
     )
-    cascade: List[str] = field(default_factory=lambda: ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"])
+    # Blocks randomized in cascade, top first; `a+b` randomizes modules a and b together (stem conv + BN).
+    cascade: List[str] = field(default_factory=lambda: ["fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1"])
+    # model_init (the network's own init scheme, via a freshly built model) | reset_parameters.
+    reinit: str = "model_init"
     num_patches: int = 16
-    # Similarity (Spearman of absolute maps) below this = the map changed = the test is passed.
+    # A randomization test passes when the upper end of the 95% CI of the similarity (Spearman of
+    # absolute maps) lies below this threshold: the map changed. See docs/sanity.md.
     threshold: float = 0.5
-    random_labels_epochs: int = 5
-    random_labels_max_batches: Optional[int] = None
+    bootstrap: int = 2000  # resamples of patients for the CIs
+    # Smooth MPRT (Hedström et al. 2023): maps averaged over this many noisy copies of each patch
+    # (noise sd = smprt_noise x the patch's value range), bottom-up cascade.
+    smprt_samples: int = 3  # Quantus: 50; ours is bounded by the stage's time budget (docs/sanity.md)
+    smprt_noise: float = 0.1
+    smprt_patches: int = 8  # N of the sanity patches, half IDC-positive (sMPRT costs smprt_samples x the maps)
+    emprt_bins: int = 100  # Efficient MPRT: histogram bins of the map's discrete entropy
+    # The sanity maps (13+ models x every method) use explain.* with these two capped (null = no cap):
+    # fewer LIME samples and RISE masks keep `make sanity` within its time budget on 2 CPU cores.
+    lime_num_samples: Optional[int] = 300
+    rise_num_masks: Optional[int] = 500
+    # Data randomization: memorize permuted labels of a fixed subset of training patches.
+    random_labels_patches: int = 2048
+    random_labels_epochs: int = 60  # the cap
+    random_labels_target: float = 0.95
+    random_labels_lr: float = 0.001
+    random_labels_batch_size: int = 128
     localization: bool = True
     # Cap on the IDC-positive test patches scored against the evidence mask (all eligible ones up to this).
     localization_patches: int = 256

@@ -57,6 +57,7 @@ ARTIFACTS: List[Artifact] = [
     Artifact("sanity_dir", "sanity", "sanity", core=False),
     Artifact("sanity_metrics_csv", "sanity/metrics.csv", "sanity"),
     Artifact("table_5_2", "sanity/table_5_2.md", "sanity"),
+    Artifact("randomization_csv", "sanity/randomization.csv", "sanity"),  # verdicts (docs/sanity.md)
     Artifact("localization_md", "sanity/localization.md", "sanity", core=False),  # synthetic data only
     Artifact("leaderboard_md", "sanity/leaderboard.md", "sanity", core=False),  # synthetic data only
     # figures (every stage's book figures land in this folder) and report

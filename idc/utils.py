@@ -106,6 +106,20 @@ def ensure_writable(folder: str | os.PathLike, key: str) -> Path:
         raise ConfigError(f"{key}: cannot write in {folder} ({err.strerror or type(err).__name__}); "
                           f"choose a writable folder (e.g. {key}=/tmp/idc-run) or fix its permissions") from None
     return folder
+def write_npz_atomic(path: str | os.PathLike, arrays: dict, compress: bool = True) -> Path:
+    """np.savez(_compressed) with fixed zip timestamps, so the same arrays give a byte-identical file
+    (numpy stamps each member with the current time). Arrays are written in the order given."""
+    import zipfile
+
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
+            for key, value in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = method
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    return Path(path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -240,10 +240,19 @@ def run(cfg) -> Optional[pd.DataFrame]:
     """Only the localization, faithfulness and shortcut scores and the leaderboard of `make sanity` (which
     runs this part too), reusing the sanity stage's randomization.csv if present; for notebooks and tests."""
     from idc.explain import METHODS
+    from idc.explain.driver import dataset_reference
     from idc.inputs import load_run
+    from idc.model import build_model
     from idc.sanity.scoring import run_localization
-    from idc.sanity.stage import test_patches
+    from idc.sanity.stage import explain_settings, test_patches
 
     run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
     titles = {k: m.title for k, m in METHODS.items()}
-    return run_localization(cfg, run.paths, run.model, test_patches(run), run.images, titles, run.device)
+    ecfg = explain_settings(cfg)
+    reference = dataset_reference(run.images, run.patches, int(ecfg.ig_expected_k), int(ecfg.seed))
+
+    def factory():
+        return build_model({**run.checkpoint["model_cfg"], "weights": None})
+
+    return run_localization(cfg, run.paths, run.model, test_patches(run), run.images, titles, run.device,
+                            reference=reference, factory=factory)

@@ -148,7 +148,7 @@ def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks
     return out
 
 
-def source_maps(src: MapSource, model, random_model, imgs, target, cfg, device) -> Dict[str, np.ndarray]:
+def source_maps(src: MapSource, model, random_model, imgs, target, cfg, device, reference=None) -> Dict[str, np.ndarray]:
     """{variant: non-negative [n, H, W] maps} of one source (methods through the one explain driver)."""
     from idc.explain.driver import compute_maps
 
@@ -158,7 +158,8 @@ def source_maps(src: MapSource, model, random_model, imgs, target, cfg, device) 
     net = random_model if src.kind == "randomized" else model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg.sanity.seed))  # noisy methods draw the same noise for every model
-        raw, _ = compute_maps(net, imgs, target, [src.method], explain_cfg_with(cfg.explain, src.overrides), device)
+        raw, _ = compute_maps(net, imgs, target, [src.method], explain_cfg_with(cfg.explain, src.overrides), device,
+                              reference=reference)
     return relevance_variants(raw[src.method])
 
 
@@ -202,12 +203,15 @@ def _note(path: Path, reason: str) -> None:
     wrote(write_text_atomic(path, f"# Localization and faithfulness\n\nSkipped: {reason}\n"), "localization skipped")
 
 
-def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, titles, device) -> Optional[pd.DataFrame]:
-    """Score every method, variant and control row against the evidence masks; None if skipped."""
+def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, titles, device,
+                     reference=None, factory=None) -> Optional[pd.DataFrame]:
+    """Score every method, variant and control row against the evidence masks; None if skipped.
+    `reference`: the data set's reference patches (idc.explain.driver.dataset_reference) for RISE/IG;
+    `factory`: builds a fresh network for `sanity.reinit=model_init` (the randomized-model control rows)."""
     from idc.sanity.leaderboard import write_leaderboard
     from idc.sanity.plots import LOCALIZATION_FIGURE, plot_localization_examples
     from idc.sanity.randomization import randomize_cascading
-    from idc.sanity.stage import batch_tensors
+    from idc.explain.driver import patch_batch
 
     s = cfg.sanity
     md_path = paths.sanity_dir / "localization.md"
@@ -228,12 +232,12 @@ def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, t
     if len(rows) == 0:
         _note(md_path, "no IDC-positive test patch has a mask that is neither empty nor full.")
         return None
-    imgs, x, _ = batch_tensors(images, rows, device)
+    imgs, x, _ = patch_batch(images, rows, device)
     target = np.ones(len(rows), dtype=np.int64)  # explain the IDC class on IDC-positive patches
-    random_model = randomize_cascading(model, list(s.cascade), len(s.cascade), int(s.seed))
+    random_model = randomize_cascading(model, list(s.cascade), len(s.cascade), int(s.seed), str(s.reinit), factory)
     frames, examples = [], {}
     for src in tqdm(sources, desc="localization and faithfulness", unit="source"):
-        maps = source_maps(src, model, random_model, imgs, target, cfg, device)
+        maps = source_maps(src, model, random_model, imgs, target, cfg, device, reference)
         examples[src.title] = maps[FAITHFUL_VARIANT]
         for variant, scores in score_source(model, x, torch.as_tensor(target), maps, masks, cues, s).items():
             frame = pd.DataFrame(scores)
