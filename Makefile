@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-STAGES := train evaluate landscape explain visualize sanity figures report
+STAGES := train evaluate landscape explain visualize sanity figures report view
 
 .PHONY: help install data $(STAGES) reproduce test bench browser clean
 
@@ -24,6 +24,7 @@ help:
 	@echo "make sanity     randomization tests, localization, Table 5.2"
 	@echo "make figures    every chapter-5 figure by the book's name"
 	@echo "make report     report.html (runs every stage it reports on)"
+	@echo "make view       viewer/index.html: interactive slide viewer (docs/viewer.md)"
 	@echo "make reproduce  every stage from nothing"
 	@echo "make test | make bench | make browser (Chromium for the report's browser test) | make clean"
 	@echo "Each target runs the stages it needs first (missing or out-of-date outputs); ARGS=\"run.auto=false\" refuses instead."

@@ -11,10 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
+from omegaconf.errors import MissingMandatoryValue
+
 from idc import config as _config  # noqa: F401  (registers the structured config schema)
 from idc.errors import IdcError
 from idc.paths import MissingArtifactError
 from idc.pipeline import STAGES, build
+from idc.validate import preflight
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -24,8 +27,9 @@ log = logging.getLogger("idc")
 def run_stage(stage: str, cfg):
     """Run one stage (and what it needs first); a user error becomes one clear logged line and exit code 2."""
     try:
+        preflight(cfg)  # ranges, device, writable run.dir, leftovers of killed runs: before any work
         return build(stage, cfg).get(stage)
-    except (IdcError, MissingArtifactError) as err:
+    except (IdcError, MissingArtifactError, MissingMandatoryValue) as err:
         log.error("%s: %s", stage, err)
         sys.exit(2)
 
@@ -40,10 +44,17 @@ def stage_main(stage: str):
 
     def main() -> None:
         # The log folder ${run.dir}/logs/<job name>/ follows the stage, whoever called us.
-        sys.argv.insert(1, f"hydra.job.name={stage}")
+        sys.argv[:] = with_job_name(sys.argv, stage)
         _app()
 
     return main
+
+
+def with_job_name(argv: list[str], stage: str) -> list[str]:
+    """argv with `hydra.job.name=<stage>` just before the first override: Hydra's parser needs the
+    overrides in one run, so inserting it ahead of flags such as `-m` would break multiruns."""
+    first = next((i for i, a in enumerate(argv[1:], 1) if "=" in a and not a.startswith("-")), len(argv))
+    return [*argv[:first], f"hydra.job.name={stage}", *argv[first:]]
 
 
 def main() -> None:

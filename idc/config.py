@@ -58,6 +58,9 @@ class DataConfig:
     workers: int = 0  # 0 = all cores
     # EDA figures written by prepare_data.
     eda_figures: bool = True
+    # Patches whose x or y (from the file name) exceeds this are skipped and counted at index time
+    # (the real slides stay below ~5000 px); stitched figures of large slides are drawn downsampled.
+    max_coordinate: int = 20000
 
 
 @dataclass
@@ -80,6 +83,14 @@ class TrainConfig:
     balance: str = "none"
     amp: bool = True  # CUDA only; bf16 where supported, else fp16 with a GradScaler
     channels_last: bool = True  # CUDA only
+    # Where batches come from: "device" = the packed cache resident on the accelerator (flips and
+    # normalization there), "packed" = gathered per batch on the host; "auto" = device on CUDA, else
+    # packed. Both yield the same batches and flips for the same seed.
+    loader: str = "auto"
+    # GB the device-resident cache may take; null = half the free GPU memory. Above it: streamed in chunks.
+    device_memory_gb: Optional[float] = None
+    # torch.compile the model (measure eager vs. compiled first: python -m idc.bench sections=gpu).
+    compile: bool = False
     eval_batch_size: int = 256
     # Cap batches per epoch (smoke runs and tests); null = full epoch.
     max_batches: Optional[int] = None
@@ -120,13 +131,22 @@ class ExplainConfig:
     lime_num_samples: int = 1000
     lime_batch_size: int = 500
     lime_num_features: int = 20
+    # Quickshift kernel size of LIME's superpixels (lime's default 4; smaller = finer superpixels).
+    lime_kernel_size: float = 4.0
     ig_steps: int = 50
     ig_internal_batch_size: int = 512
+    # IG's baseline: black | grey (normalized 0, the default until localization picks one) | blur (Gaussian,
+    # ig_blur_sigma px) | uniform (noise) | expected (IG averaged over ig_expected_k random training patches).
+    ig_baseline: str = "grey"
+    ig_blur_sigma: float = 5.0
+    ig_expected_k: int = 8
     smoothgrad_samples: int = 25
     smoothgrad_stdev: float = 0.15
     rise_num_masks: int = 2000
     rise_cell: int = 8
     rise_p: float = 0.5
+    # What RISE's masked pixels become: mean (the training patches' mean colour) | black | grey | white.
+    rise_fill: str = "mean"
     num_shards: int = 1
     shard_index: int = 0
     # Only join the shard outputs under explain/shards/ into maps.npz, index.csv and the figures.
@@ -137,25 +157,47 @@ class ExplainConfig:
     filter_layers: List[str] = field(default_factory=lambda: ["conv1", "layer1", "layer2", "layer3", "layer4"])
     filter_count: int = 64
     filter_steps: int = 40
+    # Seeds torch's RNG before each method (SmoothGrad noise, uniform IG baseline), LIME and RISE.
     seed: int = 0
 
 
 @dataclass
 class SanityConfig:
+    # The book's six methods, then the five extra ones.
     methods: List[str] = field(
         default_factory=lambda: [
             "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad",
-            "gradcam", "guided_gradcam",
+            "gradcam", "guided_gradcam", "lime", "gradcam_pp", "scorecam", "layercam", "rise",
         ]
     )
-    cascade: List[str] = field(default_factory=lambda: ["fc", "layer4", "layer3", "layer2", "layer1", "conv1"])
+    # Blocks randomized in cascade, top first; `a+b` randomizes modules a and b together (stem conv + BN).
+    cascade: List[str] = field(default_factory=lambda: ["fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1"])
+    # model_init (the network's own init scheme, via a freshly built model) | reset_parameters.
+    reinit: str = "model_init"
     num_patches: int = 16
-    # Similarity (Spearman of absolute maps) below this = the map changed = the test is passed.
+    # A randomization test passes when the upper end of the 95% CI of the similarity (Spearman of
+    # absolute maps) lies below this threshold: the map changed. See docs/sanity.md.
     threshold: float = 0.5
-    random_labels_epochs: int = 5
-    random_labels_max_batches: Optional[int] = None
+    bootstrap: int = 2000  # resamples of patients for the CIs
+    # Smooth MPRT (Hedström et al. 2023): maps averaged over this many noisy copies of each patch
+    # (noise sd = smprt_noise x the patch's value range), bottom-up cascade.
+    smprt_samples: int = 3  # Quantus: 50; ours is bounded by the stage's time budget (docs/sanity.md)
+    smprt_noise: float = 0.1
+    smprt_patches: int = 8  # N of the sanity patches, half IDC-positive (sMPRT costs smprt_samples x the maps)
+    emprt_bins: int = 100  # Efficient MPRT: histogram bins of the map's discrete entropy
+    # The sanity maps (13+ models x every method) use explain.* with these two capped (null = no cap):
+    # fewer LIME samples and RISE masks keep `make sanity` within its time budget on 2 CPU cores.
+    lime_num_samples: Optional[int] = 300
+    rise_num_masks: Optional[int] = 500
+    # Data randomization: memorize permuted labels of a fixed subset of training patches.
+    random_labels_patches: int = 2048
+    random_labels_epochs: int = 60  # the cap
+    random_labels_target: float = 0.95
+    random_labels_lr: float = 0.001
+    random_labels_batch_size: int = 128
     localization: bool = True
-    localization_patches: int = 32
+    # Cap on the IDC-positive test patches scored against the evidence mask (all eligible ones up to this).
+    localization_patches: int = 256
     # Methods scored against the pixel ground truth: all eleven by default (null = the same as `methods`).
     localization_methods: Optional[List[str]] = field(
         default_factory=lambda: [
@@ -163,13 +205,37 @@ class SanityConfig:
             "gradcam", "guided_gradcam", "gradcam_pp", "scorecam", "layercam", "rise",
         ]
     )
+    # Extra leaderboard rows: a method with explain overrides, "method:key=value[,key=value]".
+    variants: List[str] = field(
+        default_factory=lambda: [
+            "gradcam:cam_layer=layer3", "gradcam_pp:cam_layer=layer3", "scorecam:cam_layer=layer3",
+            "layercam:cam_layer=layer3", "lime:lime_kernel_size=2",
+        ]
+    )
+    # Score each method's maps from the fully randomized model as its own control row.
+    randomized_controls: bool = True
     hog_pixels_per_cell: int = 5
     # Pointing game: a maximum within this many pixels of the ground-truth mask counts as a hit.
     pointing_tolerance: int = 2
-    # Deletion curve: deleted pixels are replaced by a Gaussian-blurred copy ("blur") or the image mean ("mean").
-    deletion_baseline: str = "blur"
-    # Also score faithfulness with pytorch-grad-cam's ROAD (noisy linear imputation; a few seconds per method).
+    # Top-k intersection: k as a share of the patch's pixels.
+    top_k_fraction: float = 0.1
+    # Deletion curve: deleted pixels become the image's mean colour ("mean"), 0 input ("zero") or a blur ("blur").
+    deletion_fill: str = "mean"
+    # Gaussian sigma (pixels) of the blurred image: the insertion start and the "blur" deletion fill.
+    blur_sigma: float = 5.0
+    # Also score faithfulness with pytorch-grad-cam's ROAD (noisy linear imputation), on the first
+    # `road_patches` scored patches (its imputation takes seconds per patch and map on a CPU).
     road: bool = True
+    road_patches: int = 64
+    # Patient-clustered bootstrap replicates for every 95% CI.
+    bootstrap_samples: int = 1000
+    # Leaderboard: relevance variant shown (positive | absolute) and the score that sorts it and decides
+    # "beats every control" (pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k).
+    leaderboard_variant: str = "positive"
+    leaderboard_sort: str = "relevance_rank"
+    # A run dir of data=synthetic_shortcut whose sanity/localization.csv fills the shortcut column
+    # (null: this run's own cue scores, if its data has a cue layer).
+    shortcut_run_dir: Optional[str] = None
     seed: int = 0
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from idc.errors import ConfigError
 from idc.inputs import load_run
 from idc.paths import require
-from idc.stitch import original_tiles, stitch_patches, tissue_and_idc
+from idc.stitch import PATCH, original_tiles, stitch_values, tissue_and_idc
 from idc.utils import atomic_path, save_figure_atomic, wrote
 from idc.viz.style import subplots
 
@@ -55,13 +55,11 @@ def patient_probabilities(cfg, run, pids: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def landscape_figure(sub: pd.DataFrame, tiles, proba: np.ndarray, pid: int):
+def landscape_figure(sub: pd.DataFrame, tiles, proba: np.ndarray, pid: int, patch: int = PATCH):
     """The book's three panels for one patient (`tiles`: see `idc.stitch.original_tiles`)."""
-    canvas, tinted = tissue_and_idc(sub, tiles)
-    xy = (sub["x"].to_numpy(), sub["y"].to_numpy())
+    canvas, tinted = tissue_and_idc(sub, tiles, patch)
     # Probability heat map on the same canvas: one flat tile per patch, NaN where no tissue patch.
-    heat = stitch_patches(np.broadcast_to(proba[:, None, None, None].astype(np.float32), (len(proba), 50, 50, 1)),
-                          *xy, fill=np.nan)[..., 0]
+    heat = stitch_values(proba.astype(np.float32), sub["x"].to_numpy(), sub["y"].to_numpy(), patch=patch)
     fig, axes = subplots(1, 3, figsize=(20, 6.5))
     axes[0].imshow(canvas)
     axes[0].set_title(f"Breast tissue slice of patient: {pid}")
@@ -85,7 +83,7 @@ def run(cfg) -> list:
     for k, pid in enumerate(pids, start=1):
         sub = patches[patches["patient_id"] == pid]
         tiles = original_tiles(sub, images[sub.index.to_numpy()], cfg.data.root, cfg.data.patch_size)
-        fig = landscape_figure(sub, tiles, probas[pid], pid)
+        fig = landscape_figure(sub, tiles, probas[pid], pid, cfg.data.patch_size)
         path = paths.figures_dir / f"chapter_05_patient{k}_breast_tissue_proba.png"
         written.append(wrote(save_figure_atomic(fig, path), f"patient {pid}"))
         by_id = paths.figures_dir / f"landscape_{pid}.png"

@@ -69,17 +69,31 @@ def save_checkpoint(path, payload: dict) -> Path:
     return Path(path)
 
 
-def read_checkpoint(path, device="cpu") -> dict:
+def read_checkpoint(path, device="cpu", fix: str = "re-run `make train` to write a new one") -> dict:
+    """The checkpoint dict (weights only: no code in the file runs). `fix` ends the error message."""
     path = Path(path)
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(f"{path} is not a readable idc checkpoint ({type(err).__name__}: {err}); "
-                              "re-run `make train` to write a new one") from None
+        raise CheckpointError(f"{path} is not a readable idc checkpoint ({load_error_reason(err)}); {fix}") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path} lacks {missing}: it was not written by idc's train stage; re-run `make train`")
+        raise CheckpointError(f"{path} lacks {missing}: it was not written by idc's train stage; {fix}")
     return ckpt
+
+
+def load_error_reason(err: Exception) -> str:
+    """torch.load's error in a few words, without torch's advice to retry with weights_only=False: that
+    would run whatever code the file carries, and an idc checkpoint never needs it."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
+        detail = " ".join(detail.split()).split(". ")[0].rstrip(".") if "WeightsUnpickler error:" in text else ""
+        if "Unsupported global" in detail:
+            return f"it holds Python objects besides tensors, refused for safety: {detail}"
+        return "damaged or not a PyTorch checkpoint" + (f": {detail}" if detail else "")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln), "")
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def load_model(path, device="cpu", data_hash: Optional[str] = None, model_cfg=None) -> Tuple[nn.Module, dict]:

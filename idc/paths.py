@@ -57,11 +57,16 @@ ARTIFACTS: List[Artifact] = [
     Artifact("sanity_dir", "sanity", "sanity", core=False),
     Artifact("sanity_metrics_csv", "sanity/metrics.csv", "sanity"),
     Artifact("table_5_2", "sanity/table_5_2.md", "sanity"),
+    Artifact("randomization_csv", "sanity/randomization.csv", "sanity"),  # verdicts (docs/sanity.md)
     Artifact("localization_md", "sanity/localization.md", "sanity", core=False),  # synthetic data only
+    Artifact("leaderboard_md", "sanity/leaderboard.md", "sanity", core=False),  # synthetic data only
     # figures (every stage's book figures land in this folder) and report
     Artifact("figures_dir", "figures", "figures", core=False),
     Artifact("figure_index_md", "figures/index.md", "figures"),
     Artifact("report_html", "report.html", "report"),
+    # view: the interactive page and its per-patient / per-patch assets
+    Artifact("viewer_dir", "viewer", "view", core=False),
+    Artifact("viewer_html", "viewer/index.html", "view"),
 ]
 
 # Every figure a complete run has under figures/, in the book's order, with the stage that draws it:
@@ -92,7 +97,7 @@ FIGURES: Dict[str, str] = {
 BOOK_FIGURES = {name: stage for name, stage in FIGURES.items() if name.startswith("chapter_05_")}
 OUR_FIGURES = {name: stage for name, stage in FIGURES.items() if name not in BOOK_FIGURES}
 # Drawn only on some runs (pixel ground truth exists for synthetic data only): never required.
-OPTIONAL_FIGURES: Dict[str, str] = {"sanity_localization_examples": "sanity"}
+OPTIONAL_FIGURES: Dict[str, str] = {"sanity_localization_examples": "sanity", "chapter_05_method_leaderboard": "sanity"}
 
 BY_KEY: Dict[str, Artifact] = {a.key: a for a in ARTIFACTS}
 PRODUCERS: Dict[str, str] = {a.rel: a.stage for a in ARTIFACTS}

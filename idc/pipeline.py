@@ -55,6 +55,9 @@ STAGES: Dict[str, Stage] = {s.name: s for s in [
           ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("figures", "idc.figures", after=_EVERY_RESULT),
     Stage("report", "idc.report", after=_EVERY_RESULT),
+    # the viewer shows predictions, maps and sanity scores: those stages run first when missing or out of date
+    Stage("view", "idc.viewer", inputs=("patches_csv",), after=("evaluate", "explain", "sanity"),
+          config=("data.masks_dir",)),
 ]}
 assert {a.stage for a in ARTIFACTS} <= set(STAGES), "an artifact names an unknown stage"
 

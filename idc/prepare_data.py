@@ -44,7 +44,21 @@ def summarize(df: pd.DataFrame, root: Path, source: str, report) -> dict:
         "positive_rate": round(float(df["target"].mean()), 4),
         "splits": per_split,
         **report.counts(),
+        "warnings": single_class_warnings(per_split),
     }
+
+
+def single_class_warnings(per_split: dict) -> list[str]:
+    """A val or test split holding one class only: its F1, precision and recall are undefined."""
+    out = []
+    for split in ("val", "test"):
+        s = per_split[split]
+        if s["patches"] and min(s["idc_negative"], s["idc_positive"]) == 0:
+            only = "IDC-negative" if s["idc_positive"] == 0 else "IDC-positive"
+            out.append(f"the {split} split holds only {only} patches ({s['patches']} of {s['patients']} patient(s)): "
+                       f"F1, precision and recall on it are undefined or meaningless (train then picks best.pt by "
+                       f"val loss); use more patients (data.num_patients) or another data.split_seed")
+    return out
 
 
 def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
@@ -57,7 +71,7 @@ def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
         root = Path(str(d.root))
     else:
         raise ConfigError(f"data.source={d.source!r} is not known; use data=synthetic, data=tiny or data=kaggle")
-    df, report = index_with_report(root, num_patients=d.num_patients)
+    df, report = index_with_report(root, num_patients=d.num_patients, max_coordinate=d.max_coordinate)
     df = split_patients(df, seed=d.split_seed, test_size=d.test_size, val_share=d.val_share_of_holdout)
     return df[PATCH_COLUMNS], report, root
 
@@ -65,6 +79,9 @@ def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
 def run(cfg) -> pd.DataFrame:
     paths = RunPaths.from_cfg(cfg)
     df, report, root = build_index(cfg)
+    # Before the index is written: a corrupt pixel stream found while packing must not leave a
+    # complete-looking patches.csv and summary.json behind.
+    images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size)
     if paths.patches_csv.exists() and pd.read_csv(paths.patches_csv).equals(df):
         log.info("index unchanged: kept %s", paths.patches_csv)
     else:
@@ -75,9 +92,10 @@ def run(cfg) -> pd.DataFrame:
         s = summary["splits"][split]
         log.info("%-5s %3d patients %7d patches, %.1f%% IDC-positive", split, s["patients"], s["patches"],
                  100 * (s["positive_rate"] or 0))
-    images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size)
+    for warning in summary["warnings"]:
+        log.warning(warning)
     if cfg.data.eda_figures:
         from idc.viz.eda import write_eda_figures
 
-        write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed, root=root)
+        write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed, root=root, patch=cfg.data.patch_size)
     return df

@@ -2,12 +2,12 @@
 
 Inline CSS, no script, no remote resource; every image and link is relative to run.dir, so the run
 folder can be moved or zipped as a whole. A section whose input is missing says which make target
-produces it instead of failing, so the report of a partial run is still useful.
+produces it instead of failing, so the report of a partial run is still useful. The interactive page
+of the same run is `make view` (idc.viewer); the report links to it and shares its overview tables.
 """
 from __future__ import annotations
 
 import html
-import json
 import logging
 import os
 import re
@@ -16,18 +16,16 @@ from typing import Iterable, List, Optional
 
 from idc.paths import FIGURES, OPTIONAL_FIGURES, RunPaths, make_target, stage_figures
 from idc.utils import write_text_atomic, wrote
+from idc.viewer.overview import TABLE_CSS, missing_note, overview_html, run_title
 
 log = logging.getLogger("idc")
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #bbb; padding: 4px 8px; text-align: left; } th { background: #eee; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #ddd; } figcaption { font-size: 0.8em; color: #555; }
-.missing { color: #a33; font-style: italic; } code { background: #f3f3f3; padding: 0 3px; }
-"""
+""" + TABLE_CSS
 
 
 def _inline(text: str) -> str:
@@ -82,10 +80,6 @@ def markdown_to_html(md: str, heading_offset: int = 2) -> str:
     return "\n".join(blocks)
 
 
-def _missing(what: str, target: str) -> str:
-    return f'<p class="missing">{html.escape(what)} not found: run <code>{html.escape(target)}</code> first.</p>'
-
-
 def _rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
@@ -99,7 +93,7 @@ def figure_gallery(names: Iterable[str], figures_dir: Path, root: Path, target: 
             parts.append(f'<figure><a href="{src}"><img src="{src}" alt="{html.escape(name)}"></a>'
                          f"<figcaption>{html.escape(name)}</figcaption></figure>")
         else:
-            parts.append(_missing(f"{name}.png", target))
+            parts.append(missing_note(f"{name}.png", target))
     return "\n".join(parts)
 
 
@@ -110,28 +104,18 @@ def _optional_figure(name: str, figures_dir: Path, root: Path) -> str:
 
 def markdown_section(path: Path, target: str) -> str:
     if not path.exists():
-        return _missing(path.name, target)
+        return missing_note(path.name, target)
     log.info("read %s", path)
     return markdown_to_html(path.read_text(), heading_offset=2)
 
 
-def summary_table(path: Path) -> str:
-    """data/summary.json as a key/value table (nested keys joined with '.')."""
-    if not path.exists():
-        return _missing(path.name, make_target("prepare_data"))
-    log.info("read %s", path)
-    flat = {}
-
-    def walk(obj, prefix=""):
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        else:
-            flat[prefix] = json.dumps(obj) if isinstance(obj, (list, dict)) else str(obj)
-
-    walk(json.loads(path.read_text()))
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in flat.items())
-    return f"<table><tr><th>key</th><th>value</th></tr>{rows}</table>"
+def viewer_link(paths: RunPaths) -> str:
+    """The interactive page of the same run (tissue, layers, attribution maps), or how to make it."""
+    page = paths.viewer_html
+    if not page.exists():
+        return missing_note("The interactive viewer (viewer/index.html)", "make view")
+    return (f'<p>Interactive viewer (pan and zoom the tissue, layers, every attribution map): '
+            f'<a href="{html.escape(_rel(page, paths.root))}">viewer/index.html</a></p>')
 
 
 def build_report(paths: RunPaths, title: Optional[str] = None) -> str:
@@ -143,7 +127,7 @@ def build_report(paths: RunPaths, title: Optional[str] = None) -> str:
         return figure_gallery(stage_figures(stage), figs, root, make_target(stage))
 
     sections = [
-        ("Data", summary_table(paths.summary_json) + gallery("prepare_data")),
+        ("Data", overview_html(paths) + gallery("prepare_data")),
         ("Training", gallery("train")),
         ("Table 5.1: test-set performance", markdown_section(paths.table_5_1, make_target("evaluate"))
          + gallery("evaluate")),
@@ -155,15 +139,16 @@ def build_report(paths: RunPaths, title: Optional[str] = None) -> str:
     ]
     if others:
         sections.append(("Other figures", figure_gallery(others, figs, root, "make figures")))
-    title = title or f"IDC saliency mapping: run {root.name}"
+    title = title or run_title(paths)
     body = "\n".join(f'<section id="s{i}"><h2>{html.escape(h)}</h2>\n{content}</section>'
                      for i, (h, content) in enumerate(sections))
     toc = "".join(f'<li><a href="#s{i}">{html.escape(h)}</a></li>' for i, (h, _) in enumerate(sections))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head>\n<body><h1>{html.escape(title)}</h1><ul>{toc}</ul>\n{body}\n</body></html>\n")
+            f"<style>{CSS}</style></head>\n<body><h1>{html.escape(title)}</h1>{viewer_link(paths)}<ul>{toc}</ul>\n{body}\n</body></html>\n")
 
 
 def run(cfg) -> Path:
     paths = RunPaths.from_cfg(cfg)
-    page = build_report(paths)
+    data = getattr(cfg, "data", None)
+    page = build_report(paths, run_title(paths, getattr(data, "name", None)))
     return wrote(write_text_atomic(paths.report_html, page), "report")

@@ -10,34 +10,65 @@ from pathlib import Path
 import numpy as np
 
 
-def canvas_shape(xs, ys, widths, heights) -> tuple[int, int]:
-    xs, ys = np.asarray(xs), np.asarray(ys)
-    return int((ys + np.asarray(heights)).max()), int((xs + np.asarray(widths)).max())
+PATCH = 50  # the Kaggle grid: patches every 50 px
+MAX_CANVAS_SIDE = 2048  # px; a larger slide is drawn downsampled (matplotlib turns a 2048^2 image into 130 MB of floats)
 
 
-def stitch_patches(images, xs, ys, widths=None, heights=None, fill: int = 255) -> np.ndarray:
-    """uint8 [H, W, 3] canvas with every patch pasted at (x, y); `fill` where there is no patch.
+def fit_tiles(images, patch: int, fill, widths=None, heights=None) -> tuple:
+    """Every tile in one patch x patch cell of the grid, as ([n, patch, patch, C], widths, heights).
 
-    `images` is either an array [n, s, s, C], where `widths`/`heights` (edge patches smaller than s x s)
-    paste only the top-left w x h pixels of a patch, or a list of arrays [h_i, w_i, C] of their own
-    sizes (see `original_tiles`: edge patches as read from disk, the others from the packed cache).
+    `images` is a list of [h_i, w_i, C] tiles or an array [n, h, w, C] (then `widths`/`heights` say how
+    much of each is tissue). Tiles larger than the cell are cropped to their top-left patch x patch (the
+    next patch of the grid covers the rest of that tissue); smaller ones (slide edges) keep their pixels
+    and the rest of the cell is `fill`.
     """
-    if not isinstance(images, np.ndarray):
-        images, widths, heights = _pad_tiles(list(images), fill)
-    images = np.asarray(images)
-    n, s = images.shape[0], images.shape[1]
+    if isinstance(images, np.ndarray):
+        tiles = images
+        h = np.full(len(tiles), tiles.shape[1]) if heights is None else np.asarray(heights, dtype=np.int64)
+        w = np.full(len(tiles), tiles.shape[2]) if widths is None else np.asarray(widths, dtype=np.int64)
+        tiles = tiles[:, :patch, :patch]
+        if tiles.shape[1:3] != (patch, patch):  # smaller than the cell: pad
+            out = np.full((len(tiles), patch, patch, tiles.shape[3]), fill, dtype=tiles.dtype)
+            out[:, :tiles.shape[1], :tiles.shape[2]] = tiles
+            tiles = out
+    else:
+        listed = list(images)
+        h = np.array([t.shape[0] for t in listed])
+        w = np.array([t.shape[1] for t in listed])
+        tiles = np.full((len(listed), patch, patch, listed[0].shape[2]), fill, dtype=listed[0].dtype)
+        for i, t in enumerate(listed):
+            t = t[:patch, :patch]
+            tiles[i, :t.shape[0], :t.shape[1]] = t
+    h, w = np.minimum(h, patch), np.minimum(w, patch)
+    if (h < patch).any() or (w < patch).any():  # blank the part of a cell that is not this patch's tissue
+        rr = np.arange(patch)
+        keep = (rr[None, :, None] < h[:, None, None]) & (rr[None, None, :] < w[:, None, None])
+        tiles = np.where(keep[..., None], tiles, np.asarray(fill, dtype=tiles.dtype))
+    return tiles, w, h
+
+
+def stitch_patches(images, xs, ys, widths=None, heights=None, fill=255, patch: int | None = None,
+                   max_side: int = MAX_CANVAS_SIDE) -> np.ndarray:
+    """[H, W, C] canvas (dtype of `images`) with every patch pasted at (x, y); `fill` where there is none.
+
+    `images`: an array [n, s, s, C] (`widths`/`heights`: edge patches whose top-left w x h pixels are
+    tissue) or a list of tiles of their own sizes (see `original_tiles`); `patch` is the grid step
+    (default: s for an array, 50 for a list); see `fit_tiles` for smaller and larger tiles. A slide
+    whose canvas would exceed `max_side` pixels on a side is drawn downsampled to fit: memory stays
+    bounded whatever the coordinates. Calls with the same coordinates give canvases of the same shape.
+    """
+    if patch is None:
+        patch = images.shape[1] if isinstance(images, np.ndarray) else PATCH
+    images, _, _ = fit_tiles(images, patch, fill, widths, heights)
+    s = patch
     xs = np.asarray(xs, dtype=np.int64)
     ys = np.asarray(ys, dtype=np.int64)
-    w = np.full(n, s) if widths is None else np.asarray(widths, dtype=np.int64)
-    h = np.full(n, s) if heights is None else np.asarray(heights, dtype=np.int64)
-    if widths is not None or heights is not None:  # blank the part of a resized edge patch that is not tissue
-        rr = np.arange(s)
-        keep = (rr[None, :, None] < h[:, None, None]) & (rr[None, None, :] < w[:, None, None])
-        images = np.where(keep[..., None], images, np.asarray(fill, dtype=images.dtype))
     oy, ox = int(ys.min() % s), int(xs.min() % s)
     rows, cols = (ys - oy) // s, (xs - ox) // s
     on_grid = np.all((ys - oy) % s == 0) and np.all((xs - ox) % s == 0)
     H, W = (oy + (rows.max() + 1) * s, ox + (cols.max() + 1) * s) if on_grid else (ys.max() + s, xs.max() + s)
+    if max(H, W) > max_side:
+        return _stitch_downsampled(images, xs, ys, max_side / max(H, W), fill)
     canvas = np.full((H, W, images.shape[3]), fill, dtype=images.dtype)
     if on_grid:
         # Patches on one grid (the Kaggle case): view the canvas as blocks and paste all at once.
@@ -49,18 +80,18 @@ def stitch_patches(images, xs, ys, widths=None, heights=None, fill: int = 255) -
     return canvas
 
 
-def _pad_tiles(tiles: list, fill) -> tuple:
-    """A list of [h, w, C] tiles as one [n, s, s, C] array (s = the largest side) plus their sizes."""
-    heights = np.array([t.shape[0] for t in tiles])
-    widths = np.array([t.shape[1] for t in tiles])
-    s = int(max(heights.max(), widths.max()))
-    out = np.full((len(tiles), s, s, tiles[0].shape[2]), fill, dtype=tiles[0].dtype)
-    full = (heights == s) & (widths == s)
-    if full.any():
-        out[full] = np.stack([t for t, f in zip(tiles, full) if f])
-    for i in np.flatnonzero(~full):
-        out[i, :heights[i], :widths[i]] = tiles[i]
-    return out, widths, heights
+def _stitch_downsampled(tiles: np.ndarray, xs, ys, scale: float, fill) -> np.ndarray:
+    """The canvas scaled by `scale` < 1: each tile sampled (nearest pixel) to ceil(s * scale) px, so that
+    neighbours touch or overlap by one pixel (no gaps), and pasted at its scaled position."""
+    s = tiles.shape[1]
+    c = max(1, int(np.ceil(s * scale)))
+    idx = np.minimum((np.arange(c) * s / c).astype(np.int64), s - 1)
+    small = tiles[:, idx][:, :, idx]
+    px, py = (xs * scale).astype(np.int64), (ys * scale).astype(np.int64)
+    canvas = np.full((py.max() + c, px.max() + c, tiles.shape[3]), fill, dtype=tiles.dtype)
+    for img, x, y in zip(small, px, py):
+        canvas[y:y + c, x:x + c] = img
+    return canvas
 
 
 def original_tiles(sub, images, root=None, size: int = 50) -> list:
@@ -100,18 +131,25 @@ def tint(canvas: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float =
     return out.round().clip(0, 255).astype(np.uint8)
 
 
-def stitch_labels(labels, xs, ys, widths=None, heights=None, patch: int = 50) -> np.ndarray:
+def stitch_labels(labels, xs, ys, widths=None, heights=None, patch: int = PATCH,
+                  max_side: int = MAX_CANVAS_SIDE) -> np.ndarray:
     """bool [H, W]: True under the patches whose label is true (same canvas as stitch_patches)."""
-    labels = np.asarray(labels, dtype=np.uint8)
-    tiles = np.broadcast_to(labels[:, None, None, None], (len(labels), patch, patch, 1))
-    return stitch_patches(tiles, xs, ys, widths, heights, fill=0)[..., 0].astype(bool)
+    return stitch_values(np.asarray(labels, dtype=np.uint8), xs, ys, widths, heights, 0, patch, max_side).astype(bool)
 
 
-def tissue_and_idc(sub, tiles):
+def stitch_values(values, xs, ys, widths=None, heights=None, fill=np.nan, patch: int = PATCH,
+                  max_side: int = MAX_CANVAS_SIDE) -> np.ndarray:
+    """[H, W]: each patch's value over its pixels (same canvas as stitch_patches), `fill` elsewhere."""
+    values = np.asarray(values)
+    tiles = np.broadcast_to(values[:, None, None, None], (len(values), patch, patch, 1))
+    return stitch_patches(tiles, xs, ys, widths, heights, fill=fill, patch=patch, max_side=max_side)[..., 0]
+
+
+def tissue_and_idc(sub, tiles, patch: int = PATCH):
     """(stitched tissue, the same with IDC-positive patches tinted red) for one patient's rows `sub`
     (x, y, target, optional width/height) and their `tiles` (see `original_tiles`)."""
     xy = (sub["x"].to_numpy(), sub["y"].to_numpy())
     sizes = {"widths": sub["width"].to_numpy(), "heights": sub["height"].to_numpy()} if "width" in sub else {}
-    canvas = stitch_patches(tiles, *xy)
-    return canvas, tint(canvas, stitch_labels(sub["target"].to_numpy(), *xy, **sizes))
+    canvas = stitch_patches(tiles, *xy, patch=patch)
+    return canvas, tint(canvas, stitch_labels(sub["target"].to_numpy(), *xy, **sizes, patch=patch))
 

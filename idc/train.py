@@ -22,13 +22,13 @@ from torch import nn
 from tqdm import tqdm
 
 from idc import distributed as D
-from idc.data.cache import PackedLoader
+from idc.data.device_loader import eval_inputs, make_loader
 from idc.errors import CheckpointError, ConfigError, IdcError
 from idc.inputs import load_run
 from idc.metrics import binary_scores
 from idc.model import amp_settings, as_dict, autocast, build_model, predict, read_checkpoint, save_checkpoint
 from idc.paths import RunPaths, file_name
-from idc.utils import resolve_device, seed_everything, write_csv_atomic, wrote
+from idc.utils import ensure_writable, resolve_device, seed_everything, write_csv_atomic, wrote
 
 log = logging.getLogger("idc")
 
@@ -175,43 +175,54 @@ def evaluate(model, images, rows, targets, meter: StepMeter, batch_size: int, am
 
 
 # ---------------------------------------------------------------- checkpoints
-def resume(last_pt: Path, data_hash: str, model, optimizer, scaler, device) -> Tuple[int, float, list, list]:
-    """Restore model, optimizer, scaler and RNG state from last.pt: (next epoch, best val F1, history, steps)."""
-    ckpt = read_checkpoint(last_pt, device)
+def resume(last_pt: Path, data_hash: str, model, optimizer, scaler, device,
+           by_f1: bool = True) -> Tuple[int, float, list, list]:
+    """Restore model, optimizer, scaler and RNG state from last.pt: (next epoch, best score, history, steps)."""
+    afresh = f"delete {last_pt} or set train.resume=false to start afresh"  # `make train` alone fails again
+    ckpt = read_checkpoint(last_pt, device, fix=afresh)
     if ckpt.get("data_hash") != data_hash:
         raise CheckpointError(f"{last_pt} was trained on another data/patches.csv; cannot resume. "
                               f"Delete {last_pt} or set train.resume=false, or use the matching run.dir")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{last_pt} does not fit the configured model or optimizer ({first}); {afresh}") from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"])
     start = ckpt["epoch"] + 1
     log.info("resumed from %s at epoch %d", last_pt, start + 1)
-    return (start, ckpt.get("best_val_f1", -1.0), [r for r in ckpt.get("history", []) if r["epoch"] < start],
+    best = ckpt.get("best_score", ckpt.get("best_val_f1", -1.0) if by_f1 else -np.inf)  # older files: F1 only
+    return (start, best, [r for r in ckpt.get("history", []) if r["epoch"] < start],
             [r for r in ckpt.get("steps", []) if r["epoch"] < start])
 
 
-def save_epoch(cfg, model_dir: Path, model, optimizer, scaler, history: list, steps: list, best_f1: float,
-               data_hash: str, permute_labels_seed) -> float:
-    """Write last.pt (and best.pt when val F1 improved), history.csv and history_steps.csv; the new best F1."""
+def save_epoch(cfg, model_dir: Path, model, optimizer, scaler, history: list, steps: list, best: float,
+               data_hash: str, permute_labels_seed, by_f1: bool = True) -> float:
+    """Write last.pt (and best.pt when the val score improved), history.csv and history_steps.csv; the new
+    best score: val F1, or minus the val loss where the val split has one class (F1 undefined)."""
     row = history[-1]
+    score = row["val_f1"] if by_f1 else -row["val_loss"]
     payload = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {}, "epoch": row["epoch"],
         "rng": rng_state(), "model_cfg": as_dict(cfg.model),
         "train_cfg": OmegaConf.to_container(cfg.train, resolve=True), "data_hash": data_hash,
-        "history": history, "steps": steps, "best_val_f1": max(best_f1, row["val_f1"]),
+        "history": history, "steps": steps, "best_val_f1": max(r["val_f1"] for r in history),
         "permute_labels_seed": permute_labels_seed,
+        "best_score": max(best, score), "best_by": "val_f1" if by_f1 else "val_loss",
     }
-    if row["val_f1"] > best_f1:
-        best_f1 = row["val_f1"]
+    if score > best:
+        best = score
         best_pt = save_checkpoint(model_dir / file_name("best_pt"), payload)
-        log.info("epoch %d: val F1 %.3f is the best so far: wrote %s", row["epoch"] + 1, best_f1, best_pt)
+        log.info("epoch %d: val %s %.3f is the best so far: wrote %s", row["epoch"] + 1,
+                 "F1" if by_f1 else "loss", abs(score), best_pt)
     save_checkpoint(model_dir / file_name("last_pt"), payload)
     write_csv_atomic(pd.DataFrame(history), model_dir / file_name("history_csv"))
     write_csv_atomic(pd.DataFrame(steps), model_dir / file_name("history_steps_csv"))
-    return best_f1
+    return best
 
 
 # ---------------------------------------------------------------- the loop
@@ -249,11 +260,15 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     t = cfg.train
     if t.balance not in ("none", "class_weights", "sampler"):
         raise ConfigError(f"train.balance={t.balance!r} is not known; use none, class_weights or sampler")
-    model_dir = Path(model_dir)
+    model_dir = ensure_writable(Path(model_dir), "run.dir")  # now, not after the first epoch
     info = D.init_distributed(t.dist_backend)
     device = setup_device(cfg, info)
     data, rows = load_data(cfg, info)
     targets = data.patches["target"].to_numpy(dtype=np.int64)
+    by_f1 = len(np.unique(targets[rows["val"]])) == 2
+    if not by_f1:  # F1 is undefined (no positives) or trivial (no negatives): choose best.pt by val loss
+        log.warning("the val split holds one class only (%d patches): val F1 is undefined or meaningless; best.pt "
+                    "is chosen by the lowest val loss. Use more patients or another data.split_seed", len(rows["val"]))
     train_targets = targets.copy()
     if permute_labels_seed is not None:
         train_targets[rows["train"]] = np.random.default_rng(permute_labels_seed).permutation(targets[rows["train"]])
@@ -269,17 +284,25 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     weights = class_weights(train_targets[rows["train"]])
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if t.balance == "class_weights" else None)
     # drop_last: a last batch of a handful of images (or one: BatchNorm1d fails) gives a noisy step.
-    loader = PackedLoader(data.images, train_targets, rows["train"], t.batch_size, shuffle=True, flip=True,
-                          seed=cfg.seed, rank=info.rank, world_size=info.world_size,
-                          drop_last=len(rows["train"]) > t.batch_size, device=device,
-                          sample_weights=weights.numpy()[train_targets[rows["train"]]] if t.balance == "sampler" else None)
+    # train.loader: the cache resident on the GPU (default on CUDA) or gathered per batch on the host; both
+    # give the same batches and flips for the same seed (tests/test_device_loader.py)
+    loader = make_loader(t.loader, data.images, train_targets, rows["train"], t.batch_size, shuffle=True, flip=True,
+                         seed=cfg.seed, rank=info.rank, world_size=info.world_size,
+                         drop_last=len(rows["train"]) > t.batch_size, device=device,
+                         memory_budget_gb=t.device_memory_gb, channels_last=channels_last,
+                         sample_weights=weights.numpy()[train_targets[rows["train"]]] if t.balance == "sampler" else None)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.enabled else model
+    if t.compile:  # after DDP, as torch recommends; checkpoints keep saving the plain `model`
+        net = torch.compile(net)
+    # only rank 0 evaluates: with the device loader on a GPU its val and test rows go there once
+    eval_images, eval_rows, eval_targets = eval_inputs(t.loader, data.images, rows, targets, device, t.device_memory_gb) \
+        if info.is_main else (data.images, rows, targets)
 
-    history, steps, start_epoch, best_f1 = [], [], 0, -1.0
+    history, steps, start_epoch, best = [], [], 0, -np.inf
     last_pt = model_dir / file_name("last_pt")
     if t.resume and last_pt.exists():
-        start_epoch, best_f1, history, steps = resume(last_pt, data.data_hash, model, optimizer, scaler, device)
+        start_epoch, best, history, steps = resume(last_pt, data.data_hash, model, optimizer, scaler, device, by_f1)
     elif t.resume:
         log.warning("train.resume=true but %s does not exist: starting from scratch", last_pt)
 
@@ -303,22 +326,22 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
             for split in ("val", "test"):
                 if len(rows[split]):
                     m = StepMeter(split, epoch, last_step[split], sync_every)
-                    proba = evaluate(model, data.images, rows[split], targets, m, t.eval_batch_size, amp_dtype)
+                    proba = evaluate(model, eval_images, eval_rows[split], eval_targets, m, t.eval_batch_size, amp_dtype)
                     last_step[split], row[f"{split}_loss"] = m.step, m.mean_loss
                     steps += m.rows
                     if split == "val":
                         scores = binary_scores(targets[rows["val"]], (proba >= 0.5).astype(int))
                         row.update({f"val_{k}": v for k, v in scores.items()})
             history.append(row)
-            best_f1 = save_epoch(cfg, model_dir, model, optimizer, scaler, history, steps, best_f1, data.data_hash,
-                                 permute_labels_seed)
+            best = save_epoch(cfg, model_dir, model, optimizer, scaler, history, steps, best, data.data_hash,
+                              permute_labels_seed, by_f1)
             log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f P %.3f R %.3f F1 %.3f | %.0f img/s",
                      epoch + 1, t.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_precision"],
                      row["val_recall"], row["val_f1"], row["images_per_s"])
         D.barrier(info)
     D.cleanup(info)
     final = history[-1] if history else {}
-    return {"model_dir": str(model_dir), "epochs": t.epochs, "best_val_f1": best_f1,
+    return {"model_dir": str(model_dir), "epochs": t.epochs, "best_val_f1": max((r["val_f1"] for r in history), default=-1.0),
             "train_acc": final.get("train_acc"), "final": final, "data_hash": data.data_hash, "rank": info.rank}
 
 

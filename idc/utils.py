@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import random
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -24,15 +26,100 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or (path.suffix + ".tmp"), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_temp_tag()}", suffix=suffix or (path.suffix + ".tmp"),
+                               dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp creates 0600; give the artifact the mode any new file of this user gets (0644 for umask 022)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# Temp files are named .<final name>.idctmp-<host>-<pid>-<random><suffix>, so that a later run can tell
+# the leftovers of a killed process (same host, pid no longer alive) from the files a live run is writing.
+_TEMP_RE = re.compile(r"^\..+\.idctmp-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+\..*tmp")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _temp_tag() -> str:
+    return f"idctmp-{_host()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def clean_stale_temp(root: str | os.PathLike) -> list[Path]:
+    """Delete the temp files under `root` left by killed processes of this host (e.g. `kill -9` during a
+    checkpoint save); temp files of live processes and of other hosts are kept. Returns what was removed."""
+    removed, host = [], _host()
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            m = _TEMP_RE.match(name)
+            if m and m["host"] == host and not _pid_alive(int(m["pid"])):
+                path = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    if removed:
+        log.warning("removed %d stale temp file(s) of killed runs under %s, e.g. %s", len(removed), root, removed[0])
+    return removed
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask can only set it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ensure_writable(folder: str | os.PathLike, key: str) -> Path:
+    """Create `folder` and check that a file can be written in it, before any long work; else one clear
+    error naming the config key that chose it."""
+    from idc.errors import ConfigError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".write-check.{_temp_tag()}", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot write in {folder} ({err.strerror or type(err).__name__}); "
+                          f"choose a writable folder (e.g. {key}=/tmp/idc-run) or fix its permissions") from None
+    return folder
+def write_npz_atomic(path: str | os.PathLike, arrays: dict, compress: bool = True) -> Path:
+    """np.savez(_compressed) with fixed zip timestamps, so the same arrays give a byte-identical file
+    (numpy stamps each member with the current time). Arrays are written in the order given."""
+    import zipfile
+
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
+            for key, value in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = method
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    return Path(path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -95,10 +182,22 @@ def resolve_device(name: str = "auto"):
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    from idc.errors import ConfigError
+
+    if not DEVICE_RE.match(str(name)):
+        raise ConfigError(f"device={name} is not known; use auto, cpu, cuda, cuda:<index> or mps")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} was requested but CUDA is not available here; use device=auto or device=cpu.")
+        raise ConfigError(f"device={name} was requested but CUDA is not available here; use device=auto or device=cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "use device=cuda or a smaller index")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={name} was requested but MPS is not available here; use device=auto or device=cpu")
     return dev
+
+
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -110,6 +209,10 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def wrote(path: str | os.PathLike, what: str = "") -> Path:
-    """Log a written artifact in one consistent format."""
-    log.info("wrote %s%s", Path(path), f" ({what})" if what else "")
+    """Log a written artifact in one consistent format; a file that is not there is never reported as
+    written (a warning says so instead)."""
+    if Path(path).exists():
+        log.info("wrote %s%s", Path(path), f" ({what})" if what else "")
+    else:
+        log.warning("did not write %s%s: it does not exist", Path(path), f" ({what})" if what else "")
     return Path(path)

@@ -10,7 +10,7 @@ from idc.data.cache import PackedLoader, load_or_build_cache
 from idc.data.dataset import normalize_batch
 from idc.data.dataset import PatchDataset, eval_transform, train_transform
 from idc.data.index import index_patches
-from tests.test_index import kaggle_tree
+from tests.helpers.kaggle import kaggle_tree
 
 
 def varied_tree(root):
@@ -128,3 +128,21 @@ def test_package_exports_the_data_api():
     assert data.index_patches is index.index_patches and data.split_patients is split.split_patients
     with pytest.raises(AttributeError):
         data.no_such_name
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped_to_white(tmp_path):
+    """Issue 14.5: PIL's convert('RGB') clips 16-bit samples at 255, so the cache held an all-white patch."""
+    from PIL import Image
+
+    root = kaggle_tree(tmp_path / "set", patients=(10,), per_class=1)
+    grey = (np.arange(2500, dtype=np.uint32).reshape(50, 50) * 26).astype(np.uint16)  # 0 .. 64974
+    path = root / "10" / "0" / "10_idx5_x501_y1_class0.png"
+    Image.fromarray(grey).save(path)
+    df = index_patches(root)
+    images = load_or_build_cache(df, root, tmp_path / "cache")
+    row = int(np.flatnonzero(df["image_id"] == "10/0/10_idx5_x501_y1_class0.png")[0])
+    expected = np.round(grey.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert np.array_equal(images[row][..., 0], expected) and np.array_equal(images[row][..., 2], expected)
+    assert images[row].min() == 0 and images[row].max() == 253  # a ramp, not a white patch
+    ds = PatchDataset(df, root, eval_transform())
+    assert torch.equal(normalize_batch(np.asarray(images[row:row + 1]))[0], ds[row][0])

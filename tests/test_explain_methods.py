@@ -47,7 +47,7 @@ class RegionModel(nn.Module):
 def cfg(**kw):
     base = OmegaConf.structured(ExplainConfig)
     base.merge_with({"lime_num_samples": 200, "rise_num_masks": 400, "ig_steps": 32, "smoothgrad_samples": 8,
-                     "batch_size": 8, **kw})
+                     "batch_size": 8, "rise_fill": "grey", **kw})
     return base
 
 
@@ -97,15 +97,98 @@ def test_vanilla_backprop_is_the_input_gradient():
     assert np.allclose(attribute(model, x.detach(), [1, 1], "vanilla_backprop", cfg()), x.grad.numpy(), atol=1e-6)
 
 
-def test_guided_gradcam_is_gradcam_times_guided_backprop():
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])
+def test_guided_gradcam_agrees_with_captum(layer):
+    """As published: upsampled ReLU'd CAM x guided backprop, no normalization in between = captum's GuidedGradCam."""
+    from captum.attr import GuidedGradCam
+
+    from idc.explain.methods import no_inplace_relu
     from idc.model import build_model
 
     torch.manual_seed(1)
-    model = build_model({"head": [32]}).eval()
-    x, c = batch(), cfg()
-    cam = attribute(model, x, [0, 1], "gradcam", c)
-    gb = attribute(model, x, [0, 1], "guided_backprop", c)
-    assert np.allclose(attribute(model, x, [0, 1], "guided_gradcam", c), cam[:, None] * gb, atol=1e-6)
+    model = no_inplace_relu(build_model({"head": [32]}).eval())
+    x, c = batch(), cfg(cam_layer=layer)
+    ours = attribute(model, x, [0, 1], "guided_gradcam", c)
+    theirs = GuidedGradCam(model, model.get_submodule(layer)).attribute(
+        x, target=torch.tensor([0, 1]), interpolate_mode="bilinear").detach().numpy()
+    assert np.abs(theirs).max() > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * np.abs(theirs).max())
+    # and not the book's min-max-normalized Grad-CAM times guided backprop (a different map scale per patch)
+    book = attribute(model, x, [0, 1], "gradcam", c)[:, None] * attribute(model, x, [0, 1], "guided_backprop", c)
+    assert not np.allclose(ours, book, rtol=1e-3)
+
+
+@pytest.mark.parametrize("baseline", ["black", "grey", "blur", "uniform", "expected"])
+def test_integrated_gradients_baselines_are_complete(baseline):
+    """IG's completeness for each `explain.ig_baseline`: attributions sum to f(x) - f(baseline), averaged
+    over the baselines for `expected`."""
+    from idc.explain.methods import Context, Reference, ig_baselines
+
+    model = RegionModel()
+    x = torch.full((2, 3, 50, 50), -0.8)
+    x[:, :, REGION[0], REGION[1]] = 0.8  # an edge that blurring moves, far from every other baseline
+    x[1] *= 0.9
+    ref = Reference(mean_rgb=np.full(3, 128.0, np.float32),
+                    patches=np.random.default_rng(0).integers(0, 256, (5, 50, 50, 3)).astype(np.uint8))
+    c = cfg(ig_steps=256, ig_baseline=baseline, ig_expected_k=3)
+    with torch.random.fork_rng():
+        torch.manual_seed(c.seed)
+        raw = attribute(model, x, [1, 1], "integrated_gradients", c, reference=ref)
+        torch.manual_seed(c.seed)
+        bases = ig_baselines(x, Context(cfg=c, reference=ref))
+    assert len(bases) == (3 if baseline == "expected" else 1)
+    with torch.no_grad():
+        gap = np.mean([(model(x)[:, 1] - model(b)[:, 1]).numpy() for b in bases], axis=0)
+    assert np.abs(gap).min() > 0.1, gap
+    np.testing.assert_allclose(raw.reshape(2, -1).sum(1), gap, rtol=2e-2, atol=1e-3)
+    with pytest.raises(ConfigError, match="ig_baseline"):
+        attribute(model, x, [1, 1], "integrated_gradients", cfg(ig_baseline="white"))
+
+
+def test_rise_fills_masked_pixels_with_the_data_sets_mean_colour():
+    from idc.explain.methods import Context, Reference, rise_fill
+
+    ref = Reference(mean_rgb=np.array([204.0, 102.0, 153.0], np.float32), patches=np.zeros((1, 50, 50, 3), np.uint8))
+    x = batch()
+    fill = rise_fill(x, Context(cfg=cfg(rise_fill="mean"), reference=ref))
+    np.testing.assert_allclose(fill.flatten().numpy(), [0.8, 0.4, 0.6], rtol=1e-6)
+    assert rise_fill(x, Context(cfg=cfg(rise_fill="black"))).sum() == 0
+    with pytest.raises(ConfigError, match="reference"):
+        attribute(RegionModel(), x, [1, 1], "rise", cfg(rise_fill="mean"))
+    # a model that only sees how far the region is from the fill colour: RISE with that fill finds the region
+    class FromFill(nn.Module):
+        def forward(self, a):
+            pixels = a * 0.5 + 0.5
+            s = 10 * (pixels[:, :, REGION[0], REGION[1]] - fill[None]).abs().mean(dim=(1, 2, 3))
+            return torch.stack([-s, s], 1)
+
+    def contrast(fill_kind):
+        sal = attribute(FromFill(), x, [1, 1], "rise", cfg(rise_fill=fill_kind), reference=ref)
+        inside = np.zeros((50, 50), bool)
+        inside[REGION] = True
+        return sal[:, inside].mean() - sal[:, ~inside].mean()
+
+    # filling with the colour the model treats as "nothing" finds the region; black fill adds evidence instead
+    assert contrast("mean") > 0 > contrast("black")
+
+
+def test_maps_are_seeded_and_npz_byte_identical(tmp_path):
+    """Same config -> byte-identical maps.npz, whatever the global RNG did before (SmoothGrad noise,
+    uniform IG baseline, RISE masks)."""
+    from idc.explain.driver import compute_maps
+    from idc.utils import write_npz_atomic
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 50, 50, 3)).astype(np.uint8)
+    c = cfg(ig_baseline="uniform", ig_steps=4, smoothgrad_samples=3, rise_num_masks=16)
+    written = []
+    for i, draw in enumerate([0, 5]):
+        torch.manual_seed(draw)
+        torch.rand(draw + 1)
+        raws, _ = compute_maps(RegionModel(), images, [1, 0, 1], ["smoothgrad", "integrated_gradients", "rise"], c, "cpu")
+        written.append(write_npz_atomic(tmp_path / f"maps{i}.npz", raws).read_bytes())
+    assert written[0] == written[1]
+    with np.load(tmp_path / "maps0.npz") as z:
+        assert sorted(z.files) == ["integrated_gradients", "rise", "smoothgrad"] and z["rise"].shape == (3, 50, 50)
 
 
 def test_gradcam_agrees_with_pytorch_grad_cam():
@@ -180,3 +263,34 @@ def test_targets_and_unknown_names():
     with pytest.raises(ConfigError, match="explain.methods"):
         attribute(RegionModel(), batch(), [1, 1], "gradcamm", cfg())
     assert len(METHODS) == 11
+
+
+def test_map_title_names_the_explained_class():
+    import pandas as pd
+
+    from idc.explain.figures import map_title
+
+    fp = pd.Series({"target": 0, "pred": 1, "proba": 0.8, "explained_class": 1})
+    assert map_title("lime", fp) == "LIME Explanation (explains: IDC Positive)\nModel Confidence: 80.0%"
+    assert map_title("gradcam", fp.drop("explained_class")).startswith("Grad-CAM (explains: IDC Negative)\nModel Confidence: 20.0%")
+
+
+def test_lime_figure_shows_the_explained_class(monkeypatch):
+    """LIME's boundary image comes from the explained class's weights, not from LIME's top label."""
+    import lime.lime_image as li
+
+    from idc.data.dataset import normalize_batch
+
+    asked = []
+    original = li.ImageExplanation.get_image_and_mask
+
+    def spy(self, label, *a, **kw):
+        asked.append(label)
+        return original(self, label, *a, **kw)
+
+    monkeypatch.setattr(li.ImageExplanation, "get_image_and_mask", spy)
+    images = np.random.default_rng(0).integers(90, 110, (1, 50, 50, 3)).astype(np.uint8)
+    images[0, REGION[0], REGION[1]] = 210
+    for t in (0, 1):  # the model prefers class 1 here; explaining class 0 must still show class 0
+        attribute(RegionModel(), normalize_batch(images), [t], "lime", cfg(lime_num_samples=50), images=images, extras={})
+    assert asked == [0, 1]

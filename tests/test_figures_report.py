@@ -120,7 +120,10 @@ def test_markdown_to_html_renders_tables_and_escapes():
 def fake_run(root: Path) -> RunPaths:
     paths = RunPaths(root)
     paths.data_dir.mkdir(parents=True)
-    paths.summary_json.write_text(json.dumps({"patients": 6, "split": {"train": {"patches": 400}}}))
+    paths.summary_json.write_text(json.dumps({
+        "source": "synthetic", "root": "/data/x", "patients": 6, "patches": 900,
+        "splits": {"train": {"patients": 3, "patches": 400, "patient_ids": list(range(10, 30))}},
+        "skipped": {"bad_name": 2}, "skipped_examples": {"bad_name": ["<b>odd.png"]}}))
     paths.eval_dir.mkdir()
     paths.table_5_1.write_text("| | precision % | recall % |\n|---|---|---|\n| baseline | 28.6 | 100 |\n")
     paths.sanity_dir.mkdir()
@@ -135,10 +138,18 @@ def test_report_is_static_with_relative_links_that_exist(tmp_path):
     out = report.run(types.SimpleNamespace(run=types.SimpleNamespace(dir=str(paths.root))))
     page = out.read_text()
     assert out == paths.report_html and "<script" not in page.lower()
-    assert "<td>split.train.patches</td><td>400</td>" in page
+    assert "<title>IDC saliency mapping: synthetic data</title>" in page and "run run" not in page
+    assert "<td>train</td><td>3</td><td>400</td>" in page and "splits.train" not in page
+    assert "20, 21 ... and 8 more" in page  # long id lists are cut
+    assert "<td>skipped: bad name</td><td>2</td><td>&lt;b&gt;odd.png</td>" in page
+    assert "viewer/index.html) not found: run <code>make view</code>" in page
     assert "<td>baseline</td><td>28.6</td><td>100</td>" in page and "<td>Grad-CAM</td><td>pass</td>" in page
     assert "chapter_05_loss_curve_step.png not found: run <code>make evaluate</code>" in page
     assert "localization.md not found" in page and "landscape_7" in page
+    (paths.root / "viewer").mkdir()
+    (paths.root / "viewer" / "index.html").write_text("<html></html>")
+    out = report.run(types.SimpleNamespace(run=types.SimpleNamespace(dir=str(paths.root))))
+    assert '<a href="viewer/index.html">' in out.read_text()
     refs = referenced_files(out)
     assert len(refs) >= len(figures.expected_figures())
     assert all(r.exists() for r in refs), [r for r in refs if not r.exists()]

@@ -1,6 +1,8 @@
 """Kaggle indexer: name parsing, layout checks, counted skips, and the real two-patient sample."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -8,21 +10,7 @@ from PIL import Image
 from idc.data.index import index_patches, index_with_report, parse_name
 from idc.errors import DataError
 from tests.helpers import SHARED_SAMPLE, compose_cfg, requires_sample
-
-
-def write_png(path, size=(50, 50), mode="RGB", value=128):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.full((size[1], size[0], 3), value, np.uint8)
-    Image.fromarray(arr).convert(mode).save(path)
-    return path
-
-
-def kaggle_tree(root, patients=(10, 11, 12), per_class=3):
-    for pid in patients:
-        for c in (0, 1):
-            for k in range(per_class):
-                write_png(root / str(pid) / str(c) / f"{pid}_idx5_x{1 + 50 * k}_y{1 + 50 * c}_class{c}.png")
-    return root
+from tests.helpers.kaggle import corrupt_pixels, kaggle_tree, write_png
 
 
 def test_parse_name():
@@ -53,19 +41,11 @@ def test_bad_inputs_are_counted_not_dropped_silently(tmp_path, caplog):
     df, report = index_with_report(root)
     skipped = report.counts()["skipped"]
     assert skipped == {"bad_name": 1, "class_folder_mismatch": 1, "patient_folder_mismatch": 1, "unreadable": 1,
-                       "truncated": 1}
+                       "truncated": 1, "coordinate_out_of_range": 0, "conflicting_labels": 0}
     assert report.counts()["non_rgb_converted"] == {"L": 1}
     assert report.counts()["non_50x50_kept"] == {"41x50": 1}
     assert len(df) == 20
     assert "unreadable" in caplog.text and "truncated" in caplog.text
-
-
-def corrupt_pixels(path):
-    """Flip bytes inside the compressed pixel data; header and IEND stay intact."""
-    data = bytearray(path.read_bytes())
-    start = data.index(b"IDAT") + 8
-    data[start:start + 16] = bytes(16)
-    path.write_bytes(bytes(data))
 
 
 def test_verify_decodes_and_the_cache_names_undecodable_files(tmp_path):
@@ -146,9 +126,45 @@ def test_full_size_layout_structure(tmp_path):
                 if not (d / name).exists():
                     (d / name).hardlink_to(src)
                     expected.append((int(pid), int(x), int(y), c))
+    positions = Counter((pid, x, y) for pid, x, y, _ in expected)  # random draws may put one position
+    expected = [e for e in expected if positions[e[:3]] == 1]  # under both classes: neither is kept
     df = index_patches(root)
     assert len(df) == len(expected) and df["patient_id"].nunique() == 279
     got = set(map(tuple, df[["patient_id", "x", "y", "target"]].to_numpy().tolist()))
     assert got == set(expected)
     assert (df["patient_id"].diff().dropna() >= 0).all()  # sorted by patient
     assert set(index_patches(root, num_patients=5)["patient_id"]) == set(int(p) for p in pids[:5])
+
+
+def test_coordinates_beyond_the_limit_are_a_counted_skip(tmp_path, caplog):
+    """Issue 14.1: a well-formed name with x=90000 made the stitched figures allocate 24 GB."""
+    root = kaggle_tree(tmp_path, patients=(10, 11))
+    write_png(root / "10" / "1" / "10_idx5_x90001_y51_class1.png")
+    df, report = index_with_report(root, max_coordinate=20000)
+    assert report.counts()["skipped"]["coordinate_out_of_range"] == 1 and len(df) == 12
+    assert "data.max_coordinate=20000" in caplog.text
+    assert len(index_patches(root, max_coordinate=100000)) == 13  # a larger limit keeps it
+
+
+def test_same_position_under_both_classes_keeps_neither(tmp_path, caplog):
+    """Issue 14.5: patient 10's (1, 1) was listed under both classes and kept twice."""
+    root = kaggle_tree(tmp_path, patients=(10, 11))
+    write_png(root / "10" / "1" / "10_idx5_x1_y1_class1.png")  # kaggle_tree has 10_idx5_x1_y1_class0.png
+    df, report = index_with_report(root)
+    assert report.counts()["skipped"]["conflicting_labels"] == 2
+    assert not ((df["patient_id"] == 10) & (df["x"] == 1) & (df["y"] == 1)).any() and len(df) == 11
+    assert "conflicting_labels" in caplog.text and "neither file is kept" in caplog.text
+
+
+def test_a_patient_whose_files_are_all_bad_gets_its_own_line(tmp_path, caplog):
+    """Issue 14.5: patient 12 disappeared with no per-patient line."""
+    root = kaggle_tree(tmp_path, patients=(10, 11))
+    (root / "12" / "0").mkdir(parents=True)
+    for k in range(3):
+        (root / "12" / "0" / f"12_idx5_x{1 + 50 * k}_y1_class0.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (root / "13" / "1").mkdir(parents=True)  # an empty patient folder
+    df, report = index_with_report(root)
+    assert set(df["patient_id"]) == {10, 11}
+    assert report.counts()["patients_left_out"] == {"12": {"unreadable": 3}, "13": {"no_patch_files": 0}}
+    assert "patient 12 left out: none of its files is usable (unreadable: 3)" in caplog.text
+    assert "patient 13 left out" in caplog.text

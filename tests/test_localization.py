@@ -1,4 +1,4 @@
-"""Known answers for localization and faithfulness scores (idc.sanity.localization)."""
+"""Known answers for localization and faithfulness scores, and equality with Quantus 0.6 on the same arrays."""
 import numpy as np
 import pytest
 import torch
@@ -14,47 +14,109 @@ def square_mask(n=2, size=20, r0=5, c0=5, side=10):
     return m
 
 
+def test_relevance_variants_split_evidence_for_and_against():
+    raw = np.zeros((1, 3, 2, 2))
+    raw[0, :, 0, 0] = [1.0, 1.0, -0.5]  # net evidence for: 1.5
+    raw[0, :, 0, 1] = [-1.0, -1.0, 0.0]  # net evidence against
+    v = loc.relevance_variants(raw)
+    np.testing.assert_allclose(v["positive"][0], [[1.5, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(v["absolute"][0], [[2.5, 2.0], [0.0, 0.0]])
+    np.testing.assert_allclose(loc.relevance_variants(-np.ones((1, 2, 2)))["positive"], 0.0)
+
+
 def test_pixel_auroc_perfect_inverted_and_undefined():
     masks = square_mask()
     np.testing.assert_allclose(loc.pixel_auroc(masks.astype(float), masks), 1.0)
     np.testing.assert_allclose(loc.pixel_auroc((~masks).astype(float), masks), 0.0)
-    empty = np.zeros_like(masks)
-    assert np.isnan(loc.pixel_auroc(masks.astype(float), empty)).all()
+    assert np.isnan(loc.pixel_auroc(masks.astype(float), np.zeros_like(masks))).all()
 
 
-def test_pointing_game_with_tolerance():
+def test_pointing_game_finds_the_true_maximum_not_the_first_clipped_tie():
     masks = square_mask(n=1)
+    maps = np.full((1, 20, 20), 0.9)  # 30 pixels would tie at 1.0 after a 99th-percentile clip ...
+    maps[0, 0, :] = 0.99  # ... and the top-left one would win; the true maximum is inside the mask
+    maps[0, 9, 9] = 1.0
+    assert loc.pointing_game(maps, masks)[0] == 1.0
+
+
+def test_pointing_game_tolerance_and_ties():
+    masks = square_mask(n=1)  # rows/cols 5..14
     maps = np.zeros((1, 20, 20))
-    maps[0, 16, 16] = 1.0  # two pixels right/below the square (rows/cols 5..14)
+    maps[0, 16, 16] = 1.0  # two pixels diagonally off the square
     assert loc.pointing_game(maps, masks)[0] == 0.0
     assert loc.pointing_game(maps, masks, tolerance=1)[0] == 0.0
     assert loc.pointing_game(maps, masks, tolerance=2)[0] == 1.0
-    maps[0, 7, 7] = 2.0
-    assert loc.pointing_game(maps, masks)[0] == 1.0
-    assert loc.pointing_game(np.ones((1, 20, 20)), masks)[0] == 0.0  # constant map points nowhere
+    maps[0, 7, 7] = 1.0  # now tied: one of the two maxima is inside -> expected hit 1/2
+    assert loc.pointing_game(maps, masks)[0] == 0.5
+    # a constant map points nowhere in particular: chance = mask fraction
+    assert loc.pointing_game(np.ones((1, 20, 20)), masks)[0] == pytest.approx(100 / 400)
     with pytest.raises(ValueError):
         loc.pointing_game(maps, masks, tolerance=-1)
 
 
-def test_energy_inside():
+def test_relevance_mass_and_rank_known_answers():
     masks = square_mask()
-    np.testing.assert_allclose(loc.energy_inside(masks.astype(float), masks), 1.0)
-    np.testing.assert_allclose(loc.energy_inside(np.ones(masks.shape), masks), 100 / 400)
-    assert np.isnan(loc.energy_inside(np.zeros(masks.shape), masks)).all()
+    np.testing.assert_allclose(loc.relevance_mass_accuracy(masks.astype(float), masks), 1.0)
+    np.testing.assert_allclose(loc.relevance_mass_accuracy(np.ones(masks.shape), masks), 100 / 400)
+    assert np.isnan(loc.relevance_mass_accuracy(np.zeros(masks.shape), masks)).all()
+    with pytest.raises(ValueError, match="non-negative"):
+        loc.relevance_mass_accuracy(-np.ones(masks.shape), masks)
+    half = np.zeros(masks.shape)
+    half[:, 5:10, 5:15] = 1.0  # half of the mask, nothing outside
+    half[:, 0, :] = 0.5  # 20 weaker pixels outside
+    np.testing.assert_allclose(loc.relevance_mass_accuracy(half, masks), 50 / 60)
+    # rank accuracy: K = 100; the top 50 are inside, then 20 outside at 0.5, then 30 zeros (330 tied, 50 inside)
+    np.testing.assert_allclose(loc.relevance_rank_accuracy(half, masks), (50 + 30 * 50 / 330) / 100)
+    np.testing.assert_allclose(loc.relevance_rank_accuracy(np.ones(masks.shape), masks), 100 / 400)
 
 
-def test_random_maps_are_chance_level():
-    masks = square_mask(n=50)
-    maps = loc.random_maps(masks.shape, seed=0)
-    assert abs(np.nanmean(loc.pixel_auroc(maps, masks)) - 0.5) < 0.05
+def test_top_k_intersection_known_answers():
+    masks = square_mask(n=1)
+    maps = masks.astype(float)
+    assert loc.top_k_intersection(maps, masks, k=100)[0] == 1.0
+    assert loc.top_k_intersection(maps, masks, k=200)[0] == 0.5
+    with pytest.raises(ValueError, match="k="):
+        loc.top_k_intersection(maps, masks, k=0)
 
 
-def test_deletion_masks_delete_most_relevant_first():
-    maps = np.arange(16, dtype=float).reshape(1, 4, 4)
-    d = faith.deletion_masks(maps, [0.0, 0.25, 1.0])
-    assert d.shape == (1, 3, 4, 4)
-    assert d[0, 0].sum() == 0 and d[0, 2].all()
-    np.testing.assert_array_equal(d[0, 1].ravel(), np.arange(16) >= 12)
+def test_every_score_equals_quantus_on_tie_free_maps():
+    import quantus  # the dev extra installs it
+    rng = np.random.default_rng(0)
+    n, size = 6, 12
+    masks = np.zeros((n, size, size), bool)
+    for i in range(n):
+        r, c = rng.integers(0, 6, 2)
+        masks[i, r : r + 4 + i % 3, c : c + 5] = True
+    maps = rng.random((n, size, size)) + 0.8 * masks  # continuous: no ties
+    a, s = maps[:, None], masks[:, None].astype(float)
+    x, y = np.zeros((n, 1, size, size)), np.zeros(n, int)
+    kw = dict(abs=False, normalise=False, disable_warnings=True)
+
+    def q(metric):
+        return np.asarray(metric(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s), dtype=float)
+
+    np.testing.assert_allclose(loc.pointing_game(maps, masks), q(quantus.PointingGame(**kw)))
+    np.testing.assert_allclose(loc.relevance_mass_accuracy(maps, masks), q(quantus.RelevanceMassAccuracy(**kw)))
+    np.testing.assert_allclose(loc.relevance_rank_accuracy(maps, masks), q(quantus.RelevanceRankAccuracy(**kw)))
+    np.testing.assert_allclose(loc.pixel_auroc(maps, masks), q(quantus.AUC(**kw)))
+    np.testing.assert_allclose(loc.top_k_intersection(maps, masks, k=20), q(quantus.TopKIntersection(k=20, **kw)))
+
+
+def test_localization_scores_reports_every_score():
+    masks = square_mask()
+    out = loc.localization_scores(masks.astype(float), masks, tolerance=1, top_k=10)
+    assert set(out) == set(loc.LOCALIZATION_SCORES)
+    assert all(v.shape == (2,) and np.allclose(v, 1.0) for v in out.values())
+
+
+# ---------------------------------------------------------------- faithfulness
+def test_relevance_order_ties_are_random_not_raster():
+    flat = np.zeros((1, 10, 10))
+    d = faith.top_fraction_masks(flat, [0.0, 0.1, 1.0], seed=0)
+    assert d.shape == (1, 3, 10, 10) and d[0, 0].sum() == 0 and d[0, 2].all() and d[0, 1].sum() == 10
+    assert not d[0, 1, 0].all()  # not simply the first row
+    ramp = np.arange(16, dtype=float).reshape(1, 4, 4)
+    np.testing.assert_array_equal(faith.top_fraction_masks(ramp, [0.25])[0, 0].ravel(), np.arange(16) >= 12)
 
 
 class RegionModel(nn.Module):
@@ -65,7 +127,8 @@ class RegionModel(nn.Module):
         return torch.stack([torch.zeros_like(score), score], dim=1)
 
 
-def test_deletion_auc_rewards_the_map_on_the_evidence():
+@pytest.mark.parametrize("fill", faith.FILLS)
+def test_deletion_and_insertion_reward_the_map_on_the_evidence(fill):
     x = -torch.ones(2, 3, 20, 20)
     x[:, :, :5, :5] = 1.0
     target = torch.ones(2, dtype=torch.long)
@@ -73,26 +136,28 @@ def test_deletion_auc_rewards_the_map_on_the_evidence():
     good[:, :5, :5] = 1.0
     bad = 1.0 - good
     model = RegionModel()
-    curves = faith.deletion_curves(model, x, good, target, baseline="mean", batch_size=7)
+    curves = faith.deletion_curves(model, x, good, target, fill=fill, batch_size=7)
     assert curves.shape == (2, len(faith.DEFAULT_FRACTIONS))
     assert curves[0, 0] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item(), rel=1e-5)
-    auc_good = faith.curve_area(faith.DEFAULT_FRACTIONS, curves)
-    auc_bad = faith.curve_area(faith.DEFAULT_FRACTIONS, faith.deletion_curves(model, x, bad, target, baseline="mean"))
-    assert (auc_good < auc_bad - 0.2).all()
+    area = lambda c: faith.curve_area(faith.DEFAULT_FRACTIONS, c)  # noqa: E731
+    assert (area(curves) < area(faith.deletion_curves(model, x, bad, target, fill=fill)) - 0.2).all()
+    ins_good = area(faith.insertion_curves(model, x, good, target, sigma=3.0))
+    ins_bad = area(faith.insertion_curves(model, x, bad, target, sigma=3.0))
+    assert (ins_good > ins_bad + 0.2).all()
 
 
-def test_curve_area_and_baselines():
+def test_curve_area_and_fills():
     np.testing.assert_allclose(faith.curve_area([0, 0.5, 1], np.ones((3, 3))), 1.0)
     x = torch.randn(2, 3, 10, 10)
-    assert torch.allclose(faith.baseline_images(x, "mean")[:, :, 3, 4], x.mean(dim=(2, 3)))
-    assert faith.baseline_images(x, "blur").std() < x.std()
-    with pytest.raises(ValueError, match="baseline"):
-        faith.baseline_images(x, "zeros")
+    assert torch.allclose(faith.fill_images(x, "mean")[:, :, 3, 4], x.mean(dim=(2, 3)))
+    assert faith.fill_images(x, "zero").abs().sum() == 0
+    assert faith.fill_images(x, "blur").std() < x.std()
+    with pytest.raises(ValueError, match="fill"):
+        faith.fill_images(x, "zeros")
 
 
-def test_score_maps_reports_every_score():
+def test_faithfulness_scores_report_every_score():
     x = torch.randn(2, 3, 20, 20)
-    masks = square_mask()
-    out = loc.score_maps(RegionModel(), x, torch.ones(2, dtype=torch.long), masks.astype(float), masks, road=True)
-    assert set(out) == {"pixel_auroc", "pointing_game", "energy_inside", "deletion_auc", "road"}
-    assert all(v.shape == (2,) for v in out.values())
+    out = faith.faithfulness_scores(RegionModel(), x, square_mask().astype(float), torch.ones(2, dtype=torch.long))
+    assert set(out) == {"deletion", "insertion", "road"}
+    assert all(v.shape == (2,) and np.isfinite(v).all() for v in out.values())

@@ -6,41 +6,9 @@ import pandas as pd
 import pytest
 
 from idc.sanity import stage as sanity
-from idc.sanity.scoring import markdown_table, summarize
+from idc.sanity.scoring import RANDOM_BASELINE, markdown_table, summarize
 
 from tests.helpers import compose_cfg, copy_run
-
-
-def fake_metrics(model_sims: dict, data_sims: dict, full_depth: int = 6) -> pd.DataFrame:
-    rows = []
-    for method, v in model_sims.items():
-        rows.append(dict(method=method, test="cascading", depth=full_depth, metric="spearman_abs", value=v))
-        rows.append(dict(method=method, test="cascading", depth=1, metric="spearman_abs", value=v + 0.2))
-        rows.append(dict(method=method, test="cascading", depth=full_depth, metric="ssim", value=0.99))
-        rows.append(dict(method=method, test="cascading", depth=0, metric="spearman_abs", value=1.0))
-    for method, v in data_sims.items():
-        rows.append(dict(method=method, test="data", depth=0, metric="spearman_abs", value=v))
-    return pd.DataFrame(rows)
-
-
-def test_verdict_pass_means_the_map_changed():
-    assert sanity.verdict(0.1, 0.5) == "pass"
-    assert sanity.verdict(0.5, 0.5) == "fail"
-    assert sanity.verdict(-0.9, 0.5) == "pass"
-
-
-def test_table_5_2_compares_with_the_books_verdicts():
-    metrics = fake_metrics({"vanilla_backprop": 0.1, "guided_backprop": 0.2, "gradcam": 0.9},
-                           {"vanilla_backprop": 0.3, "guided_backprop": 0.8})
-    md = sanity.table_5_2(metrics, threshold=0.5, full_depth=6, train_accuracy=0.61)
-    lines = {l.split(" | ")[0].strip("| "): l for l in md.splitlines() if l.startswith("| ")}
-    # model randomization: the mean over the cascade (depth 1: v + 0.2, full depth: v) decides
-    assert lines["vanilla backprop"] == "| vanilla backprop | pass | 0.200 | 0.100 | pass | yes | pass | 0.300 | pass | yes |"
-    assert lines["guided backprop"] == "| guided backprop | fail | 0.300 | 0.200 | pass | no | fail | 0.800 | fail | yes |"
-    assert lines["Grad-CAM"] == "| Grad-CAM | pass | 1.000 | 0.900 | fail | no | pass | not run | - | - |"
-    assert "| SmoothGrad | fail | not run | - | - | - | pass | not run | - | - |" in md
-    assert len([l for l in md.splitlines() if l.startswith("| ")]) == 1 + len(sanity.BOOK_TABLE_5_2)
-    assert "61.0%" in md
 
 
 def test_select_balanced_is_reproducible_and_balanced():
@@ -64,57 +32,94 @@ def test_localization_summary_sorted_with_baseline():
     assert list(table["method"]) == ["B", "A", "random map (baseline)"]
     assert table.loc[1, "pixel_auroc"] == pytest.approx(0.8) and table.loc[0, "n"] == 2
     md = markdown_table(table)
-    assert md.splitlines()[0] == "| method | n | pixel_auroc | pointing_game |"
-    assert "| B | 2 | 0.950 | 1.000 |" in md
+    assert md.splitlines()[0] == "| method | n | pointing_game | pixel_auroc |"
+    assert "| B | 2 | 1.000 | 0.950 |" in md
 
 
 @pytest.mark.slow
 def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
+    """Both randomization tests, sMPRT, eMPRT and data randomization on the tiny run. TINY caps the
+    random-label training at 1 epoch, so data randomization must come out "invalid", not pass/fail."""
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "sanity.random_labels_max_batches=2", data_dir=tiny_data_dir)
+    cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam,rise]", "sanity.smprt_samples=2", 
+                      "sanity.smprt_patches=2", "sanity.random_labels_patches=32", "sanity.bootstrap=200",
+                      "sanity.localization_methods=[gradcam]", data_dir=tiny_data_dir)
     out = sanity.run(cfg)
-    metrics = pd.read_csv(run_dir / "sanity" / "metrics.csv")
+    sdir = run_dir / "sanity"
+    verdicts = pd.read_csv(sdir / "randomization.csv")
+    assert list(verdicts.columns) == ["method", "test", "value", "ci_low", "ci_high", "n", "n_degenerate", "verdict"]
+    assert set(verdicts["test"]) == {"mprt_cascading", "mprt_independent", "smprt", "emprt", "data_randomization"}
+    assert len(verdicts) == 3 * 5
+    model_tests = verdicts[verdicts["test"] != "data_randomization"]
+    ok = model_tests.dropna(subset=["ci_low"])
+    assert ((ok["ci_low"] <= ok["value"] + 1e-12) & (ok["value"] <= ok["ci_high"] + 1e-12)).all()
+    # no spread (the sanity patches of the tiny set may all come from one patient): no verdict
+    assert ((model_tests["verdict"] == "invalid (1 patient: no CI)") == model_tests["ci_high"].isna()).all()
+    judged = model_tests.dropna(subset=["ci_high"])
+    assert set(judged["verdict"]) <= {"pass", "fail"}
+    sim = judged[judged["test"] != "emprt"]  # the rule in the docs and the table is the rule in the code
+    assert ((sim["verdict"] == "pass") == (sim["ci_high"] < cfg.sanity.threshold)).all()
+    record = out["random_labels"]
+    assert not record["memorized"] and record["epochs"] == 1
+    data = verdicts[verdicts["test"] == "data_randomization"]
+    assert (data["verdict"] == f"invalid (reached {100 * record['train_accuracy']:.1f}%)").all()
+    table = (sdir / "table_5_2.md").read_text()
+    assert "INVALID: reached" in table and "upper end of the CI is below 0.5" in table
+    assert "| vanilla backprop | pass |" in table and "| RISE | - |" in table
+    # every randomized model moved its logits, and the table says how far
+    logits = pd.read_csv(sdir / "logit_change.csv")
+    assert len(logits[logits["test"] == "mprt_cascading"]) == len(cfg.sanity.cascade)
+    assert (logits["mean_abs_logit_change"] > 0).all()
+    assert "conv1+bn1" in table and "mean abs logit change" in table
+    metrics = pd.read_csv(sdir / "metrics.csv")
     assert list(metrics.columns) == sanity.METRICS_COLUMNS
-    methods = list(cfg.sanity.methods)
-    assert set(metrics["method"]) == set(methods)
-    assert set(metrics["test"]) == {"cascading", "independent", "data"}
-    # depth 0 compares the trained model with itself: every measure is exactly 1.
-    original = metrics[(metrics["test"] == "cascading") & (metrics["depth"] == 0)]
-    np.testing.assert_allclose(original["value"], 1.0, atol=1e-6)
-    full = metrics[(metrics["depth"] == len(cfg.sanity.cascade)) & (metrics["test"] == "cascading")]
+    full = metrics[(metrics["test"] == "mprt_cascading") & (metrics["depth"] == len(cfg.sanity.cascade))]
     assert (full["value"] < 0.999).all()  # randomizing every block changes every map
-    table = (run_dir / "sanity" / "table_5_2.md").read_text()
-    assert "agrees with book" in table and "training accuracy of" in table
-    assert 0.0 <= out["random_labels"]["train_accuracy"] <= 1.0
     for name in ("sanity_cascading_randomization", "sanity_independent_randomization",
                  "sanity_randomization_examples"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000
     loc = (run_dir / "sanity" / "localization.md").read_text()
-    assert "random map (baseline)" in loc
+    assert RANDOM_BASELINE in loc
     assert (run_dir / "figures" / "sanity_localization_examples.png").exists()
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
-    assert set(per_patch["method"]) >= {"random map (baseline)"}
-    # a second run reuses the random-label model instead of retraining it
-    mtime = (run_dir / "sanity" / "random_labels.json").stat().st_mtime
+    assert set(per_patch["method"]) >= {RANDOM_BASELINE}
+    # seeded: a second run (reusing the random-label model) writes byte-identical numbers
+    first = {f: (sdir / f).read_bytes() for f in ("metrics.csv", "randomization.csv", "logit_change.csv", "table_5_2.md")}
+    mtime = (sdir / "random_labels.json").stat().st_mtime
     sanity.run(cfg)
-    assert (run_dir / "sanity" / "random_labels.json").stat().st_mtime == mtime
+    assert (sdir / "random_labels.json").stat().st_mtime == mtime
+    assert all((sdir / f).read_bytes() == b for f, b in first.items())
 
 
 @pytest.mark.slow
 def test_localization_skipped_without_masks(tiny_evaluated, tiny_data_dir, tmp_path):
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "data.masks_dir=null", "sanity.methods=[gradcam]", "sanity.cascade=[fc]",
-                      "sanity.random_labels_max_batches=1", data_dir=tiny_data_dir)
+    cfg = compose_cfg(run_dir, "data.masks_dir=null", "sanity.methods=[gradcam]", "sanity.cascade=[fc]", 
+                      "sanity.smprt_samples=1", "sanity.smprt_patches=1", "sanity.random_labels_patches=8",
+                      "sanity.bootstrap=50", data_dir=tiny_data_dir)
     sanity.run(cfg)
     assert "Skipped" in (run_dir / "sanity" / "localization.md").read_text()
     assert not (run_dir / "sanity" / "localization.csv").exists()
 
 
-def test_unknown_block_is_a_config_error(tmp_path):
-    from torch import nn
-
+def test_config_errors_name_the_key(tiny_evaluated, tiny_data_dir, tmp_path):
     from idc.errors import ConfigError
-    from idc.sanity.randomization import randomize_cascading
 
     with pytest.raises(ConfigError, match="sanity.cascade"):
-        sanity._randomized(randomize_cascading, nn.Sequential(nn.Linear(2, 2)), ["layer9"], 1, 0)
+        sanity.run(compose_cfg(tiny_evaluated, "sanity.cascade=[fc,layer9]", data_dir=tiny_data_dir))
+    with pytest.raises(ConfigError, match="sanity.reinit"):
+        sanity.run(compose_cfg(tiny_evaluated, "sanity.reinit=xavier", data_dir=tiny_data_dir))
+    ecfg = sanity.explain_settings(compose_cfg(tmp_path, "sanity.rise_num_masks=7", "sanity.lime_num_samples=null"))
+    assert ecfg.rise_num_masks == 7 and ecfg.lime_num_samples == 50  # capped at 7; no cap: TINY's explain value
+    assert sanity.explain_settings(compose_cfg(tmp_path)).rise_num_masks == 64  # a cap never raises TINY's 64
+
+
+def test_noisy_copies_are_seeded_and_scaled_by_the_patch_range():
+    imgs = np.zeros((2, 50, 50, 3), np.uint8)
+    imgs[0, :, :25] = 200  # range 200
+    imgs[1] = 100  # flat: range 0, so no noise
+    a = sanity.noisy_copies(imgs, 3, 0.1, seed=0)
+    assert a.shape == (6, 50, 50, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, sanity.noisy_copies(imgs, 3, 0.1, seed=0))
+    assert np.all(a[1::2] == 100)
+    assert 15 < np.std(a[0::2].astype(float) - imgs[0].astype(float)) < 25  # sd 0.1 x 200, clipped at 0

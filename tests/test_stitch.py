@@ -84,9 +84,38 @@ def test_stitching_a_2400_patch_patient_is_vectorized():
     xs, ys = 1 + 50 * (cells % 60), 1 + 50 * (cells // 60)
     imgs = rng.integers(0, 255, (2400, 50, 50, 3), dtype=np.uint8)
     tic = time.perf_counter()
-    canvas = stitch_patches(imgs, xs, ys)
+    canvas = stitch_patches(imgs, xs, ys, max_side=4096)  # full size (the 2048 px default draws it at 2/3)
     elapsed = time.perf_counter() - tic
     k = 1234
     assert np.array_equal(canvas[ys[k]:ys[k] + 50, xs[k]:xs[k] + 50], imgs[k])
     assert (canvas == 255).all(axis=2).sum() >= (3600 - 2400) * 2500  # empty cells stay background
     assert elapsed < 1.0  # generous: the block paste takes tens of ms; a per-pixel loop would take minutes
+    small = stitch_patches(imgs, xs, ys)  # the default bound: downsampled, one loop over the patches
+    assert max(small.shape[:2]) <= 2048 + 50
+
+
+def test_a_huge_slide_is_drawn_downsampled_within_bounded_memory():
+    """Issue 14.1: x = y = 90000 asked for a 90k x 90k x 3 canvas (24 GB); now at most max_side a side."""
+    import tracemalloc
+
+    from idc.stitch import MAX_CANVAS_SIDE
+
+    imgs, xs, ys = grid_patches(2, 2)
+    xs, ys = np.append(xs, 90001), np.append(ys, 90001)
+    imgs = np.concatenate([imgs, imgs[:1]])
+    tracemalloc.start()
+    try:
+        canvas = stitch_patches(imgs, xs, ys)
+        mask = stitch_labels(np.array([1, 0, 0, 0, 1]), xs, ys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert max(canvas.shape[:2]) <= MAX_CANVAS_SIDE + 50 and canvas.shape[:2] == mask.shape
+    assert peak < 200e6, peak
+    scale = MAX_CANVAS_SIDE / 90051
+    c = int(np.ceil(50 * scale))  # each patch drawn c x c at its scaled position
+    y, x = int(90001 * scale), int(90001 * scale)
+    assert mask[y:y + c, x:x + c].all() and not mask[int(51 * scale) + 1, int(51 * scale) + 1]
+    assert (canvas[y:y + c, x:x + c] != 255).any()
+    small = stitch_patches(imgs[:4], xs[:4] - 1, ys[:4] - 1, max_side=50)  # a neat case: exactly half size
+    assert small.shape == (50, 50, 3) and np.array_equal(small[25:, 25:], imgs[3][::2, ::2])

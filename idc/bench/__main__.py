@@ -1,4 +1,6 @@
-"""`python -m idc.bench [sections=loader,train,explain] [quick=1]`: run benchmarks, update docs/benchmarks.md.
+"""`python -m idc.bench [sections=loader,train,explain,gpu,fullsize] [quick=1] [hydra overrides]`: run
+benchmarks, update docs/benchmarks.md. Hydra overrides (e.g. `run.dir=... data.root=...`) go to the
+`fullsize` section, which says where its data set lives.
 
 Each section's markdown replaces the block between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`,
 so sections can be re-measured one at a time without losing the others.
@@ -16,7 +18,8 @@ import torch
 
 from idc.utils import write_text_atomic
 
-SECTIONS = ["loader", "train", "explain"]
+SECTIONS = ["loader", "train", "explain", "gpu", "fullsize"]
+TAKES_OVERRIDES = {"fullsize"}
 DOC = Path("docs/benchmarks.md")
 HEADER = "# Benchmarks\n\nWritten by `make bench` (`python -m idc.bench`); each section names the command that produced it.\n"
 
@@ -39,13 +42,17 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
     sections = opts.get("sections", ",".join(SECTIONS)).split(",")
+    overrides = tuple(a for a in argv if a.split("=", 1)[0] not in ("sections", "quick"))
+    if overrides and not TAKES_OVERRIDES & set(sections):
+        sys.exit(f"overrides {list(overrides)} are only read by the section(s) {sorted(TAKES_OVERRIDES)}")
     quick = opts.get("quick", "0") not in ("0", "false", "")
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         sys.exit(f"unknown bench section(s) {unknown}; choose from {SECTIONS}")
     text = DOC.read_text() if DOC.exists() else HEADER
     for name in sections:
-        body = importlib.import_module(f"idc.bench.{name}").run(quick=quick)
+        extra = {"overrides": overrides} if name in TAKES_OVERRIDES else {}
+        body = importlib.import_module(f"idc.bench.{name}").run(quick=quick, **extra)
         head, _, rest = body.strip().partition("\n")  # the machine line goes under the section's heading
         body = f"{head}\n\nMachine: {machine()}.\n{rest}"
         text = update_doc(text, name, body)

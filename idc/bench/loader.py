@@ -51,32 +51,37 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
-def prepared(quick: bool) -> Prepared:
-    """Prepare (or reuse) the bench data set once per process."""
-    if quick in _PREPARED:
-        return _PREPARED[quick]
-    from idc import prepare_data
-    from idc.data.cache import load_or_build_cache
-
-    if quick:
+def prepared(quick: bool, overrides: tuple = ()) -> Prepared:
+    """Prepare (or reuse) a bench data set once per process: the tiny or default set, or `overrides`'s."""
+    key = (quick, tuple(overrides))
+    if key in _PREPARED:
+        return _PREPARED[key]
+    if overrides:
+        cfg = compose(["data.eda_figures=false", *overrides])
+    elif quick:
         tmp = Path(tempfile.mkdtemp(prefix="idc-bench-"))
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        overrides = ["data=tiny", f"run.dir={tmp}/run", f"data.root={tmp}/data/IDC_regular_ps50_idx5",
-                     f"data.masks_dir={tmp}/data/masks", "data.eda_figures=false"]
+        cfg = compose(["data=tiny", f"run.dir={tmp}/run", f"data.root={tmp}/data/IDC_regular_ps50_idx5",
+                       f"data.masks_dir={tmp}/data/masks", "data.eda_figures=false"])
     else:
-        overrides = ["run.dir=outputs/synthetic", "data.eda_figures=false"]
-    cfg = compose(overrides)
-    log.info("bench data: preparing %s in %s", cfg.data.name, cfg.run.dir)
-    df = prepare_data.run(cfg)  # idempotent: reuses the generated set, the index and the packed cache
+        cfg = compose(["run.dir=outputs/synthetic", "data.eda_figures=false"])
+    _PREPARED[key] = p = prepare(cfg)
+    return p
+
+
+def prepare(cfg) -> Prepared:
+    """Run the data stage for `cfg` (idempotent: reuses the generated set, the index and the packed cache)."""
+    from idc import prepare_data
+    from idc.data.cache import load_or_build_cache
     from idc.paths import RunPaths
 
+    log.info("bench data: preparing %s in %s", cfg.data.name, cfg.run.dir)
+    df = prepare_data.run(cfg)
     images = load_or_build_cache(df, cfg.data.root, RunPaths.from_cfg(cfg).cache_dir, size=cfg.data.patch_size)
     train_rows = np.flatnonzero(df["split"].to_numpy() == "train")
     label = (f"`data={cfg.data.name}` ({df['patient_id'].nunique()} patients, {len(df)} patches, "
              f"{len(train_rows)} train)")
-    p = Prepared(cfg, df, Path(str(cfg.data.root)), images, df["target"].to_numpy(dtype=np.int64), train_rows, label)
-    _PREPARED[quick] = p
-    return p
+    return Prepared(cfg, df, Path(str(cfg.data.root)), images, df["target"].to_numpy(dtype=np.int64), train_rows, label)
 
 
 def load_note() -> str:

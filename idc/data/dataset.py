@@ -33,9 +33,22 @@ def eval_transform(size: int = 50):
     return transforms.Compose([resize_transform(size), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
 
 
+# Greyscale modes PIL opens with more than 8 bits: its convert("RGB") clips them at 255 (all white).
+WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def load_rgb(path) -> Image.Image:
+    """The file as 8-bit RGB. 16-bit greyscale (PNG bit depth 16) is scaled to 0..255 first."""
     with Image.open(path) as im:
+        if im.mode in WIDE_GREY:
+            return Image.fromarray(scale_to_8bit(np.asarray(im)), "L").convert("RGB")
         return im.convert("RGB")
+
+
+def scale_to_8bit(grey: np.ndarray) -> np.ndarray:
+    """uint8 from 16-bit samples: round(v * 255 / 65535), so 0 -> 0 and 65535 -> 255 exactly."""
+    v = np.clip(grey.astype(np.int64), 0, 65535)
+    return ((v * 255 + 32767) // 65535).astype(np.uint8)
 
 
 class PatchDataset(Dataset):

@@ -3,8 +3,10 @@
 Only each file's header is read (the PNG IHDR chunk, or PIL's `open` for anything else: no pixels)
 plus its last bytes, where a complete PNG ends with the IEND chunk: that finds unreadable and truncated files in seconds
 for the full 277k-file set (a thread pool overlaps the file reads). `verify=True` decodes every file
-instead. Nothing is dropped silently: each skipped file is counted by reason and logged; odd sizes
-and non-RGB modes are kept and counted.
+instead. Nothing is dropped silently: each skipped file is counted by reason and logged (so is each
+patient left without patches); odd sizes and non-RGB modes are kept and counted. A patch position
+(patient, x, y) found under both classes is dropped with both files: its label is contradictory.
+Coordinates above `max_coordinate` are skipped: they would make a stitched slide figure enormous.
 """
 from __future__ import annotations
 
@@ -29,7 +31,13 @@ log = logging.getLogger("idc")
 NAME_RE = re.compile(r"^(?P<pid>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<cls>[01])\.png$")
 LAYOUT = "<root>/<patient_id>/<0|1>/<patient_id>_idx5_x<X>_y<Y>_class<C>.png"
 COLUMNS = ["image_id", "patient_id", "x", "y", "target", "width", "height"]
-SKIP_REASONS = ("bad_name", "class_folder_mismatch", "patient_folder_mismatch", "unreadable", "truncated")
+SKIP_REASONS = ("bad_name", "class_folder_mismatch", "patient_folder_mismatch", "coordinate_out_of_range",
+                "unreadable", "truncated", "conflicting_labels")
+DEFAULT_MAX_COORDINATE = 20000  # px; the real slides stay below ~5000 (data.max_coordinate)
+SKIP_NOTES = {
+    "coordinate_out_of_range": " (x or y above data.max_coordinate={max_coordinate}; raise it if your slides are larger)",
+    "conflicting_labels": " (the same patient/x/y under both classes: neither file is kept)",
+}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk type and its (constant) CRC: the last 8 bytes of a whole PNG
 
@@ -41,6 +49,7 @@ class IndexReport:
     skipped: Dict[str, List[str]] = field(default_factory=lambda: {r: [] for r in SKIP_REASONS})
     non_rgb: Counter = field(default_factory=Counter)  # mode -> count (kept, converted to RGB)
     odd_size: Counter = field(default_factory=Counter)  # "WxH" -> count (kept, resized by transforms)
+    patients_left_out: Dict[str, Dict[str, int]] = field(default_factory=dict)  # pid -> {reason: files}
 
     def counts(self) -> dict:
         return {
@@ -48,7 +57,19 @@ class IndexReport:
             "skipped_examples": {r: v[:5] for r, v in self.skipped.items() if v},
             "non_rgb_converted": dict(self.non_rgb),
             "non_50x50_kept": dict(self.odd_size),
+            "patients_left_out": self.patients_left_out,
         }
+
+    def left_out_patients(self, scanned: Sequence[str], kept: set) -> None:
+        """Record (and log, one line each) the scanned patient folders that kept no patch."""
+        for pid in scanned:
+            if pid in kept:
+                continue
+            reasons = {r: sum(f.split("/", 1)[0] == pid for f in files) for r, files in self.skipped.items()}
+            reasons = {r: n for r, n in reasons.items() if n} or {"no_patch_files": 0}
+            self.patients_left_out[pid] = reasons
+            log.warning("patient %s left out: none of its files is usable (%s)", pid,
+                        ", ".join(f"{r}: {n}" for r, n in reasons.items()))
 
 
 def parse_name(name: str) -> Optional[dict]:
@@ -70,8 +91,10 @@ def _missing_root_error(root: Path, what: str) -> DataError:
     )
 
 
-def list_candidates(root: Path, num_patients: Optional[int], report: IndexReport) -> List[Tuple[str, dict]]:
-    """Walk root/<pid>/<cls>/ and return (relative path, parsed fields) for well-named files."""
+def list_candidates(root: Path, num_patients: Optional[int], report: IndexReport,
+                    max_coordinate: int = DEFAULT_MAX_COORDINATE) -> Tuple[List[Tuple[str, dict]], List[str]]:
+    """Walk root/<pid>/<cls>/; return (relative path, parsed fields) of well-named files and the patient
+    folders scanned."""
     if not root.is_dir():
         raise _missing_root_error(root, "does not exist or is not a folder")
     patient_dirs = sorted((e for e in os.scandir(root) if e.is_dir() and e.name.isdigit()), key=lambda e: int(e.name))
@@ -95,11 +118,13 @@ def list_candidates(root: Path, num_patients: Optional[int], report: IndexReport
                     report.skipped["patient_folder_mismatch"].append(rel)
                 elif cdir.name not in ("0", "1") or int(cdir.name) != meta["target"]:
                     report.skipped["class_folder_mismatch"].append(rel)
+                elif max(meta["x"], meta["y"]) > max_coordinate:
+                    report.skipped["coordinate_out_of_range"].append(rel)
                 else:
                     found.append((rel, meta))
     if not found and not any(report.skipped.values()):
         raise _missing_root_error(root, "contains no patch files")
-    return found
+    return found, [p.name for p in patient_dirs]
 
 
 def _probe(path: str, verify: bool = False) -> Tuple[Optional[Tuple[int, int]], Optional[str], Optional[str]]:
@@ -141,17 +166,28 @@ def threaded_map(fn: Callable, items: Sequence, workers: int = 8, desc: str = ""
             yield from results
 
 
-def index_patches(root, num_patients: Optional[int] = None) -> pd.DataFrame:
+def index_patches(root, num_patients: Optional[int] = None, **kwargs) -> pd.DataFrame:
     """The patches table under `root` (the contract's form; skips are logged, see `index_with_report`)."""
-    return index_with_report(root, num_patients)[0]
+    return index_with_report(root, num_patients, **kwargs)[0]
 
 
-def index_with_report(root, num_patients: Optional[int] = None, workers: int = 8,
-                      verify: bool = False) -> Tuple[pd.DataFrame, IndexReport]:
+def drop_conflicting_labels(rows: List[dict], report: IndexReport) -> List[dict]:
+    """Drop every patch whose (patient, x, y) also appears under the other class (keep neither: which
+    label is right cannot be told), counting the files as `conflicting_labels`."""
+    seen = Counter((r["patient_id"], r["x"], r["y"]) for r in rows)
+    clash = {k for k, n in seen.items() if n > 1}
+    if not clash:
+        return rows
+    report.skipped["conflicting_labels"] += [r["image_id"] for r in rows if (r["patient_id"], r["x"], r["y"]) in clash]
+    return [r for r in rows if (r["patient_id"], r["x"], r["y"]) not in clash]
+
+
+def index_with_report(root, num_patients: Optional[int] = None, workers: int = 8, verify: bool = False,
+                      max_coordinate: int = DEFAULT_MAX_COORDINATE) -> Tuple[pd.DataFrame, IndexReport]:
     """Index every patch under `root`; returns the table (sorted by patient, y, x) and the report."""
     root = Path(root)
     report = IndexReport()
-    found = list_candidates(root, num_patients, report)
+    found, scanned = list_candidates(root, num_patients, report, max_coordinate)
     rows = []
     probes = threaded_map(lambda rel: _probe(str(root / rel), verify), [rel for rel, _ in found], workers, "index patches")
     for (rel, meta), (size, mode, reason) in zip(found, probes):
@@ -163,13 +199,17 @@ def index_with_report(root, num_patients: Optional[int] = None, workers: int = 8
         if size != (50, 50):
             report.odd_size[f"{size[0]}x{size[1]}"] += 1
         rows.append({"image_id": rel, **meta, "width": size[0], "height": size[1]})
+    rows = drop_conflicting_labels(rows, report)
     for reason, files in report.skipped.items():
         if files:
-            log.warning("skipped %d file(s) under %s: %s (e.g. %s)", len(files), root, reason, files[0])
+            log.warning("skipped %d file(s) under %s: %s%s (e.g. %s)", len(files), root, reason,
+                        SKIP_NOTES.get(reason, "").format(max_coordinate=max_coordinate), files[0])
+    report.left_out_patients(scanned, {r["image_id"].split("/", 1)[0] for r in rows})
     if report.non_rgb:
         log.warning("%d non-RGB patch(es) kept and converted to RGB: %s", sum(report.non_rgb.values()), dict(report.non_rgb))
     if report.odd_size:
-        log.info("%d patch(es) not 50x50 kept (resized by the transforms): %s", sum(report.odd_size.values()), dict(report.odd_size))
+        log.info("%d patch(es) not 50x50 kept (resized by the transforms; cropped to the top-left 50x50 in "
+                 "stitched slides): %s", sum(report.odd_size.values()), dict(report.odd_size))
     if not rows:
         raise _missing_root_error(root, f"has no readable, well-named patches ({report.counts()['skipped']})")
     df = pd.DataFrame(rows, columns=COLUMNS).sort_values(["patient_id", "y", "x", "target"], kind="stable")

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from idc.errors import ConfigError
-from idc.explain.methods import Context, get_method
+from idc.explain.methods import Context, Reference, get_method
 
 log = logging.getLogger("idc")
 
@@ -27,14 +27,38 @@ def resolve_targets(spec, labels, preds) -> np.ndarray:
     raise ConfigError(f"explain.target={spec!r} is not known; use pred, label, 0 or 1")
 
 
+def dataset_reference(images: np.ndarray, patches, k: int, seed: int) -> Reference:
+    """The training split's mean colour (all its patches) and `k` of its patches drawn with `seed`.
+    `images` is the packed cache (rows = patches.csv rows); `patches` has the `split` column."""
+    rows = np.flatnonzero(np.asarray(patches["split"]) == "train")
+    if len(rows) == 0:
+        raise ConfigError("the data set has no training patches: RISE's mean colour and IG's expected "
+                          "baseline need them (or set explain.rise_fill=black and another explain.ig_baseline)")
+    total = np.zeros(3, np.float64)
+    for start in range(0, len(rows), 4096):  # the cache is memory-mapped: read it in slices
+        total += np.asarray(images[rows[start:start + 4096]], dtype=np.float64).sum(axis=(0, 1, 2))
+    mean = total / (len(rows) * images.shape[1] * images.shape[2])
+    pick = np.sort(np.random.default_rng(seed).choice(rows, size=min(int(k), len(rows)), replace=False))
+    return Reference(mean_rgb=mean.astype(np.float32), patches=np.ascontiguousarray(images[pick]))
+
+
+def patch_batch(images: np.ndarray, df, device) -> Tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """(uint8 NHWC images, normalized NCHW tensor, long target tensor) for the cache rows `df["row"]`."""
+    from idc.data.dataset import normalize_batch
+
+    imgs = np.ascontiguousarray(images[df["row"].to_numpy()])
+    target = torch.tensor(np.array(df["target"], dtype=np.int64), device=device)
+    return imgs, normalize_batch(imgs, device=device), target
+
+
 def attribute(model, x: torch.Tensor, target, method: str, explain_cfg, images: Optional[np.ndarray] = None,
-              extras: Optional[dict] = None) -> np.ndarray:
+              extras: Optional[dict] = None, reference: Optional[Reference] = None) -> np.ndarray:
     """Raw map of one method for one batch: [n, 3, H, W] (pixel methods) or [n, H, W]."""
     model.eval()
     # a copy: inputs may be read-only views (a tensor is copied by torch, not via numpy's __array__)
     target = target.detach().to(x.device, torch.long).clone() if isinstance(target, torch.Tensor) else \
         torch.tensor(np.array(target, dtype=np.int64), device=x.device)
-    ctx = Context(cfg=explain_cfg, images=images, extras=extras if extras is not None else {})
+    ctx = Context(cfg=explain_cfg, images=images, extras=extras if extras is not None else {}, reference=reference)
     with torch.enable_grad(), warnings.catch_warnings():
         # captum announces that it sets requires_grad and hooks ReLUs, for every batch: expected here.
         warnings.filterwarnings("ignore", message=".*(did not already require gradients|backward hooks on ReLU).*")
@@ -52,8 +76,13 @@ def to_grayscale(raw: np.ndarray) -> np.ndarray:
     return np.clip((g - lo) / span, 0, 1).astype(np.float32)
 
 
-def compute_maps(model, images: np.ndarray, targets, methods: Iterable[str], explain_cfg, device) -> Tuple[Dict[str, np.ndarray], dict]:
-    """Raw maps of every method for every patch (uint8 NHWC `images`), in batches on `device`."""
+def compute_maps(model, images: np.ndarray, targets, methods: Iterable[str], explain_cfg, device,
+                 reference: Optional[Reference] = None) -> Tuple[Dict[str, np.ndarray], dict]:
+    """Raw maps of every method for every patch (uint8 NHWC `images`), in batches on `device`.
+
+    Seeded: torch's RNG is set to `explain_cfg.seed` before each method (and restored after), so the
+    same inputs give the same maps (SmoothGrad's noise, IG's uniform baseline), whatever ran before,
+    and two models compared by the sanity stage see the same noise."""
     from idc.data.dataset import normalize_batch
 
     methods = list(methods)
@@ -64,10 +93,13 @@ def compute_maps(model, images: np.ndarray, targets, methods: Iterable[str], exp
     out, extras = {}, {}
     for m in methods:
         parts = []
-        for start in tqdm(range(0, len(images), bs), desc=f"explain {m}", unit="batch", leave=False):
-            batch = np.asarray(images[start:start + bs])
-            x = normalize_batch(batch, device=device)
-            parts.append(attribute(model, x, targets[start:start + bs], m, explain_cfg, images=batch, extras=extras))
+        with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+            torch.manual_seed(int(explain_cfg.seed))
+            for start in tqdm(range(0, len(images), bs), desc=f"explain {m}", unit="batch", leave=False):
+                batch = np.asarray(images[start:start + bs])
+                x = normalize_batch(batch, device=device)
+                parts.append(attribute(model, x, targets[start:start + bs], m, explain_cfg, images=batch,
+                                       extras=extras, reference=reference))
         out[m] = np.concatenate(parts) if parts else np.zeros((0, 50, 50), np.float32)
         log.info("explain: %s done for %d patches", m, len(images))
     return out, extras

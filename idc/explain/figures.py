@@ -20,17 +20,23 @@ def shown_map(method: str, gray: np.ndarray, lime_vis=None):
     return {"image": gray, "cmap": "gray", "vmin": 0, "vmax": 1}
 
 
+def map_title(method: str, rec) -> str:
+    """The map panel's title names the class the map explains (`explained_class`, e.g. the prediction)
+    and the model's confidence in it; the patch panel beside it shows the true label."""
+    cls = int(rec["explained_class"]) if "explained_class" in rec else int(rec["target"])
+    conf = rec["proba"] if cls == 1 else 1 - rec["proba"]
+    return f"{METHODS[method].title} (explains: {CLASS[cls]})\nModel Confidence: {100 * conf:.1f}%"
+
+
 def book_figure(method: str, index: pd.DataFrame, images: np.ndarray, gray: np.ndarray, pair, path: Path, lime_vis=None):
-    """The book's 2x2 layout for one method; confidence = P(shown class)."""
-    title = METHODS[method].title
+    """The book's 2x2 layout for one method; the map panel says which class was explained."""
     fig, axes = subplots(len(pair), 2, figsize=(10, 5 * len(pair)), squeeze=False)
     for row, i in enumerate(pair):
         rec = index.iloc[i]
         label = CLASS[int(rec["target"])]
-        conf = rec["proba"] if int(rec["target"]) == 1 else 1 - rec["proba"]
         image_axis(axes[row, 0], images[i], f"Patch Image ({label})\nPatient Id: {int(rec['patient_id'])}")
         kw = shown_map(method, gray[i], None if lime_vis is None else lime_vis[i])
-        image_axis(axes[row, 1], kw.pop("image"), f"{title} ({label})\nModel Confidence: {100 * conf:.1f}%", **kw)
+        image_axis(axes[row, 1], kw.pop("image"), map_title(method, rec), **kw)
     return save_figure_atomic(fig, path)
 
 

@@ -19,6 +19,15 @@ from torch import nn
 from idc.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What the data set looks like, for methods that replace pixels by "nothing": RISE's fill colour
+    and IG's `expected` baseline. Built from the training split by `idc.explain.driver.dataset_reference`."""
+
+    mean_rgb: np.ndarray  # [3] float, mean colour of the training patches in 0..255
+    patches: np.ndarray  # [k, H, W, 3] uint8, random training patches (seeded)
+
+
 @dataclass
 class Context:
     """What a method may need besides the model, the normalized batch and the targets."""
@@ -26,6 +35,13 @@ class Context:
     cfg: object  # the explain config node
     images: Optional[np.ndarray] = None  # uint8 NHWC, for LIME
     extras: Dict[str, list] = field(default_factory=dict)  # e.g. LIME's boundary images for figures
+    reference: Optional[Reference] = None
+
+    def need_reference(self, why: str) -> Reference:
+        if self.reference is None:
+            raise ConfigError(f"{why} needs the data set's reference patches; pass reference="
+                              "idc.explain.driver.dataset_reference(...) (the explain and sanity stages do)")
+        return self.reference
 
 
 @dataclass(frozen=True)
@@ -64,13 +80,50 @@ def guided_backprop(model, x, target, ctx):
     return GuidedBackprop(no_inplace_relu(model)).attribute(x, target=target).detach()
 
 
+IG_BASELINES = ("black", "grey", "blur", "uniform", "expected")
+
+
+def _normalized(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] -> the model's input space, as Normalize(0.5, 0.5)."""
+    return (pixels - 0.5) / 0.5
+
+
+def ig_baselines(x: torch.Tensor, ctx) -> list:
+    """The baselines IG integrates from (`explain.ig_baseline`), in the model's input space; IG's map is
+    the mean of the maps over them (one baseline except `expected`)."""
+    kind = str(ctx.cfg.ig_baseline)
+    if kind == "black":
+        return [torch.full_like(x, -1.0)]
+    if kind == "grey":  # pixel 0.5 = normalized 0
+        return [torch.zeros_like(x)]
+    if kind == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        sigma = float(ctx.cfg.ig_blur_sigma)
+        k = 2 * int(np.ceil(3 * sigma)) + 1
+        return [gaussian_blur(x, [k, k], [sigma, sigma])]
+    if kind == "uniform":  # drawn from torch's RNG, which the driver seeds per method
+        return [_normalized(torch.rand(x.shape, device=x.device))]
+    if kind == "expected":  # Sturmfels et al. 2020 / expected gradients: average over data baselines
+        ref = ctx.need_reference("explain.ig_baseline=expected")
+        k = min(int(ctx.cfg.ig_expected_k), len(ref.patches))
+        if k < 1:
+            raise ConfigError("explain.ig_expected_k must be >= 1 (and the training split non-empty)")
+        from idc.data.dataset import normalize_batch
+
+        base = normalize_batch(ref.patches[:k], device=x.device)
+        return [b[None].expand_as(x) for b in base]
+    raise ConfigError(f"explain.ig_baseline={kind!r} is not known; choose from {list(IG_BASELINES)}")
+
+
 def integrated_gradients(model, x, target, ctx):
-    """Baseline: the all-zero normalized image (mid grey), the usual choice for Normalize(0.5, 0.5)."""
+    """IG from `explain.ig_baseline` (default grey: the all-zero normalized image)."""
     from captum.attr import IntegratedGradients
 
-    return IntegratedGradients(model).attribute(
-        x, baselines=torch.zeros_like(x), target=target, n_steps=ctx.cfg.ig_steps,
-        internal_batch_size=ctx.cfg.ig_internal_batch_size).detach()
+    ig = IntegratedGradients(model)
+    maps = [ig.attribute(x, baselines=b, target=target, n_steps=ctx.cfg.ig_steps,
+                         internal_batch_size=ctx.cfg.ig_internal_batch_size).detach() for b in ig_baselines(x, ctx)]
+    return torch.stack(maps).mean(0)
 
 
 def noise_samples_per_pass(cfg, n: int) -> int:
@@ -89,9 +142,22 @@ def smoothgrad(model, x, target, ctx):
 
 
 # ---------------------------------------------------------------- CAMs
+def upsample(cam: torch.Tensor, size) -> torch.Tensor:
+    """[n, 1, h, w] -> [n, H, W], bilinear (as captum's LayerAttribution.interpolate(..., "bilinear"))."""
+    return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def relu_cam(model, x, target, ctx) -> torch.Tensor:
+    """Grad-CAM at the configured layer: channel weights = mean gradient over the map, ReLU; [n, 1, h, w]."""
+    from captum.attr import LayerGradCam
+
+    return LayerGradCam(model, cam_layer(model, ctx.cfg.cam_layer)).attribute(
+        x, target=target, relu_attributions=True).detach()
+
+
 def upsample_minmax(cam: torch.Tensor, size) -> torch.Tensor:
     """[n, 1, h, w] -> [n, H, W], bilinear, each map scaled to [0, 1] (a flat map stays 0)."""
-    up = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
+    up = upsample(cam, size)
     lo = up.amin(dim=(1, 2), keepdim=True)
     span = up.amax(dim=(1, 2), keepdim=True) - lo
     return torch.where(span > 0, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
@@ -99,15 +165,14 @@ def upsample_minmax(cam: torch.Tensor, size) -> torch.Tensor:
 
 def gradcam(model, x, target, ctx):
     """Channel weights = mean gradient over the map, ReLU, bilinear upsampling, min-max (the book)."""
-    from captum.attr import LayerGradCam
-
-    cam = LayerGradCam(model, cam_layer(model, ctx.cfg.cam_layer)).attribute(x, target=target, relu_attributions=True)
-    return upsample_minmax(cam.detach(), x.shape[-2:])
+    return upsample_minmax(relu_cam(model, x, target, ctx), x.shape[-2:])
 
 
 def guided_gradcam(model, x, target, ctx):
-    """The book's definition: the Grad-CAM map times the guided-backprop map, element-wise."""
-    return gradcam(model, x, target, ctx)[:, None] * guided_backprop(model, x, target, ctx)
+    """As published (Selvaraju et al. 2017; captum's GuidedGradCam): the upsampled ReLU'd CAM times the
+    guided-backprop map, element-wise, with no normalization in between (only the display normalizes)."""
+    cam = upsample(relu_cam(model, x, target, ctx), x.shape[-2:])
+    return cam[:, None] * guided_backprop(model, x, target, ctx)
 
 
 def _grad_cam_lib(class_name: str):
@@ -130,6 +195,7 @@ def lime(model, x, target, ctx):
     """LIME per image (quickshift superpixels, the book's 1,000 samples); the classifier function
     normalizes uint8 images and predicts in batches of `lime_batch_size` (lime's default is 10)."""
     from lime.lime_image import LimeImageExplainer
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
     from skimage.segmentation import mark_boundaries
 
     from idc.model import predict
@@ -143,16 +209,20 @@ def lime(model, x, target, ctx):
         return predict(model, batch, batch_size=max(1, len(batch)), device=device, desc=None)
 
     explainer = LimeImageExplainer(random_state=ctx.cfg.seed)
+    # lime's own default segmentation, with the kernel size configurable (smaller = finer superpixels)
+    segmenter = SegmentationAlgorithm("quickshift", kernel_size=ctx.cfg.lime_kernel_size, max_dist=200, ratio=0.2,
+                                    random_seed=ctx.cfg.seed)
     maps, vis = [], []
     for image, t in zip(ctx.images, target.tolist()):
         exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=0,
                                          num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
-                                         random_seed=ctx.cfg.seed)
+                                         random_seed=ctx.cfg.seed, segmentation_fn=segmenter)
         weights = np.zeros(exp.segments.max() + 1, np.float32)  # per superpixel, 0 where LIME kept none
         for segment, w in exp.local_exp[t]:
             weights[segment] = w
         maps.append(weights[exp.segments])
-        shown, mask = exp.get_image_and_mask(exp.top_labels[0], positive_only=False,
+        # The figure shows the superpixels of the class that was explained (t), not LIME's top label.
+        shown, mask = exp.get_image_and_mask(t, positive_only=False,
                                              num_features=ctx.cfg.lime_num_features, hide_rest=True)
         vis.append(mark_boundaries(shown / 255.0, mask))
     ctx.extras.setdefault("lime_vis", []).extend(vis)
@@ -172,19 +242,35 @@ def rise_masks(n: int, grid: int, p: float, size, seed: int) -> torch.Tensor:
     return torch.stack([up[i, y:y + H, x:x + W] for i, (y, x) in enumerate(zip(dy, dx))])
 
 
+def rise_fill(x: torch.Tensor, ctx) -> torch.Tensor:
+    """[3, 1, 1] pixel colour in [0, 1] that masked pixels take (`explain.rise_fill`): the data set's mean
+    colour by default (black looks like haematoxylin in H&E), or black / white / grey."""
+    kind = str(ctx.cfg.rise_fill)
+    fixed = {"black": 0.0, "grey": 0.5, "white": 1.0}
+    if kind == "mean":
+        rgb = np.asarray(ctx.need_reference("explain.rise_fill=mean").mean_rgb, dtype=np.float32) / 255.0
+    elif kind in fixed:
+        rgb = np.full(3, fixed[kind], np.float32)
+    else:
+        raise ConfigError(f"explain.rise_fill={kind!r} is not known; choose from mean, black, grey, white")
+    return torch.as_tensor(rgb, device=x.device).view(3, 1, 1)
+
+
 @torch.no_grad()
 def rise(model, x, target, ctx):
-    """Saliency = sum over masks of P(target | image * mask) * mask / (N * p); masking in pixel space
-    (masked pixels black), all masks of one image in batches of `batch_size * 8`."""
+    """Saliency = sum over masks of P(target | image * mask + fill * (1 - mask)) * mask / (N * p); masking
+    in pixel space towards `rise_fill`, all masks of one image in batches of `batch_size * 8`."""
     cfg = ctx.cfg
     masks = rise_masks(cfg.rise_num_masks, cfg.rise_cell, cfg.rise_p, x.shape[-2:], cfg.seed).to(x.device)
+    fill = rise_fill(x, ctx)
     chunk = max(1, cfg.batch_size * 8)
     out = torch.zeros(len(x), *x.shape[-2:], device=x.device)
     for i, (img, t) in enumerate(zip(x, target.tolist())):
         pixels = img * 0.5 + 0.5
         for start in range(0, len(masks), chunk):
-            m = masks[start:start + chunk]
-            probs = torch.softmax(model((pixels[None] * m[:, None] - 0.5) / 0.5), 1)[:, t]
+            m = masks[start:start + chunk][:, None]
+            probs = torch.softmax(model(_normalized(pixels[None] * m + fill * (1 - m))), 1)[:, t]
+            m = m[:, 0]
             out[i] += torch.einsum("k,khw->hw", probs, m)
     return out / (len(masks) * cfg.rise_p)
 

@@ -16,13 +16,13 @@ import pandas as pd
 
 from idc.data import cache_rows
 from idc.errors import ConfigError
-from idc.explain.driver import compute_maps, resolve_targets, to_grayscale
+from idc.explain.driver import compute_maps, dataset_reference, resolve_targets, to_grayscale
 from idc.explain.figures import book_figure, overview_grid, patch_png
 from idc.explain.methods import METHODS
 from idc.explain.select import book_pair, select_patches
 from idc.inputs import load_run
 from idc.paths import RunPaths, require
-from idc.utils import atomic_path, write_csv_atomic, wrote
+from idc.utils import write_csv_atomic, write_npz_atomic, wrote
 
 log = logging.getLogger("idc")
 INDEX_COLUMNS = ["image_id", "patient_id", "target", "pred", "proba", "outcome", "explained_class"]
@@ -35,8 +35,7 @@ def save_maps(path: Path, index: pd.DataFrame, raws: dict, extras: dict) -> None
         arrays[f"{m}/gray"] = to_grayscale(raw)
     if extras.get("lime_vis"):
         arrays["lime/vis"] = np.stack(extras["lime_vis"]).astype(np.float32)
-    with atomic_path(path, suffix=".tmp.npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+    write_npz_atomic(path, arrays)  # byte-identical for identical maps
     write_csv_atomic(index[INDEX_COLUMNS], path.with_name("index.csv"))
 
 
@@ -59,8 +58,7 @@ def merge_shards(paths: RunPaths, n: int) -> bool:
     parts = [load_maps(d / "maps.npz") for d in dirs]
     index = pd.concat([pd.read_csv(d / "index.csv") for d in dirs], ignore_index=True)
     keys = [k for k in parts[0] if all(k in p for p in parts)]
-    with atomic_path(paths.maps_npz, suffix=".tmp.npz") as tmp:
-        np.savez_compressed(tmp, **{k: np.concatenate([p[k] for p in parts]) for k in keys})
+    write_npz_atomic(paths.maps_npz, {k: np.concatenate([p[k] for p in parts]) for k in keys})
     write_csv_atomic(index, paths.explain_index_csv)
     log.info("explain: merged %d shards (%d patches) into %s", n, len(index), paths.maps_npz)
     return True
@@ -110,7 +108,8 @@ def run(cfg) -> list:
     chosen = chosen.assign(explained_class=targets)
     log.info("explaining %d patches with %s (target=%s)", len(chosen), list(e.methods), e.target)
     rows = cache_rows(patches, chosen["image_id"], str(paths.predictions_csv))
-    raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device)
+    reference = dataset_reference(images_all, patches, int(e.ig_expected_k), int(e.seed))
+    raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device, reference=reference)
     if e.num_shards > 1:
         out = shard_dir(paths, e.shard_index, e.num_shards) / "maps.npz"
         save_maps(out, chosen, raws, extras)

@@ -36,7 +36,8 @@ def plot_similarity_curves(
     for ax, (metric, label) in zip(axes, METRIC_LABELS.items()):
         for method, grp in data[data["metric"] == metric].groupby("method", sort=False):
             grp = grp.sort_values("depth")
-            ax.errorbar(grp["depth"], grp["value"], yerr=grp["std"], marker="o", capsize=2, label=titles[method])
+            err = np.vstack([grp["value"] - grp["ci_low"], grp["ci_high"] - grp["value"]]).clip(min=0)
+            ax.errorbar(grp["depth"], grp["value"], yerr=err, marker="o", capsize=2, label=titles[method])
         if metric == "spearman_abs":
             ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
         ax.axhline(0, color="black", linewidth=0.5)
@@ -44,7 +45,7 @@ def plot_similarity_curves(
         ax.set_xticklabels(xlabels, rotation=45, ha="right")
         ax.set_ylim(-1.05, 1.05)
         ax.set_title(label, fontsize=10)
-    axes[0].set_ylabel("similarity to the trained model's map")
+    axes[0].set_ylabel("similarity to the trained model's map\n(mean, 95% CI over patients)")
     axes[-1].legend(fontsize=8, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()
@@ -80,14 +81,14 @@ def write_sanity_figures(
 ) -> Dict[str, Path]:
     """Write the three sanity figures into `figures_dir`; return {kind: path}."""
     out = {}
-    cascading_labels = ["original"] + [("+" if i else "") + b for i, b in enumerate(cascade)]
+    cascading_labels = [("+" if i else "") + b for i, b in enumerate(cascade)]
     figs = {
         "cascading": plot_similarity_curves(
-            metrics, "cascading", cascading_labels, titles, threshold,
+            metrics, "mprt_cascading", cascading_labels, titles, threshold,
             "Cascading model parameter randomization (top layer first)",
         ),
         "independent": plot_similarity_curves(
-            metrics, "independent", list(cascade), titles, threshold, "Independent randomization of one block"
+            metrics, "mprt_independent", list(cascade), titles, threshold, "Independent randomization of one block"
         ),
         "examples": plot_randomization_examples(image, example_columns, titles),
     }
@@ -98,6 +99,7 @@ def write_sanity_figures(
 
 
 LOCALIZATION_FIGURE = "sanity_localization_examples"  # synthetic data only, so not in FIGURE_NAMES
+LEADERBOARD_FIGURE = "chapter_05_method_leaderboard"  # idc.sanity.leaderboard; synthetic data only, as above
 
 
 def plot_localization_examples(images: np.ndarray, masks: np.ndarray, grays: Dict[str, np.ndarray], n: int = 6):

@@ -127,3 +127,31 @@ def map_similarities(
             lambda x, y: hog_similarity(x, y, pixels_per_cell=hog_pixels_per_cell), gray_a, gray_b
         ),
     }
+
+
+def constant_maps(raw: np.ndarray) -> np.ndarray:
+    """[n] bool: maps whose absolute value is the same everywhere (no ranks, no structure)."""
+    a = absolute_map(raw)
+    return np.ptp(a.reshape(len(a), -1), axis=1) == 0
+
+
+def map_entropy(raw: np.ndarray, n_bins: int = 100) -> np.ndarray:
+    """[n] discrete entropy (nats) of each absolute map's histogram over `n_bins` equal bins between its
+    minimum and maximum: the complexity measure of Efficient MPRT (Hedström et al. 2023). A constant
+    map has entropy 0."""
+    from scipy.stats import entropy
+
+    a = absolute_map(raw)
+    out = np.zeros(len(a))
+    for i, m in enumerate(a):
+        if np.ptp(m) > 0:
+            out[i] = entropy(np.histogram(m, bins=n_bins)[0])
+    return out
+
+
+def entropy_rise(raw_trained: np.ndarray, raw_random: np.ndarray, n_bins: int = 100) -> np.ndarray:
+    """[n] eMPRT score per patch: H(random map) / H(trained map) - 1 (NaN where the trained map is
+    constant, so its entropy is 0 and the ratio undefined)."""
+    h0, h1 = map_entropy(raw_trained, n_bins), map_entropy(raw_random, n_bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(h0 > 0, h1 / np.where(h0 > 0, h0, 1.0) - 1.0, np.nan)

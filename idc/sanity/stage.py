@@ -1,45 +1,38 @@
-"""Sanity stage (`make sanity`): Adebayo et al. 2018 randomization tests and Table 5.2, plus localization.
+"""Sanity stage (`make sanity`): model and data randomization tests (Adebayo et al. 2018; sMPRT and
+eMPRT, Hedström et al. 2023), Table 5.2, plus localization.
 
 Reads the trained model (model/best.pt), the test predictions and the packed patch cache; writes
-`sanity/metrics.csv`, `sanity/table_5_2.md`, `sanity/random_labels.json`, the localization outputs
-(`idc.sanity.scoring`) and figures `figures/sanity_*.png`. Method and measure choices are
-documented in docs/sanity.md.
+`sanity/table_5_2.md`, `sanity/randomization.csv` (one verdict per method and test),
+`sanity/metrics.csv` (every measure per step, with CIs), `sanity/logit_change.csv`,
+`sanity/random_labels.json`, the localization outputs (`idc.sanity.scoring`) and figures
+`figures/sanity_*.png`. Maps come from the explain driver (`idc.explain.driver.compute_maps`).
+Method and measure choices are documented in docs/sanity.md.
 """
 from __future__ import annotations
 
-import copy
-import json
 import logging
-from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 import pandas as pd
-import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from idc.sanity import plots as sanity_plots, scoring as sanity_localization
 from idc.errors import ConfigError, DataError
-from idc.paths import RunPaths, require
-from idc.sanity.randomization import randomize_cascading, randomize_independent
-from idc.sanity.similarity import METRICS, map_similarities
-from idc.utils import file_sha256, write_csv_atomic, write_json_atomic, write_text_atomic, wrote
+from idc.sanity import plots as sanity_plots, scoring as sanity_localization
+from idc.sanity.memorization import memorization_note, random_labels_model
+from idc.sanity.randomization import (REINIT_SCHEMES, cascade_models, logit_change, logits_of,
+                                      randomize_independent, uncovered_parameters)
+from idc.sanity.similarity import METRICS, constant_maps, entropy_rise, map_similarities
+from idc.sanity.table import table_5_2
+from idc.sanity.verdicts import RANDOMIZATION_COLUMNS, cluster_bootstrap_ci, per_patch_means, summarize_test
+from idc.utils import write_csv_atomic, write_text_atomic, wrote
 
 log = logging.getLogger("idc")
 
-# Table 5.2 as the book quotes it from Adebayo et al. 2018: (model randomization, data randomization).
-BOOK_TABLE_5_2: Dict[str, Tuple[str, str, str]] = {
-    "vanilla_backprop": ("vanilla backprop", "pass", "pass"),
-    "guided_backprop": ("guided backprop", "fail", "fail"),
-    "integrated_gradients": ("integrated gradients", "fail", "fail"),
-    "smoothgrad": ("SmoothGrad", "fail", "pass"),
-    "gradcam": ("Grad-CAM", "pass", "pass"),
-    "guided_gradcam": ("guided Grad-CAM", "fail", "fail"),
-}
-TABLE_METRIC = "spearman_abs"  # the measure `sanity.threshold` applies to
-METRICS_COLUMNS = ["method", "title", "test", "depth", "block", "metric", "value", "std", "n"]
-
-Maps = Dict[str, Tuple[np.ndarray, np.ndarray]]  # method -> (raw, gray)
+TABLE_METRIC = "spearman_abs"  # the measure the verdicts use
+METRICS_COLUMNS = ["method", "test", "depth", "block", "metric", "value", "std", "ci_low", "ci_high", "n", "n_degenerate"]
+Maps = Dict[str, np.ndarray]  # method -> raw maps
 
 
 # ---------------------------------------------------------------- inputs
@@ -63,133 +56,49 @@ def select_balanced(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df.loc[np.sort(picked)]
 
 
-def batch_tensors(images: np.ndarray, df: pd.DataFrame, device) -> Tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """(uint8 NHWC images, normalized NCHW tensor, long target tensor) for the rows of `df`."""
-    from idc.data.dataset import normalize_batch
-
-    imgs = np.ascontiguousarray(images[df["row"].to_numpy()])
-    x = normalize_batch(imgs, device=device)
-    target = torch.tensor(np.array(df["target"], dtype=np.int64), device=device)
-    return imgs, x, target
-
-
-def compute_maps(model, x, target, images, methods: List[str], explain_cfg, seed: int) -> Maps:
-    """Raw and grey maps of every method. The RNG is reseeded per call so that noisy methods
-    (SmoothGrad) draw the same noise for every model being compared."""
-    from idc.explain import attribute, to_grayscale
-
-    out: Maps = {}
-    for method in methods:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            raw = np.asarray(attribute(model, x, target, method, explain_cfg, images=images))
-        out[method] = (raw, np.asarray(to_grayscale(raw)))
-    return out
+def noisy_copies(images: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
+    """[n * len(images)] uint8 copies with Gaussian noise of sd `noise` x each patch's value range
+    (Quantus's sMPRT noise), rounded and clipped to 0..255; copy j of patch i is row j * len + i."""
+    rng = np.random.default_rng(seed)
+    imgs = np.asarray(images, dtype=np.float64)
+    sd = noise * np.ptp(imgs.reshape(len(imgs), -1), axis=1)[:, None, None, None]
+    out = [np.clip(np.rint(imgs + rng.normal(size=imgs.shape) * sd), 0, 255) for _ in range(n)]
+    return np.concatenate(out).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- comparisons
-def similarity_rows(ref: Maps, other: Maps, test: str, depth: int, block: str, titles, hog_ppc: int) -> List[dict]:
+def similarity_rows(ref: Maps, other: Maps, test: str, depth: int, block: str, patients, hog_ppc: int) -> List[dict]:
+    """Per patch and measure: the similarity of each method's map, and whether a map was constant."""
     rows = []
-    for method, (raw, gray) in ref.items():
-        sims = map_similarities(raw, other[method][0], gray, other[method][1], hog_pixels_per_cell=hog_ppc)
+    for method, raw in ref.items():
+        sims = map_similarities(raw, other[method], *_grays(raw, other[method]), hog_pixels_per_cell=hog_ppc)
+        degenerate = constant_maps(raw) | constant_maps(other[method])
         for metric in METRICS:
-            v = sims[metric]
-            rows.append(dict(method=method, title=titles[method], test=test, depth=depth, block=block,
-                             metric=metric, value=float(np.mean(v)), std=float(np.std(v)), n=len(v)))
+            for i, v in enumerate(sims[metric]):
+                rows.append(dict(method=method, test=test, depth=depth, block=block, metric=metric, patch=i,
+                                 patient_id=patients[i], value=float(v), degenerate=bool(degenerate[i])))
     return rows
 
 
-def random_labels_model(cfg, paths: RunPaths, device) -> Tuple[torch.nn.Module, dict]:
-    """Train (or reuse) the same architecture on permuted training labels; return it and its record."""
-    from idc import train
-    from idc.model import load_model
+def _grays(a, b):
+    from idc.explain.driver import to_grayscale
 
-    s = cfg.sanity
-    model_dir = paths.sanity_dir / "random_labels_model"
-    record_path = paths.sanity_dir / "random_labels.json"
-    max_batches = s.random_labels_max_batches if s.random_labels_max_batches is not None else cfg.train.max_batches
-    settings = dict(epochs=int(s.random_labels_epochs), max_batches=max_batches, seed=int(s.seed),
-                    batch_size=int(cfg.train.batch_size), lr=float(cfg.train.lr),
-                    patches_sha256=file_sha256(require(paths.patches_csv)))
-    record = _read_json(record_path)
-    ckpt = model_dir / "last.pt"
-    if record is None or record.get("settings") != settings or not ckpt.exists():
-        sub = copy.deepcopy(cfg)  # keeps the structured schema (typed keys) for train.fit
-        sub.train.epochs = settings["epochs"]
-        sub.train.max_batches = max_batches
-        sub.train.resume = False
-        log.info("training on permuted labels (seed %d, %d epochs) into %s", s.seed, settings["epochs"], model_dir)
-        result = train.fit(sub, model_dir, permute_labels_seed=int(s.seed))
-        record = dict(settings=settings, fit=_plain(result), train_accuracy=result["train_acc"])
-        wrote(write_json_atomic(record_path, record), "random-label training record")
-    else:
-        log.info("reusing %s (same settings; delete it to retrain)", ckpt)
-    model, _ = load_model(require(ckpt, "random-label model"), device=device)
-    return model.eval(), record
+    return to_grayscale(a), to_grayscale(b)
 
 
-def _plain(obj):
-    """The JSON-serializable part of fit()'s result."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items() if isinstance(v, (int, float, str, bool, type(None), dict, list, tuple))}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+def aggregate(sims: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """metrics.csv: per (method, test, step, measure) the mean over patches, its sd and patient CI."""
+    rows = []
+    for (method, test, depth, block, metric), g in sims.groupby(["method", "test", "depth", "block", "metric"], sort=False):
+        mean, low, high = cluster_bootstrap_ci(g["value"], g["patient_id"], n_boot, seed)
+        rows.append(dict(method=method, test=test, depth=depth, block=block, metric=metric, value=mean,
+                         std=float(g["value"].std(ddof=0)), ci_low=low, ci_high=high, n=len(g),
+                         n_degenerate=int(g["degenerate"].sum())))
+    return pd.DataFrame(rows, columns=METRICS_COLUMNS)
 
 
-def _read_json(path: Path):
-    if not path.exists():
-        return None
-    log.info("read %s", path)
-    return json.loads(path.read_text())
-
-
-# ---------------------------------------------------------------- Table 5.2
-def verdict(similarity: float, threshold: float) -> str:
-    """Adebayo's test is passed when the map changed, i.e. similarity fell below the threshold."""
-    return "pass" if similarity < threshold else "fail"
-
-
-def table_5_2(metrics: pd.DataFrame, threshold: float, full_depth: int, train_accuracy: float | None) -> str:
-    """Markdown Table 5.2: the book's verdicts next to ours (Spearman of absolute maps).
-
-    Model randomization is judged on the mean similarity over the whole cascade (depths 1..K: the
-    normalized area under the cascading curve), not on the fully randomized network alone, where every
-    method has changed: Adebayo et al.'s point is a map that survives randomizing the top layers."""
-    m = metrics[metrics["metric"] == TABLE_METRIC]
-    cascade = m[(m["test"] == "cascading") & (m["depth"] >= 1)]
-    model_sim = cascade.groupby("method")["value"].mean()
-    full_sim = cascade[cascade["depth"] == full_depth].set_index("method")["value"]
-    data_sim = m[m["test"] == "data"].set_index("method")["value"]
-    lines = [
-        "# Table 5.2: sanity checks (Adebayo et al. 2018), the book's verdicts and ours",
-        "",
-        f"Similarity = Spearman rank correlation of absolute maps ({TABLE_METRIC}) between the trained model and "
-        f"the randomized one, averaged over the selected test patches. A method **passes** when its map changed, "
-        f"i.e. similarity < {threshold:g}. Model randomization uses the mean over the {full_depth} cascade steps "
-        "(top block first), so a map that survives randomizing the top layers fails; the similarity with every "
-        "block randomized is shown for reference.",
-        "",
-        "| method | book: model randomization | ours: mean similarity over the cascade | (all blocks randomized) "
-        "| ours | agrees with book | book: data randomization | ours: similarity (random labels) | ours "
-        "| agrees with book |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for key, (name, book_model, book_data) in BOOK_TABLE_5_2.items():
-        cells = [name]
-        for book, sims, extra in ((book_model, model_sim, full_sim), (book_data, data_sim, None)):
-            if key in sims.index:
-                ours = verdict(float(sims[key]), threshold)
-                cells += [book, f"{sims[key]:.3f}"]
-                if extra is not None:
-                    cells.append(f"{extra[key]:.3f}" if key in extra.index else "-")
-                cells += [ours, "yes" if ours == book else "no"]
-            else:
-                cells += [book, "not run"] + (["-"] if extra is not None else []) + ["-", "-"]
-        lines.append("| " + " | ".join(cells) + " |")
-    acc = "not reported by train.fit" if train_accuracy is None else f"{100 * train_accuracy:.1f}%"
-    lines += ["", f"Model trained on permuted labels reached a training accuracy of {acc} on those labels.", ""]
-    return "\n".join(lines)
+def logit_row(test: str, depth: int, block: str, ref_logits, model, x) -> dict:
+    return dict(test=test, depth=depth, block=block, n=len(x), **logit_change(ref_logits, logits_of(model, x)))
 
 
 # ---------------------------------------------------------------- stage
@@ -201,62 +110,153 @@ def _validate(cfg, titles: Dict[str, str]) -> None:
                           f"choose from {sorted(titles)}")
     if not s.cascade:
         raise ConfigError("sanity.cascade is empty; list the blocks to randomize, top first (e.g. [fc, layer4, ...])")
+    if s.reinit not in REINIT_SCHEMES:
+        raise ConfigError(f"sanity.reinit={s.reinit!r} is not known; choose from {list(REINIT_SCHEMES)}")
     if not 1 <= s.hog_pixels_per_cell <= cfg.data.patch_size // 2:
         raise ConfigError(f"sanity.hog_pixels_per_cell={s.hog_pixels_per_cell} must be in 1..{cfg.data.patch_size // 2}")
-    if s.num_patches < 1:
-        raise ConfigError(f"sanity.num_patches={s.num_patches} must be >= 1")
+    for key in ("num_patches", "smprt_samples", "smprt_patches", "random_labels_patches", "random_labels_epochs", "bootstrap"):
+        if int(s[key]) < 1:
+            raise ConfigError(f"sanity.{key}={s[key]} must be >= 1")
+    if not 0 < s.random_labels_target <= 1:
+        raise ConfigError(f"sanity.random_labels_target={s.random_labels_target} must be in (0, 1]")
+
+
+SANITY_EXPLAIN_KEYS = ("lime_num_samples", "rise_num_masks")  # sanity.<key> caps explain.<key> unless null
+
+
+def explain_settings(cfg):
+    """The explain config the sanity maps use: explain.* with LIME samples and RISE masks capped at
+    sanity.lime_num_samples / rise_num_masks (null = no cap)."""
+    overrides = {k: min(int(cfg.sanity[k]), int(cfg.explain[k])) for k in SANITY_EXPLAIN_KEYS if cfg.sanity[k] is not None}
+    return OmegaConf.merge(cfg.explain, overrides)
 
 
 def run(cfg) -> dict:
     from idc.explain import METHODS
+    from idc.data.dataset import normalize_batch
+    from idc.explain.driver import compute_maps, dataset_reference, to_grayscale
     from idc.inputs import load_run
+    from idc.model import build_model
 
     s = cfg.sanity
     titles = {k: m.title for k, m in METHODS.items()}
     _validate(cfg, titles)
-    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
-    paths, model, device, images = run.paths, run.model, run.device, run.images
-    preds = test_patches(run)
-    chosen = select_balanced(preds, int(s.num_patches), int(s.seed))
+    inputs = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    paths, model, device, images = inputs.paths, inputs.model, inputs.device, inputs.images
+    patches, ckpt = inputs.patches, inputs.checkpoint
+    scheme, seed, cascade, methods = str(s.reinit), int(s.seed), list(s.cascade), list(s.methods)
+
+    def factory():
+        return build_model({**ckpt["model_cfg"], "weights": None})
+
+    preds = test_patches(inputs)
+    chosen = select_balanced(preds, int(s.num_patches), seed)
     if chosen.empty:
         raise DataError(f"{paths.predictions_csv} has no test patches; re-run `make evaluate` on a non-empty test split")
-    imgs, x, target = batch_tensors(images, chosen, device)
-    log.info("sanity: %d test patches (%d IDC-positive), methods %s", len(chosen), int(chosen["target"].sum()), list(s.methods))
+    imgs = np.ascontiguousarray(images[chosen["row"].to_numpy()])
+    targets = chosen["target"].to_numpy(np.int64)
+    patients = chosen["patient_id"].to_numpy()
+    x = normalize_batch(imgs, device=device)
+    ecfg = explain_settings(cfg)
+    reference = dataset_reference(images, patches, int(ecfg.ig_expected_k), int(ecfg.seed))
+    log.info("sanity: %d test patches (%d IDC-positive) from %d patients; methods %s; reinit %s",
+             len(chosen), int(targets.sum()), len(set(patients)), methods, scheme)
 
-    def maps_of(m):
-        return compute_maps(m, x, target, imgs, list(s.methods), cfg.explain, int(s.seed))
+    def maps_of(m, ims=imgs, tg=targets) -> Maps:
+        return compute_maps(m, ims, tg, methods, ecfg, device, reference=reference)[0]
 
-    ppc = int(s.hog_pixels_per_cell)
-    ref = maps_of(model)
-    cascade = list(s.cascade)
-    rows, example_columns = [], [("original", ref)]
-    rows += similarity_rows(ref, ref, "cascading", 0, "original", titles, ppc)
-    for depth in tqdm(range(1, len(cascade) + 1), desc="cascading randomization"):
-        other = maps_of(_randomized(randomize_cascading, model, cascade, depth, int(s.seed)))
-        rows += similarity_rows(ref, other, "cascading", depth, cascade[depth - 1], titles, ppc)
-        example_columns.append((("+" if depth > 1 else "") + cascade[depth - 1], other))
-    for i, block in enumerate(tqdm(cascade, desc="independent randomization")):
-        other = maps_of(_randomized(randomize_independent, model, block, int(s.seed)))
-        rows += similarity_rows(ref, other, "independent", i + 1, block, titles, ppc)
-    rl_model, record = random_labels_model(cfg, paths, device)
-    rl_maps = maps_of(rl_model)
-    rows += similarity_rows(ref, rl_maps, "data", 0, "random_labels", titles, ppc)
-    example_columns.append(("random labels", rl_maps))
-
-    metrics = pd.DataFrame(rows, columns=METRICS_COLUMNS)
-    wrote(write_csv_atomic(metrics, paths.sanity_metrics_csv), f"{len(metrics)} similarity rows")
-    table = table_5_2(metrics, float(s.threshold), len(cascade), record.get("train_accuracy"))
-    wrote(write_text_atomic(paths.table_5_2, table), "Table 5.2")
-    figures = sanity_plots.write_sanity_figures(
-        paths.figures_dir, metrics, cascade, titles, float(s.threshold), imgs[0], example_columns
-    )
-    loc = sanity_localization.run_localization(cfg, paths, model, preds, images, titles, device)
-    return dict(metrics=metrics, table_5_2=table, random_labels=record, figures=figures, localization=loc)
-
-
-def _randomized(fn, model, blocks_or_block, *args):
-    """Call a randomization function, turning an unknown block name into a config error."""
-    try:
-        return fn(model, blocks_or_block, *args)
+    try:  # an unknown name fails before any work
+        uncovered = uncovered_parameters(model, cascade)
     except ValueError as err:
         raise ConfigError(f"sanity.cascade: {err}") from err
+    if uncovered:
+        log.warning("sanity.cascade leaves %d parameter tensors trained at full depth, e.g. %s", len(uncovered), uncovered[:3])
+
+    def randomized(fn, *args):
+        return fn(model, *args, seed, scheme, factory)
+
+    ppc = int(s.hog_pixels_per_cell)
+    ref_logits = logits_of(model, x)
+    ref = maps_of(model)
+    sims, logit_rows, examples = [], [], [("original", ref)]
+    depth_maps = {}
+    for depth, rmodel in tqdm(randomized(cascade_models, cascade), total=len(cascade), desc="MPRT cascading"):
+        label = ("+" if depth > 1 else "") + cascade[depth - 1]
+        logit_rows.append(logit_row("mprt_cascading", depth, label, ref_logits, rmodel, x))
+        depth_maps[depth] = maps_of(rmodel)
+        sims += similarity_rows(ref, depth_maps[depth], "mprt_cascading", depth, label, patients, ppc)
+        examples.append((label, depth_maps[depth]))
+    for i, block in enumerate(tqdm(cascade, desc="MPRT independent"), start=1):
+        rmodel = randomized(randomize_independent, block)
+        logit_rows.append(logit_row("mprt_independent", i, block, ref_logits, rmodel, x))
+        other = depth_maps[1] if i == 1 else maps_of(rmodel)  # block 1 alone = cascade depth 1 (same seed)
+        sims += similarity_rows(ref, other, "mprt_independent", i, block, patients, ppc)
+    sub = select_balanced(chosen.reset_index(drop=True), int(s.smprt_patches), seed).index.to_numpy()
+    sims += smprt_rows(cfg, model, randomized, maps_of, imgs[sub], targets[sub], patients[sub], ppc)
+    rl_model, record = random_labels_model(cfg, paths, patches, images, device)
+    logit_rows.append(logit_row("data_randomization", 0, "random labels", ref_logits, rl_model, x))
+    rl_maps = maps_of(rl_model)
+    sims += similarity_rows(ref, rl_maps, "data_randomization", 0, "random labels", patients, ppc)
+    examples.append(("random labels", rl_maps))
+
+    sims = pd.DataFrame(sims)
+    metrics = aggregate(sims, int(s.bootstrap), seed)
+    logits = pd.DataFrame(logit_rows)
+    verdicts = verdict_frame(sims, ref, depth_maps[len(cascade)], patients, record, cfg)
+    n_pat = len(set(patients))
+    settings = (f"Maps: explain.* with {', '.join(f'{k}={ecfg[k]}' for k in SANITY_EXPLAIN_KEYS)}, "
+                f"ig_steps={ecfg.ig_steps}, smoothgrad_samples={ecfg.smoothgrad_samples}; target = the true class; re-initialization: {scheme}; cascade {cascade}; "
+                f"sMPRT: {s.smprt_samples} noisy copies (sd {s.smprt_noise:g} x range) of "
+                f"{len(sub)} of the patches (half IDC-positive where possible), bottom-up; eMPRT: {s.emprt_bins}-bin entropy.")
+    table = table_5_2(verdicts, metrics, logits, methods, titles, threshold=float(s.threshold), metric=TABLE_METRIC,
+                      n_patches=len(chosen), n_patients=n_pat, memorization=memorization_note(record), settings=settings)
+    out = paths.sanity_dir
+    wrote(write_csv_atomic(metrics, paths.sanity_metrics_csv), f"{len(metrics)} similarity rows")
+    wrote(write_csv_atomic(logits, out / "logit_change.csv"), "logit change per randomized model")
+    wrote(write_csv_atomic(verdicts, paths.randomization_csv), "verdicts per method and test")
+    wrote(write_text_atomic(paths.table_5_2, table), "Table 5.2")
+    gray_examples = [(label, {m: (raw, to_grayscale(raw)) for m, raw in maps.items()}) for label, maps in examples]
+    figures = sanity_plots.write_sanity_figures(paths.figures_dir, metrics, cascade, titles, float(s.threshold),
+                                                imgs[0], gray_examples)
+    loc = sanity_localization.run_localization(cfg, paths, model, preds, images, titles, device,
+                                               reference=reference, factory=factory)
+    return dict(metrics=metrics, verdicts=verdicts, logits=logits, table_5_2=table, random_labels=record,
+                figures=figures, localization=loc)
+
+
+def smprt_rows(cfg, model, randomized, maps_of, imgs, targets, patients, ppc) -> List[dict]:
+    """Smooth MPRT: each model's map averaged over noisy copies of the patch, bottom-up cascade."""
+    s = cfg.sanity
+    n, k = len(imgs), int(s.smprt_samples)
+    noisy = noisy_copies(imgs, k, float(s.smprt_noise), int(s.seed))
+    tg = np.tile(targets, k)
+
+    def smooth(m) -> Maps:
+        return {meth: raw.reshape(k, n, *raw.shape[1:]).mean(0) for meth, raw in maps_of(m, noisy, tg).items()}
+
+    bottom_up = list(reversed(list(s.cascade)))
+    ref, rows = smooth(model), []
+    for depth, rmodel in tqdm(randomized(cascade_models, bottom_up), total=len(bottom_up), desc="sMPRT (bottom-up)"):
+        label = ("+" if depth > 1 else "") + bottom_up[depth - 1]
+        other = smooth(rmodel)
+        rows += similarity_rows(ref, other, "smprt", depth, label, patients, ppc)
+    return rows
+
+
+def verdict_frame(sims: pd.DataFrame, ref: Maps, full: Maps, patients, record: dict, cfg) -> pd.DataFrame:
+    """randomization.csv: one row per method and test (columns RANDOMIZATION_COLUMNS)."""
+    s = cfg.sanity
+    args = dict(threshold=float(s.threshold), n_boot=int(s.bootstrap), seed=int(s.seed))
+    frames = [summarize_test(per_patch_means(sims, t, TABLE_METRIC), t, **args)
+              for t in ("mprt_cascading", "mprt_independent", "smprt")]
+    emprt = []
+    for method, raw in ref.items():
+        rise = entropy_rise(raw, full[method], int(s.emprt_bins))
+        degenerate = constant_maps(raw) | constant_maps(full[method])
+        emprt += [dict(method=method, patch=i, patient_id=patients[i], value=v, n_degenerate=int(d))
+                  for i, (v, d) in enumerate(zip(rise, degenerate))]
+    frames.append(summarize_test(pd.DataFrame(emprt), "emprt", **args))
+    invalid = None if record["memorized"] else f"invalid (reached {100 * record['train_accuracy']:.1f}%)"
+    frames.append(summarize_test(per_patch_means(sims, "data_randomization", TABLE_METRIC), "data_randomization",
+                                 invalid=invalid, **args))
+    return pd.concat(frames, ignore_index=True)[RANDOMIZATION_COLUMNS]

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from idc.stitch import original_tiles, tissue_and_idc
+from idc.stitch import PATCH, original_tiles, tissue_and_idc
 from idc.utils import save_figure_atomic, wrote
 from idc.viz.style import CLASS_COLORS, CLASS_NAMES, image_axis, subplots
 
@@ -52,14 +52,14 @@ def split_targets(df: pd.DataFrame, path: Path) -> Path:
     return wrote(save_figure_atomic(fig, path), "target distribution per split")
 
 
-def patient_tissue(df: pd.DataFrame, images: np.ndarray, pid: int, root=None):
+def patient_tissue(df: pd.DataFrame, images: np.ndarray, pid: int, root=None, patch: int = PATCH):
     """(stitched tissue, same with IDC-positive patches tinted red) for one patient."""
     sub = df[df["patient_id"] == pid]
-    return tissue_and_idc(sub, original_tiles(sub, images[sub.index.to_numpy()], root))
+    return tissue_and_idc(sub, original_tiles(sub, images[sub.index.to_numpy()], root, patch), patch)
 
 
 def patient_tissue_slices(df: pd.DataFrame, images: np.ndarray, path: Path, n: int = 4, seed: int = 0,
-                          root=None) -> Path:
+                          root=None, patch: int = PATCH) -> Path:
     """Book Fig 5.5 layout (2x2 patients), drawn as the stitched tissue with IDC patches tinted red."""
     pids = df["patient_id"].drop_duplicates()
     pids = pids.sample(min(n, len(pids)), random_state=seed).to_numpy()
@@ -67,7 +67,7 @@ def patient_tissue_slices(df: pd.DataFrame, images: np.ndarray, path: Path, n: i
     nrows = -(-len(pids) // ncols)
     fig, axes = subplots(nrows, ncols, figsize=(5 * ncols, 5 * nrows), squeeze=False)
     for ax, pid in zip(np.ravel(axes), pids):
-        _, tinted = patient_tissue(df, images, int(pid), root)
+        _, tinted = patient_tissue(df, images, int(pid), root, patch)
         ax.imshow(tinted)  # axes in slide pixels, as the book's scatter of patch coordinates
         ax.grid(False)
         ax.set_title(f"Patient ID: {pid}")
@@ -77,7 +77,7 @@ def patient_tissue_slices(df: pd.DataFrame, images: np.ndarray, path: Path, n: i
 
 
 def write_eda_figures(df: pd.DataFrame, images: np.ndarray, figures_dir: Path, seed: int = 0,
-                      root=None) -> list[Path]:
+                      root=None, patch: int = PATCH) -> list[Path]:
     """The six EDA figures; `root` (the data root) gives edge patches their original pixels."""
     rng = np.random.default_rng(seed)
     pos = rng.permutation(np.flatnonzero(df["target"].to_numpy() == 1))
@@ -87,7 +87,8 @@ def write_eda_figures(df: pd.DataFrame, images: np.ndarray, figures_dir: Path, s
         target_pc(df, d / "chapter_05_target_pc.png"),
         sample_grid(images, pos, d / "chapter_05_idc_positive_samples.png"),
         sample_grid(images, neg, d / "chapter_05_idc_negative_samples.png"),
-        patient_tissue_slices(df, images, d / "chapter_05_patient_tissue_slice.png", seed=seed, root=root),
+        patient_tissue_slices(df, images, d / "chapter_05_patient_tissue_slice.png", seed=seed, root=root,
+                              patch=patch),
         patient_patch_dist(df, d / "chapter_05_patient_patch_dist.png"),
         split_targets(df, d / "chapter_05_train_val_test_splits.png"),
     ]

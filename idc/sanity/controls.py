@@ -1,0 +1,49 @@
+"""Control maps: what a localization or faithfulness score gives without looking at the model.
+
+A method's score means something about the model only where it beats these rows:
+- `uniform_random_maps`: i.i.d. uniform noise (chance);
+- `edge_maps`: |x - blur(x)| summed over channels, a model-free edge detector (nuclei have edges);
+- `darkness_maps`: 1 - mean intensity (nuclei are dark, so darkness alone localizes them).
+The fourth control, each method's maps from the fully randomized model, is computed by the
+scoring stage with the method itself (`idc.sanity.scoring`).
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+EDGE_SIGMA = 1.0  # pixels: the scale of a nucleus boundary at 50 x 50
+
+
+def uniform_random_maps(shape: Sequence[int], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(tuple(shape))
+
+
+def edge_maps(images: np.ndarray, sigma: float = EDGE_SIGMA) -> np.ndarray:
+    """[n, H, W] sum over channels of |x - gaussian(x)| for uint8 NHWC images (scaled to [0, 1])."""
+    x = np.asarray(images, dtype=np.float64) / 255.0
+    return np.abs(x - gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode="reflect")).sum(axis=-1)
+
+
+def darkness_maps(images: np.ndarray) -> np.ndarray:
+    """[n, H, W] 1 - mean over channels of the uint8 NHWC image / 255."""
+    return 1.0 - np.asarray(images, dtype=np.float64).mean(axis=-1) / 255.0
+
+
+CONTROL_TITLES = {
+    "random": "control: uniform random map",
+    "edges": "control: edge map |x - blur(x)|",
+    "darkness": "control: image darkness",
+}
+
+
+def model_free_controls(images: np.ndarray, seed: int) -> Dict[str, np.ndarray]:
+    """{title: [n, H, W] non-negative map} of the three model-free controls."""
+    n, h, w = np.shape(images)[:3]
+    return {
+        CONTROL_TITLES["random"]: uniform_random_maps((n, h, w), seed),
+        CONTROL_TITLES["edges"]: edge_maps(images),
+        CONTROL_TITLES["darkness"]: darkness_maps(images),
+    }

@@ -1,0 +1,258 @@
+"""The answer to "which attribution method should I use?": `sanity/leaderboard.md`, `sanity/leaderboard.csv`
+and `figures/chapter_05_method_leaderboard.png`.
+
+Rows: every method (and variant), each method's maps from the fully randomized model, and the
+model-free control rows. Columns: the sanity stage's randomization verdicts (`sanity/randomization.csv`;
+"not run" where absent), the localization scores, the faithfulness AUCs and the shortcut mass, each as
+mean [patient-clustered bootstrap 95% CI].
+
+A method **beats a control** on a score when the patient-clustered bootstrap 95% CI of the paired
+per-patch difference (method minus control, sign flipped for deletion where lower is better) lies
+above 0. The controls of a method are the three model-free maps and its own randomized-model maps.
+Rows are sorted by the mean of `sanity.leaderboard_sort` (best first), controls included, so a
+control that outranks a method is visible at once.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from idc.errors import ConfigError
+from idc.sanity.bootstrap import paired_difference
+from idc.sanity.localization import LOCALIZATION_SCORES, VARIANTS
+from idc.sanity.plots import LEADERBOARD_FIGURE
+from idc.utils import save_figure_atomic, write_csv_atomic, write_text_atomic, wrote
+
+log = logging.getLogger("idc")
+
+FIGURE = LEADERBOARD_FIGURE
+RANDOMIZATION_TESTS = {  # test in sanity/randomization.csv -> column title
+    "mprt_cascading": "MPRT (cascading)",
+    "mprt_independent": "MPRT (independent)",
+    "smprt": "sMPRT",
+    "emprt": "eMPRT",
+    "data_randomization": "data randomization",
+}
+SCORE_TITLES = {
+    "pointing_game": "pointing game",
+    "relevance_mass": "relevance mass",
+    "relevance_rank": "relevance rank",
+    "pixel_auroc": "pixel AUROC",
+    "top_k": "top-k intersection",
+    "deletion": "deletion AUC (lower better)",
+    "insertion": "insertion AUC",
+    "road": "ROAD",
+    "cue_mass": "shortcut: mass on cue",
+    "evidence_mass_cue_patches": "shortcut: mass on evidence",
+}
+LOWER_IS_BETTER = {"deletion"}
+FAITHFULNESS = ("deletion", "insertion", "road")
+SHORTCUT = ("cue_mass", "evidence_mass_cue_patches")
+
+
+def cell(mean: float, lo: float, hi: float) -> str:
+    if not np.isfinite(mean):
+        return "-"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def controls_of(method: str, methods: List[str], kinds: Dict[str, str]) -> List[str]:
+    """The control rows a method must beat: every model-free control and its own randomized-model row."""
+    from idc.sanity.scoring import RANDOMIZED_SUFFIX
+
+    own = method + RANDOMIZED_SUFFIX
+    return [m for m in methods if kinds[m] == "control"] + ([own] if own in kinds else [])
+
+
+def beats_controls(per_patch: pd.DataFrame, method: str, controls: List[str], score: str, n_boot: int, seed: int) -> bool:
+    """True when the paired clustered-bootstrap CI of (method - control) on `score` is above 0 for every control."""
+    sign = -1.0 if score in LOWER_IS_BETTER else 1.0
+    mine = per_patch[per_patch["method"] == method].set_index("image_id")
+    for control in controls:
+        theirs = per_patch[per_patch["method"] == control].set_index("image_id")
+        common = mine.index.intersection(theirs.index)
+        est = paired_difference(sign * mine.loc[common, score].to_numpy(), sign * theirs.loc[common, score].to_numpy(),
+                                mine.loc[common, "patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
+        if not (np.isfinite(est.ci_low) and est.ci_low > 0):
+            return False
+    return True
+
+
+def read_randomization(path: Path) -> Optional[pd.DataFrame]:
+    if not path.exists():
+        log.info("leaderboard: %s not found; randomization columns say 'not run' (make sanity writes it)", path)
+        return None
+    log.info("read %s", path)
+    return pd.read_csv(path)
+
+
+def randomization_cells(rand: Optional[pd.DataFrame], keys: List[str]) -> Dict[str, str]:
+    out = {}
+    for test, title in RANDOMIZATION_TESTS.items():
+        out[title] = "not run"
+        if rand is None:
+            continue
+        hit = rand[(rand["test"] == test) & rand["method"].isin(keys)]
+        if len(hit):
+            r = hit.iloc[0]
+            out[title] = f"{r['verdict']} ({cell(float(r['value']), float(r['ci_low']), float(r['ci_high']))})"
+    return out
+
+
+def shortcut_table(cfg, table: pd.DataFrame) -> pd.DataFrame:
+    """Shortcut columns: this run's (if its data has a cue layer) or those of `sanity.shortcut_run_dir`."""
+    if cfg.sanity.shortcut_run_dir:
+        path = Path(cfg.sanity.shortcut_run_dir) / "sanity" / "localization_summary.csv"
+        if not path.exists():
+            raise ConfigError(f"sanity.shortcut_run_dir: {path} not found; run `make sanity ARGS=\"data=synthetic_shortcut\"` "
+                              "first, or set sanity.shortcut_run_dir=null")
+        log.info("read %s", path)
+        return pd.read_csv(path)
+    return table
+
+
+def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """One row per source: kind, randomization verdicts, each score's cell, the control verdicts, sort key."""
+    from idc.explain import METHODS
+
+    s = cfg.sanity
+    variant, sort = str(s.leaderboard_variant), str(s.leaderboard_sort)
+    if variant not in VARIANTS or sort not in LOCALIZATION_SCORES:
+        raise ConfigError(f"sanity.leaderboard_variant must be one of {VARIANTS} (got {variant!r}) and "
+                          f"sanity.leaderboard_sort one of {LOCALIZATION_SCORES} (got {sort!r})")
+    pp = per_patch[per_patch["variant"] == variant]
+    tab = table[table["variant"] == variant].set_index("method")
+    short = shortcut_table(cfg, table)
+    short = short[short["variant"] == variant].set_index("method")
+    kinds = tab["kind"].to_dict()
+    names = list(tab.index)
+    by_title = {m.title: k for k, m in METHODS.items()}
+    scored = [c for c in LOCALIZATION_SCORES + FAITHFULNESS if c in tab and tab[c].notna().any()]  # ROAD may be off
+    rows = []
+    for name in names:
+        row = {"row": name, "kind": kinds[name]}
+        row.update(randomization_cells(rand, [name, by_title.get(name, name)]) if kinds[name] == "method"
+                   else {t: "-" for t in RANDOMIZATION_TESTS.values()})
+        for c in scored:
+            row[SCORE_TITLES[c]] = cell(tab.at[name, c], tab.at[name, f"{c}_ci_low"], tab.at[name, f"{c}_ci_high"])
+        for c in SHORTCUT:
+            ok = c in short and name in short.index
+            row[SCORE_TITLES[c]] = cell(short.at[name, c], short.at[name, f"{c}_ci_low"], short.at[name, f"{c}_ci_high"]) \
+                if ok else "not run"
+        if kinds[name] == "method":
+            controls = controls_of(name, names, kinds)
+            wins = [c for c in scored if beats_controls(pp, name, controls, c, int(s.bootstrap_samples), int(s.seed))]
+            row["beats every control"] = "yes" if sort in wins else "**no**"
+            row["scores where it beats every control"] = f"{len(wins)}/{len(scored)}"
+        else:
+            row["beats every control"] = row["scores where it beats every control"] = "(control)"
+        row["_sort"] = float(tab.at[name, sort])
+        rows.append(row)
+    board = pd.DataFrame(rows).sort_values("_sort", ascending=False, kind="stable")
+    return board.drop(columns="_sort").reset_index(drop=True)
+
+
+def markdown(board: pd.DataFrame, cfg, n: int, n_patients: int, superpixel_sizes: Dict[float, float]) -> str:
+    from idc.sanity.scoring import markdown_table
+
+    s = cfg.sanity
+    winners = list(board.loc[(board["kind"] == "method") & (board["beats every control"] == "yes"), "row"])
+    sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in superpixel_sizes.items())
+    return "\n".join([
+        "# Which attribution method should I use? (leaderboard)",
+        "",
+        f"{n} IDC-positive test patches from {n_patients} patients (data `{cfg.data.name}`), maps for the IDC "
+        f"class, {s.leaderboard_variant} relevance, unclipped. Each cell: mean [patient-clustered bootstrap 95% CI, "
+        f"{s.bootstrap_samples} replicates].",
+        f"Sorted by {SCORE_TITLES[s.leaderboard_sort]} (mean, best first), controls included. **beats every control**: "
+        f"the paired 95% CI of (method - control) on {SCORE_TITLES[s.leaderboard_sort]} is above 0 for the uniform random "
+        "map, the edge map |x - blur(x)|, image darkness and the method's own maps from the fully randomized model; "
+        "the next column counts the scores on which it does so.",
+        "",
+        markdown_table(board),
+        "",
+        f"Methods that beat every control on {SCORE_TITLES[s.leaderboard_sort]}: "
+        + (", ".join(winners) if winners else "none") + ".",
+        "",
+        f"Pointing game tolerance {s.pointing_tolerance} px; top-k = {s.top_k_fraction:g} of the pixels; deletion "
+        f"fills with `{s.deletion_fill}`; insertion starts from a blur (sigma {s.blur_sigma:g} px); ROAD = "
+        "pytorch-grad-cam's ROADCombined. Randomization verdicts come from `sanity/randomization.csv`."
+        + (f" Mean LIME superpixel size: {sp}." if sp else ""),
+        "CAM resolution: layer4 is a 2x2 grid at 50x50 px and layer3 4x4, upsampled bilinearly. "
+        "See docs/attribution-evaluation.md.",
+        "",
+    ])
+
+
+def plot_leaderboard(table: pd.DataFrame, order: List[str], variant: str):
+    """Forest plot: one panel per score, one row per source (methods in colour, controls grey), mean and 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tab = table[table["variant"] == variant].set_index("method")
+    cols = [c for c in LOCALIZATION_SCORES + FAITHFULNESS + SHORTCUT if c in tab and tab[c].notna().any()]
+    fig, axes = plt.subplots(1, len(cols), figsize=(2.3 * len(cols) + 2, 0.28 * len(order) + 1.5), sharey=True,
+                             squeeze=False)
+    y = np.arange(len(order))[::-1]
+    colours = {"method": "tab:blue", "randomized": "tab:orange", "control": "grey"}
+    for ax, c in zip(axes[0], cols):
+        for yi, name in zip(y, order):
+            m, lo, hi = tab.at[name, c], tab.at[name, f"{c}_ci_low"], tab.at[name, f"{c}_ci_high"]
+            if np.isfinite(m):
+                err = [[m - lo], [hi - m]] if np.isfinite(lo) and np.isfinite(hi) else None
+                ax.errorbar(m, yi, xerr=err, fmt="o", ms=3, capsize=2, color=colours[tab.at[name, "kind"]])
+        ax.set_title(SCORE_TITLES[c], fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(y)
+    axes[0, 0].set_yticklabels(order, fontsize=7)
+    fig.suptitle("Attribution methods vs control rows (blue: methods, orange: randomized model, grey: model-free); "
+                 "mean and patient-clustered 95% CI", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_leaderboard(cfg, paths, per_patch: pd.DataFrame, table: pd.DataFrame,
+                      superpixel_sizes: Optional[Dict[float, float]] = None) -> pd.DataFrame:
+    """Write sanity/leaderboard.{md,csv} and figures/chapter_05_method_leaderboard.png; return the board."""
+    rand = read_randomization(paths.sanity_dir / "randomization.csv")
+    board = build_leaderboard(cfg, per_patch, table, rand)
+    first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]]
+    first = first[first["variant"] == first["variant"].iloc[0]]
+    wrote(write_csv_atomic(board, paths.sanity_dir / "leaderboard.csv"), "leaderboard")
+    md = markdown(board, cfg, len(first), first["patient_id"].nunique(), superpixel_sizes or {})
+    wrote(write_text_atomic(paths.sanity_dir / "leaderboard.md", md), "leaderboard")
+    fig = plot_leaderboard(table, list(board["row"]), str(cfg.sanity.leaderboard_variant))
+    wrote(save_figure_atomic(fig, paths.figures_dir / f"{FIGURE}.png"), "method leaderboard figure")
+    return board
+
+
+
+def run(cfg) -> Optional[pd.DataFrame]:
+    """Only the localization, faithfulness and shortcut scores and the leaderboard of `make sanity` (which
+    runs this part too), reusing the sanity stage's randomization.csv if present; for notebooks and tests."""
+    from idc.explain import METHODS
+    from idc.explain.driver import dataset_reference
+    from idc.inputs import load_run
+    from idc.model import build_model
+    from idc.sanity.scoring import run_localization
+    from idc.sanity.stage import explain_settings, test_patches
+
+    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    titles = {k: m.title for k, m in METHODS.items()}
+    ecfg = explain_settings(cfg)
+    reference = dataset_reference(run.images, run.patches, int(ecfg.ig_expected_k), int(ecfg.seed))
+
+    def factory():
+        return build_model({**run.checkpoint["model_cfg"], "weights": None})
+
+    return run_localization(cfg, run.paths, run.model, test_patches(run), run.images, titles, run.device,
+                            reference=reference, factory=factory)

@@ -1,0 +1,106 @@
+"""Table 5.2 (sanity/table_5_2.md): the book's verdicts beside ours, with CIs, degenerate maps and how
+far the randomized models' logits moved. Built from the tidy frames the stage writes as CSV."""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+import pandas as pd
+
+# Table 5.2 as the book quotes it from Adebayo et al. 2018: (title, model randomization, data randomization).
+BOOK_TABLE_5_2: Dict[str, Tuple[str, str, str]] = {
+    "vanilla_backprop": ("vanilla backprop", "pass", "pass"),
+    "guided_backprop": ("guided backprop", "fail", "fail"),
+    "integrated_gradients": ("integrated gradients", "fail", "fail"),
+    "smoothgrad": ("SmoothGrad", "fail", "pass"),
+    "gradcam": ("Grad-CAM", "pass", "pass"),
+    "guided_gradcam": ("guided Grad-CAM", "fail", "fail"),
+}
+COLUMNS = [("mprt_cascading", "MPRT cascading"), ("mprt_independent", "MPRT independent"),
+           ("smprt", "sMPRT"), ("emprt", "eMPRT"), ("data_randomization", "data randomization")]
+
+
+def cell(row) -> str:
+    """`0.123 [0.05, 0.20] pass` (+ `, k const` when k map pairs had a constant map)."""
+    if row is None:
+        return "not run"
+    if np.isnan(row["value"]):
+        text = f"n/a (no usable patch) {row['verdict']}"
+    else:
+        ci = "no CI" if np.isnan(row["ci_low"]) else f"{row['ci_low']:.3f}, {row['ci_high']:.3f}"
+        text = f"{row['value']:.3f} [{ci}] {row['verdict']}"
+    return text + (f", {int(row['n_degenerate'])} const" if row["n_degenerate"] else "")
+
+
+def verdict_table(verdicts: pd.DataFrame, methods, titles: Dict[str, str]) -> list:
+    header = ["method", "book: model"] + [name for _, name in COLUMNS[:4]] + ["book: data", COLUMNS[4][1]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    by = {(r["method"], r["test"]): r for r in verdicts.to_dict("records")}
+    for m in methods:
+        book = BOOK_TABLE_5_2.get(m)
+        name = book[0] if book else titles.get(m, m)
+        cells = [name, book[1] if book else "-"] + [cell(by.get((m, t))) for t, _ in COLUMNS[:4]]
+        cells += [book[2] if book else "-", cell(by.get((m, COLUMNS[4][0])))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def per_depth_table(logits: pd.DataFrame, metrics: pd.DataFrame, methods, titles, metric: str) -> list:
+    """Cascading steps: how far the logits moved beside each method's mean similarity."""
+    casc = logits[logits["test"] == "mprt_cascading"].sort_values("depth")
+    sims = metrics[(metrics["test"] == "mprt_cascading") & (metrics["metric"] == metric)]
+    sims = sims.set_index(["method", "depth"])["value"]
+    header = ["depth", "randomized up to", "mean abs logit change", "prediction agreement"] + [titles[m] for m in methods]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in casc.to_dict("records"):
+        vals = [f"{sims[(m, r['depth'])]:.2f}" if (m, r["depth"]) in sims.index else "-" for m in methods]
+        lines.append(f"| {r['depth']} | {r['block']} | {r['mean_abs_logit_change']:.3f} | "
+                     f"{100 * r['prediction_agreement']:.0f}% | " + " | ".join(vals) + " |")
+    return lines
+
+
+def logit_table(logits: pd.DataFrame) -> list:
+    other = logits[logits["test"] != "mprt_cascading"]
+    lines = ["| model | randomized | mean abs logit change | prediction agreement |", "|---|---|---|---|"]
+    for r in other.to_dict("records"):
+        lines.append(f"| {r['test']} | {r['block']} | {r['mean_abs_logit_change']:.3f} | {100 * r['prediction_agreement']:.0f}% |")
+    return lines
+
+
+def table_5_2(verdicts: pd.DataFrame, metrics: pd.DataFrame, logits: pd.DataFrame, methods, titles, *,
+              threshold: float, metric: str, n_patches: int, n_patients: int, memorization: str, settings: str) -> str:
+    return "\n".join([
+        "# Table 5.2: sanity checks of the attribution maps, the book's verdicts and ours",
+        "",
+        f"{n_patches} test patches from {n_patients} patient{'s' if n_patients != 1 else ''}"
+        f"{' (too few for a CI: every verdict is invalid)' if n_patients < 2 else ''}. Similarity = Spearman rank correlation of absolute "
+        f"maps ({metric}) between the trained model's map and the randomized (or random-label) model's map, "
+        "mean over patches with a 95% bootstrap CI over patients (patches clustered by patient).",
+        "",
+        f"**Rule.** MPRT cascading / independent, sMPRT and data randomization: the per-patch similarity is averaged "
+        f"over the test's randomization steps (cascade depths 1..K, or the K blocks alone); the method **passes** "
+        f"(its map changed) when the upper end of the CI is below {threshold:g}, else it fails. eMPRT: the relative "
+        "rise of the map's histogram entropy from the trained to the fully randomized model, H(random)/H(trained) - 1; "
+        "it passes when the lower end of the CI is above 0. Data randomization is **invalid** when the random-label "
+        "model did not memorize its labels, and every test when its patches come from a single patient (no CI). "
+        "`k const`: map pairs in which a map was constant (similarity then "
+        "1 if both are, else 0).",
+        "",
+        f"{memorization}",
+        "",
+        *verdict_table(verdicts, methods, titles),
+        "",
+        "## Cascading randomization per depth: how far the model moved, beside each method's mean similarity",
+        "",
+        *per_depth_table(logits, metrics, methods, titles, metric),
+        "",
+        "## Independent randomization and the random-label model",
+        "",
+        *logit_table(logits),
+        "",
+        settings,
+        "",
+        "All similarity measures (Spearman signed and absolute, SSIM, HOG) per depth with CIs: sanity/metrics.csv; "
+        "verdicts: sanity/randomization.csv; the definitions and where sMPRT/eMPRT disagree with MPRT: docs/sanity.md.",
+        "",
+    ])

@@ -1,0 +1,34 @@
+"""Bench sections that must not invent numbers: the GPU sections without CUDA, the full-size one without data."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the section measures instead")
+def test_gpu_section_without_cuda_says_so_and_measures_nothing():
+    from idc.bench import gpu
+
+    body = gpu.run(quick=True)
+    assert body.startswith("## GPU") and "Not measured: no CUDA device" in body
+    assert "|" not in body and not re.search(r"\d[\d,.]* ?(img|images)/s", body)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the section prepares the set")
+def test_fullsize_section_without_data_or_gpu_is_not_run(tmp_path):
+    from idc.bench import fullsize
+
+    body = fullsize.run(quick=False, overrides=(f"run.dir={tmp_path}/run", f"data.root={tmp_path}/d/IDC_regular_ps50_idx5"))
+    assert "Not run: the full-size set is not prepared" in body and str(tmp_path) in body
+    assert not list(tmp_path.iterdir())  # nothing generated
+
+
+def test_update_doc_replaces_only_its_block():
+    from idc.bench.__main__ import update_doc
+
+    text = "# B\n\n<!-- bench:a -->\nold a\n<!-- /bench:a -->\n\n<!-- bench:b -->\nold b\n<!-- /bench:b -->\n"
+    new = update_doc(text, "a", "new a")
+    assert "new a" in new and "old a" not in new and "old b" in new
+    assert update_doc(new, "c", "c body").endswith("<!-- bench:c -->\nc body\n<!-- /bench:c -->\n")

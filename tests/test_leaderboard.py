@@ -1,0 +1,107 @@
+"""Leaderboard: control verdicts on hand-built scores, and the stage on the tiny run."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from idc.sanity import leaderboard as lb
+from idc.sanity.scoring import RANDOMIZED_SUFFIX, map_sources, parse_variant, summarize
+
+from conftest import compose_cfg, copy_run
+
+
+def fake_scores(rng, method_mean: float) -> pd.DataFrame:
+    """Per-patch scores of one method, its randomized-model row and a control over 12 patients x 4 patches."""
+    frames = []
+    for name, kind, mean in (("M", "method", method_mean), ("M" + RANDOMIZED_SUFFIX, "randomized", 0.5),
+                             ("C", "control", 0.5)):
+        frames.append(pd.DataFrame(dict(
+            method=name, kind=kind, variant="positive", image_id=[f"p{i}" for i in range(48)],
+            patient_id=np.repeat(np.arange(12), 4), relevance_rank=mean + rng.normal(0, 0.05, 48))))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.mark.parametrize("mean, beats", [(0.8, True), (0.5, False)])
+def test_beats_controls_needs_a_paired_ci_above_zero(mean, beats):
+    pp = fake_scores(np.random.default_rng(0), mean)
+    kinds = dict(zip(pp["method"], pp["kind"]))
+    controls = lb.controls_of("M", list(kinds), kinds)
+    assert controls == ["C", "M" + RANDOMIZED_SUFFIX]
+    assert lb.beats_controls(pp, "M", controls, "relevance_rank", n_boot=500, seed=0) is beats
+
+
+def test_summary_has_clustered_cis():
+    pp = fake_scores(np.random.default_rng(0), 0.8).assign(pixel_auroc=0.5)
+    table = summarize(pp, n_boot=200)
+    row = table.set_index("method").loc["M"]
+    assert row["relevance_rank_ci_low"] < row["relevance_rank"] < row["relevance_rank_ci_high"]
+    assert row["n"] == 48
+
+
+def test_variants_parse_and_reject_unknown_keys(tmp_path):
+    from idc.errors import ConfigError
+
+    cfg = compose_cfg(tmp_path)
+    assert parse_variant("gradcam:cam_layer=layer3", cfg.explain) == ("gradcam", (("cam_layer", "layer3"),))
+    for bad in ("gradcam:cam_layr=layer3", "gradcam", "gradcam:cam_layer"):
+        with pytest.raises(ConfigError, match="sanity.variants"):
+            parse_variant(bad, cfg.explain)
+    titles = {"gradcam": "Grad-CAM", "lime": "LIME"}
+    cfg.sanity.localization_methods = ["gradcam"]
+    cfg.sanity.variants = ["gradcam:cam_layer=layer3"]
+    kinds = [(s.title, s.kind) for s in map_sources(cfg.sanity, cfg.explain, titles)]
+    assert kinds[:4] == [("Grad-CAM", "method"), ("Grad-CAM (cam_layer=layer3)", "method"),
+                         ("Grad-CAM" + RANDOMIZED_SUFFIX, "randomized"),
+                         ("Grad-CAM (cam_layer=layer3)" + RANDOMIZED_SUFFIX, "randomized")]
+    assert [k for _, k in kinds[4:]] == ["control"] * 3
+
+
+def test_randomization_cells_read_the_sanity_csv_or_say_not_run():
+    rand = pd.DataFrame(dict(method=["gradcam"], test=["smprt"], value=[0.2], ci_low=[0.1], ci_high=[0.3],
+                             n=[8], n_degenerate=[0], verdict=["pass"]))
+    cells = lb.randomization_cells(rand, ["Grad-CAM", "gradcam"])
+    assert cells["sMPRT"] == "pass (0.20 [0.10, 0.30])" and cells["eMPRT"] == "not run"
+    assert set(lb.randomization_cells(None, ["gradcam"]).values()) == {"not run"}
+
+
+@pytest.mark.slow
+def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
+    run_dir = copy_run(tiny_evaluated, tmp_path / "run")
+    cfg = compose_cfg(run_dir, "sanity.localization_methods=[gradcam,vanilla_backprop]",
+                      'sanity.variants=["gradcam:cam_layer=layer3"]', "sanity.bootstrap_samples=50",
+                      "sanity.road=false", data_dir=tiny_data_dir)
+    lb.run(cfg)
+    md = (run_dir / "sanity" / "leaderboard.md").read_text()
+    board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv")
+    assert len(board) == 3 * 2 + 3  # 3 method rows, their randomized rows, 3 controls
+    assert "Grad-CAM (cam_layer=layer3)" in md and "not run" in md and "beats every control" in md
+    assert (run_dir / "figures" / f"{lb.FIGURE}.png").stat().st_size > 1000
+    per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
+    assert set(per_patch["variant"]) == {"positive", "absolute"}
+    assert per_patch.loc[per_patch["variant"] == "positive", "deletion"].notna().all()
+
+
+def test_shortcut_mass_only_on_patches_that_carry_the_cue():
+    from types import SimpleNamespace
+
+    import torch
+
+    from idc.sanity.scoring import score_source
+
+    s = SimpleNamespace(top_k_fraction=0.1, pointing_tolerance=0, deletion_fill="mean", blur_sigma=2.0,
+                        road=False, road_patches=0, seed=0)
+    masks = np.zeros((2, 10, 10), bool)
+    masks[:, :5] = True  # evidence: top half
+    cues = np.zeros((2, 10, 10), bool)
+    cues[0, 8:, 8:] = True  # only patch 0 carries a 2x2 cue
+    maps = np.zeros((2, 10, 10))
+    maps[:, 8:, 8:] = 3.0  # all relevance on the cue corner ...
+    maps[:, 0, :] = 0.1  # ... and a little on the evidence
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(300, 2))
+    out = score_source(model, torch.zeros(2, 3, 10, 10), torch.ones(2, dtype=torch.long),
+                       {"positive": maps, "absolute": maps}, masks, cues, s)
+    pos = out["positive"]
+    assert pos["cue_mass"][0] == pytest.approx(12 / 13) and np.isnan(pos["cue_mass"][1])
+    assert pos["evidence_mass_cue_patches"][0] == pytest.approx(1 / 13)
+    assert "cue_mass" not in out["absolute"] and "deletion" in pos
