@@ -74,7 +74,10 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     metrics = pd.read_csv(sdir / "metrics.csv")
     assert list(metrics.columns) == sanity.METRICS_COLUMNS
     full = metrics[(metrics["test"] == "mprt_cascading") & (metrics["depth"] == len(cfg.sanity.cascade))]
-    assert (full["value"] < 0.999).all()  # randomizing every block changes every map
+    # randomizing every block changes every gradient and CAM map. Not asserted for RISE: its map is the
+    # seeded masks weighted by the model's score, and when the 1-epoch tiny model's score barely moves
+    # under masking, both models' maps are the same mask-coverage pattern (Spearman ~1.0).
+    assert (full.loc[full["method"] != "rise", "value"] < 0.999).all()
     for name in ("sanity_cascading_randomization", "sanity_independent_randomization",
                  "sanity_randomization_examples"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000

@@ -29,6 +29,14 @@ TINY = [
     "sanity.num_patches=4",
     "sanity.random_labels_epochs=1",
     "sanity.localization_patches=4",
+    # the sanity stage's own multipliers (the defaults are sized for a real run, not a test)
+    "sanity.smprt_samples=1",
+    "sanity.smprt_patches=2",
+    "sanity.random_labels_patches=32",
+    "sanity.bootstrap=200",
+    "sanity.bootstrap_samples=200",
+    "sanity.variants=[]",
+    "sanity.road_patches=1",
 ]
 
 
