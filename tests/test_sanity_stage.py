@@ -43,7 +43,8 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
     cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam,rise]", "sanity.smprt_samples=2", 
                       "sanity.smprt_patches=2", "sanity.random_labels_patches=32", "sanity.bootstrap=200",
-                      "sanity.localization_methods=[gradcam]", data_dir=tiny_data_dir)
+                      "sanity.localization_methods=[gradcam]", "sanity.randomized_controls=false", "sanity.road=false",
+                      data_dir=tiny_data_dir)  # localization has its own tests (test_leaderboard, test_localization)
     out = sanity.run(cfg)
     sdir = run_dir / "sanity"
     verdicts = pd.read_csv(sdir / "randomization.csv")
