@@ -37,6 +37,9 @@ def book_figure(method: str, index: pd.DataFrame, images: np.ndarray, gray: np.n
         image_axis(axes[row, 0], images[i], f"Patch Image ({label})\nPatient Id: {int(rec['patient_id'])}")
         kw = shown_map(method, gray[i], None if lime_vis is None else lime_vis[i])
         image_axis(axes[row, 1], kw.pop("image"), map_title(method, rec), **kw)
+        if "cmap" in kw and np.ptp(gray[i]) == 0:  # say so, rather than show an unexplained black square
+            axes[row, 1].text(0.5, 0.5, "constant map:\nno relevance for this class\n(e.g. a CAM that ReLU zeroed)",
+                              transform=axes[row, 1].transAxes, ha="center", va="center", color="white", fontsize=11)
     return save_figure_atomic(fig, path)
 
 
