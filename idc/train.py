@@ -200,7 +200,7 @@ def resume(last_pt: Path, data_hash: str, model, optimizer, scaler, device,
 
 
 def save_epoch(cfg, model_dir: Path, model, optimizer, scaler, history: list, steps: list, best: float,
-               data_hash: str, permute_labels_seed, by_f1: bool = True) -> float:
+               data_hash: str, by_f1: bool = True) -> float:
     """Write last.pt (and best.pt when the val score improved), history.csv and history_steps.csv; the new
     best score: val F1, or minus the val loss where the val split has one class (F1 undefined)."""
     row = history[-1]
@@ -211,7 +211,6 @@ def save_epoch(cfg, model_dir: Path, model, optimizer, scaler, history: list, st
         "rng": rng_state(), "model_cfg": as_dict(cfg.model),
         "train_cfg": OmegaConf.to_container(cfg.train, resolve=True), "data_hash": data_hash,
         "history": history, "steps": steps, "best_val_f1": max(r["val_f1"] for r in history),
-        "permute_labels_seed": permute_labels_seed,
         "best_score": max(best, score), "best_by": "val_f1" if by_f1 else "val_loss",
     }
     if score > best:
@@ -251,12 +250,10 @@ def load_data(cfg, info):
     return data, rows
 
 
-def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
+def fit(cfg, model_dir) -> dict:
     """Train per cfg.train into `model_dir` (best.pt, last.pt, history.csv, history_steps.csv).
-
-    `permute_labels_seed` trains on randomly permuted training labels (the sanity stage's data
-    randomization test). Returns a summary with the best epoch, its val F1 and the final train accuracy.
-    """
+    Returns a summary with the best epoch, its val F1 and the final train accuracy. (The sanity stage's
+    random-label model is trained by idc.sanity.memorization, without flips or dropout.)"""
     t = cfg.train
     if t.balance not in ("none", "class_weights", "sampler"):
         raise ConfigError(f"train.balance={t.balance!r} is not known; use none, class_weights or sampler")
@@ -269,10 +266,6 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     if not by_f1:  # F1 is undefined (no positives) or trivial (no negatives): choose best.pt by val loss
         log.warning("the val split holds one class only (%d patches): val F1 is undefined or meaningless; best.pt "
                     "is chosen by the lowest val loss. Use more patients or another data.split_seed", len(rows["val"]))
-    train_targets = targets.copy()
-    if permute_labels_seed is not None:
-        train_targets[rows["train"]] = np.random.default_rng(permute_labels_seed).permutation(targets[rows["train"]])
-        log.info("training on permuted labels (seed %d)", permute_labels_seed)
 
     seed_everything(cfg.seed)
     model = build_model(cfg.model).to(device)
@@ -281,16 +274,16 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
-    weights = class_weights(train_targets[rows["train"]])
+    weights = class_weights(targets[rows["train"]])
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if t.balance == "class_weights" else None)
     # drop_last: a last batch of a handful of images (or one: BatchNorm1d fails) gives a noisy step.
     # train.loader: the cache resident on the GPU (default on CUDA) or gathered per batch on the host; both
     # give the same batches and flips for the same seed (tests/test_device_loader.py)
-    loader = make_loader(t.loader, data.images, train_targets, rows["train"], t.batch_size, shuffle=True, flip=True,
+    loader = make_loader(t.loader, data.images, targets, rows["train"], t.batch_size, shuffle=True, flip=True,
                          seed=cfg.seed, rank=info.rank, world_size=info.world_size,
                          drop_last=len(rows["train"]) > t.batch_size, device=device,
                          memory_budget_gb=t.device_memory_gb, channels_last=channels_last,
-                         sample_weights=weights.numpy()[train_targets[rows["train"]]] if t.balance == "sampler" else None)
+                         sample_weights=weights.numpy()[targets[rows["train"]]] if t.balance == "sampler" else None)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.enabled else model
     if t.compile:  # after DDP, as torch recommends; checkpoints keep saving the plain `model`
@@ -333,8 +326,7 @@ def fit(cfg, model_dir, permute_labels_seed: int | None = None) -> dict:
                         scores = binary_scores(targets[rows["val"]], (proba >= 0.5).astype(int))
                         row.update({f"val_{k}": v for k, v in scores.items()})
             history.append(row)
-            best = save_epoch(cfg, model_dir, model, optimizer, scaler, history, steps, best, data.data_hash,
-                              permute_labels_seed, by_f1)
+            best = save_epoch(cfg, model_dir, model, optimizer, scaler, history, steps, best, data.data_hash, by_f1)
             log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f P %.3f R %.3f F1 %.3f | %.0f img/s",
                      epoch + 1, t.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_precision"],
                      row["val_recall"], row["val_f1"], row["images_per_s"])

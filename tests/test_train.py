@@ -154,12 +154,12 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
 
 
-def test_fit_on_permuted_labels_reports_train_accuracy(tiny_prepared, tiny_data_dir, tmp_path):
+def test_fit_reports_train_accuracy_and_records_the_data_hash(tiny_prepared, tiny_data_dir, tmp_path):
     from idc import train
 
-    run = copy_run(tiny_prepared, tmp_path / "perm")
+    run = copy_run(tiny_prepared, tmp_path / "fit")
     cfg = compose_cfg(run, "train.max_batches=2", data_dir=tiny_data_dir)
-    summary = train.fit(cfg, run / "random_labels", permute_labels_seed=0)
+    summary = train.fit(cfg, run / "model")
     assert 0.0 <= summary["train_acc"] <= 1.0 and summary["epochs"] == 1
-    ckpt = torch.load(run / "random_labels" / "last.pt", weights_only=True)
-    assert ckpt["permute_labels_seed"] == 0 and ckpt["data_hash"] == summary["data_hash"]
+    ckpt = torch.load(run / "model" / "last.pt", weights_only=True)
+    assert ckpt["data_hash"] == summary["data_hash"]
