@@ -34,7 +34,7 @@ from idc.errors import DataError
 from idc.utils import write_csv_atomic, write_json_atomic
 
 log = logging.getLogger("idc")
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 INFO_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "role", "cue", *(f"nest_{n}" for n in NEST_TYPES.values())]
 PATCH = 50
 MIN_TISSUE = 0.35  # a patch is written when at least this share of it is tissue (fat and lumen count)

@@ -32,6 +32,16 @@ EOSIN = np.array([0.10, 0.95, 0.40])
 RESIDUAL = np.array([0.27, 0.57, 0.78])
 # Nest types in Slide.nests (0 = no nest: stroma, fat, background).
 NEST_TYPES = {1: "duct", 2: "crowded", 3: "lymphocytes", 4: "idc"}
+# Layout constants, chosen by measurement (docs/data.md, generator v6): the label must be readable from
+# the nuclei, so most patches of the IDC region must hold IDC nests and the annotation must follow the
+# region closely. NEST_SHARE: share of the non-fat tissue in nests (per slide, uniform in the range);
+# NEST_CLUSTERING: weight of the slide-scale field that clusters nests (0 = spread evenly); FAT_SHARE:
+# share of the tissue in fat lobules; ANNOTATION_WOBBLE: how far the hand-drawn outline strays from
+# the true region (labels at region borders are uncertain, as in the real set).
+NEST_SHARE = (0.45, 0.6)
+NEST_CLUSTERING = 0.2
+FAT_SHARE = (0.04, 0.14)
+ANNOTATION_WOBBLE = 0.1
 IDC_NEST = 4
 
 
@@ -156,12 +166,12 @@ def match_histogram(h, mask, reference) -> np.ndarray:
 
 def layout(rng, shape, tissue, region):
     """Nests, lumina and fat, drawn without looking at `region` (only the nest *type* does)."""
-    fat_zone = quantile_mask(smooth_noise(rng, shape, 45, coarse=5), tissue, rng.uniform(0.06, 0.22))
+    fat_zone = quantile_mask(smooth_noise(rng, shape, 45, coarse=5), tissue, rng.uniform(*FAT_SHARE))
     fat = fat_zone & ~adipocyte_walls(rng, shape, spacing=rng.uniform(7, 11))
     cellular = tissue & ~fat_zone
     # Nests ~10-20 px across; how many varies smoothly over the slide (cellularity), not with the region.
-    nest_field = smooth_noise(rng, shape, 4.0) + 0.7 * smooth_noise(rng, shape, 40, coarse=5)
-    nest = quantile_mask(nest_field, cellular, rng.uniform(0.3, 0.45))
+    nest_field = smooth_noise(rng, shape, 4.0) + NEST_CLUSTERING * smooth_noise(rng, shape, 40, coarse=5)
+    nest = quantile_mask(nest_field, cellular, rng.uniform(*NEST_SHARE))
     labels, n = ndi.label(nest)
     kind = rng.choice([1, 2, 3], size=n + 1, p=[0.45, 0.3, 0.25]).astype(np.uint8)
     kind[0] = 0
@@ -193,7 +203,7 @@ def render_slide(rng, rows: int, cols: int, idc_fraction: float, difficulty: flo
     region = quantile_mask(region_field, tissue, idc_fraction)
     # Annotations are drawn by hand at low magnification: a smoothed, wobbly version of the true region,
     # so patch labels near borders are honestly uncertain (as in the real set's labels).
-    annotation = quantile_mask(region_field + 0.3 * smooth_noise(rng, shape, 35, coarse=5), tissue, idc_fraction)
+    annotation = quantile_mask(region_field + ANNOTATION_WOBBLE * smooth_noise(rng, shape, 35, coarse=5), tissue, idc_fraction)
     fat, fat_zone, nests, spaces = layout(rng, shape, tissue, region)
     # Eosin: collagen fibres with white cracks between bundles (everywhere in the stroma).
     fib = fibres(rng, shape)
