@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-STAGES := train evaluate landscape explain visualize sanity figures report view
+STAGES := train evaluate landscape explain visualize sanity leaderboard figures report view
 
 .PHONY: help install data $(STAGES) reproduce test bench browser clean
 
@@ -21,7 +21,8 @@ help:
 	@echo "make landscape  stitched tissue + probability landscape per patient"
 	@echo "make explain    saliency maps (11 methods), figures, raw maps"
 	@echo "make visualize  activations, filter patterns, Grad-CAM overlay"
-	@echo "make sanity     randomization tests, localization, Table 5.2"
+	@echo "make sanity     model and data randomization tests, Table 5.2"
+	@echo "make leaderboard localization and faithfulness scores with controls: which method to use"
 	@echo "make figures    every chapter-5 figure by the book's name"
 	@echo "make report     report.html (runs every stage it reports on)"
 	@echo "make view       viewer/index.html: interactive slide viewer (docs/viewer.md)"

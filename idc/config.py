@@ -197,7 +197,7 @@ class SanityConfig:
     random_labels_batch_size: int = 128
     localization: bool = True
     # Cap on the IDC-positive test patches scored against the evidence mask (all eligible ones up to this).
-    localization_patches: int = 256
+    localization_patches: int = 128
     # Methods scored against the pixel ground truth: all eleven by default (null = the same as `methods`).
     localization_methods: Optional[List[str]] = field(
         default_factory=lambda: [
@@ -226,7 +226,7 @@ class SanityConfig:
     # Also score faithfulness with pytorch-grad-cam's ROAD (noisy linear imputation), on the first
     # `road_patches` scored patches (its imputation takes seconds per patch and map on a CPU).
     road: bool = True
-    road_patches: int = 64
+    road_patches: int = 32
     # Patient-clustered bootstrap replicates for every 95% CI.
     bootstrap_samples: int = 1000
     # Leaderboard: relevance variant shown (positive | absolute) and the score that sorts it and decides

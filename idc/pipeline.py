@@ -38,7 +38,12 @@ class Stage:
     ignore: Tuple[str, ...] = ()  # sub-keys of `config` that do not (resume, sharding, ...)
 
 
-_EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity")
+# sanity.* keys only the leaderboard stage reads: changing them does not re-run the randomization tests
+LEADERBOARD_ONLY = ("localization", "localization_patches", "localization_methods", "variants", "randomized_controls",
+                    "pointing_tolerance", "top_k_fraction", "deletion_fill",
+                    "blur_sigma", "road", "road_patches", "bootstrap_samples", "leaderboard_variant",
+                    "leaderboard_sort", "shortcut_run_dir")
+_EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity", "leaderboard")
 STAGES: Dict[str, Stage] = {s.name: s for s in [
     Stage("prepare_data", "idc.prepare_data", config=("data", "seed"), ignore=("data.workers",)),
     Stage("train", "idc.train", inputs=("patches_csv",), config=("model", "train", "seed"),
@@ -52,11 +57,16 @@ STAGES: Dict[str, Stage] = {s.name: s for s in [
           config=("explain",), ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "predictions_csv"),
           config=("sanity", "explain", "train", "seed"),
-          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index")),
+          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index",
+                  *(f"sanity.{k}" for k in LEADERBOARD_ONLY))),
+    # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts
+    Stage("leaderboard", "idc.sanity.leaderboard", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
+          config=("sanity", "explain", "seed"),
+          ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("figures", "idc.figures", after=_EVERY_RESULT),
     Stage("report", "idc.report", after=_EVERY_RESULT),
     # the viewer shows predictions, maps and sanity scores: those stages run first when missing or out of date
-    Stage("view", "idc.viewer", inputs=("patches_csv",), after=("evaluate", "explain", "sanity"),
+    Stage("view", "idc.viewer", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
           config=("data.masks_dir",)),
 ]}
 assert {a.stage for a in ARTIFACTS} <= set(STAGES), "an artifact names an unknown stage"

@@ -134,7 +134,7 @@ def build_report(paths: RunPaths, title: Optional[str] = None) -> str:
         ("Probability landscapes", gallery("landscape")),
         ("Attribution maps", gallery("explain")),
         ("Table 5.2: sanity checks", markdown_section(paths.table_5_2, make_target("sanity")) + gallery("sanity")),
-        ("Localization and faithfulness", markdown_section(paths.localization_md, make_target("sanity"))
+        ("Localization and faithfulness", markdown_section(paths.localization_md, make_target("leaderboard"))
          + "".join(_optional_figure(n, figs, root) for n in OPTIONAL_FIGURES)),
     ]
     if others:

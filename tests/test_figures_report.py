@@ -91,13 +91,13 @@ def test_figures_runs_the_stages_whose_outputs_are_missing_or_stale(tmp_path, mo
 
     monkeypatch.setattr(pipeline.importlib, "import_module",
                         lambda module: fake_stage(next(n for n, s in pipeline.STAGES.items() if s.module == module)))
-    for stage in ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity"):
+    for stage in ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity", "leaderboard"):
         pipeline.run_one(stage, cfg, paths)
     fake_figures(paths.figures_dir)
     calls.clear()
     paths.predictions_csv.unlink()  # evaluate's output is gone: it and every stage reading it re-run
     pipeline.build("figures", cfg)
-    assert calls == ["evaluate", "landscape", "explain", "sanity", "figures"]
+    assert calls == ["evaluate", "landscape", "explain", "sanity", "leaderboard", "figures"]
     calls.clear()
     assert pipeline.build("figures", cfg) == {} and calls == []
 
@@ -181,7 +181,7 @@ def test_figures_and_report_stages_on_the_tiny_run(tiny_evaluated, tiny_data_dir
     from idc.pipeline import build
 
     ran = build("figures", cfg)  # the stages the tiny run lacks, then the figures stage
-    assert list(ran) == ["landscape", "explain", "sanity", "figures"]
+    assert list(ran) == ["landscape", "explain", "sanity", "leaderboard", "figures"]
     assert set(ran["figures"]) == set(figures.expected_figures())
     assert (run_dir / "figures" / "index.md").exists()
     ran = build("report", cfg)

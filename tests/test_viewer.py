@@ -80,7 +80,7 @@ def test_view_runs_after_the_stages_it_shows():
     from idc.paths import BY_KEY
     from idc.pipeline import producers
 
-    assert producers("view") == ["prepare_data", "evaluate", "explain", "sanity"]
+    assert producers("view") == ["prepare_data", "evaluate", "explain", "sanity", "leaderboard"]
     assert BY_KEY["viewer_html"].stage == "view"
 
 
@@ -114,6 +114,8 @@ def test_panel_escapes_ids_and_matches_method_names(tmp_path):
     assert 'id="attr-3-gradcam-gray"' in html
     assert "<td>pointing game</td><td>0.81 [0.70, 0.90]</td>" in html and "0.50 [0.4" not in html and "0.3 [" not in html
     assert "no sanity/randomization.csv; run <code>make sanity</code>" in html
+    html = patch_panel(rec, files, {"gradcam": "Grad-CAM"}, tmp_path)  # no scores either: the later stage
+    assert "no sanity/leaderboard.csv or sanity/randomization.csv; run <code>make leaderboard</code>" in html
     rand = pd.DataFrame({"method": ["gradcam"] * 2, "test": ["smprt", "emprt"], "value": [0.21234, 0.9],
                          "ci_low": [0.1, 0.8], "ci_high": [0.3, 1.0], "n": [8, 8], "n_degenerate": [0, 0],
                          "verdict": ["pass", "fail"]})

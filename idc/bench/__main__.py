@@ -1,4 +1,4 @@
-"""`python -m idc.bench [sections=loader,train,explain,gpu,fullsize] [quick=1] [hydra overrides]`: run
+"""`python -m idc.bench [sections=loader,train,explain,sanity,gpu,fullsize] [quick=1] [hydra overrides]`: run
 benchmarks, update docs/benchmarks.md. Hydra overrides (e.g. `run.dir=... data.root=...`) go to the
 `fullsize` section, which says where its data set lives.
 
@@ -18,8 +18,8 @@ import torch
 
 from idc.utils import write_text_atomic
 
-SECTIONS = ["loader", "train", "explain", "gpu", "fullsize"]
-TAKES_OVERRIDES = {"fullsize"}
+SECTIONS = ["loader", "train", "explain", "sanity", "gpu", "fullsize"]
+TAKES_OVERRIDES = {"fullsize", "sanity"}
 DOC = Path("docs/benchmarks.md")
 HEADER = "# Benchmarks\n\nWritten by `make bench` (`python -m idc.bench`); each section names the command that produced it.\n"
 

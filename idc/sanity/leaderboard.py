@@ -110,7 +110,7 @@ def shortcut_table(cfg, table: pd.DataFrame) -> pd.DataFrame:
     if cfg.sanity.shortcut_run_dir:
         path = Path(cfg.sanity.shortcut_run_dir) / "sanity" / "localization_summary.csv"
         if not path.exists():
-            raise ConfigError(f"sanity.shortcut_run_dir: {path} not found; run `make sanity ARGS=\"data=synthetic_shortcut\"` "
+            raise ConfigError(f"sanity.shortcut_run_dir: {path} not found; run `make leaderboard ARGS=\"data=synthetic_shortcut\"` "
                               "first, or set sanity.shortcut_run_dir=null")
         log.info("read %s", path)
         return pd.read_csv(path)
@@ -237,8 +237,14 @@ def write_leaderboard(cfg, paths, per_patch: pd.DataFrame, table: pd.DataFrame,
 
 
 def run(cfg) -> Optional[pd.DataFrame]:
-    """Only the localization, faithfulness and shortcut scores and the leaderboard of `make sanity` (which
-    runs this part too), reusing the sanity stage's randomization.csv if present; for notebooks and tests."""
+    """The leaderboard stage (`make leaderboard`): localization, faithfulness and shortcut scores of every
+    method, variant and control row, and the leaderboard with the sanity stage's verdicts
+    (sanity/randomization.csv; the stage graph runs `make sanity` first). Maps use explain.* with the
+    sanity stage's caps on LIME samples and RISE masks (`sanity.lime_num_samples`, `rise_num_masks`)."""
+    import time
+
+    from omegaconf import OmegaConf
+
     from idc.explain import METHODS
     from idc.explain.driver import dataset_reference
     from idc.inputs import load_run
@@ -254,5 +260,9 @@ def run(cfg) -> Optional[pd.DataFrame]:
     def factory():
         return build_model({**run.checkpoint["model_cfg"], "weights": None})
 
-    return run_localization(cfg, run.paths, run.model, test_patches(run), run.images, titles, run.device,
-                            reference=reference, factory=factory)
+    capped = OmegaConf.merge(cfg, {"explain": ecfg})
+    tic = time.perf_counter()
+    out = run_localization(capped, run.paths, run.model, test_patches(run), run.images, titles, run.device,
+                           reference=reference, factory=factory)
+    log.info("leaderboard: localization, faithfulness and leaderboard took %.1f s", time.perf_counter() - tic)
+    return out

@@ -1,4 +1,4 @@
-"""Localization, faithfulness and shortcut scores of every method and control row (part of `make sanity`).
+"""Localization, faithfulness and shortcut scores of every method and control row (`make leaderboard`).
 
 On data with pixel ground truth (`data.masks_dir`, the synthetic sets) every eligible IDC-positive
 test patch (a non-trivial evidence mask; at most `sanity.localization_patches`) is explained for the

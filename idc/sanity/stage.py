@@ -1,16 +1,18 @@
 """Sanity stage (`make sanity`): model and data randomization tests (Adebayo et al. 2018; sMPRT and
-eMPRT, Hedström et al. 2023), Table 5.2, plus localization.
+eMPRT, Hedström et al. 2023) and Table 5.2. Localization, faithfulness and the method leaderboard are
+the next stage (`make leaderboard`, `idc.sanity.leaderboard`), which reads this stage's verdicts.
 
 Reads the trained model (model/best.pt), the test predictions and the packed patch cache; writes
 `sanity/table_5_2.md`, `sanity/randomization.csv` (one verdict per method and test),
 `sanity/metrics.csv` (every measure per step, with CIs), `sanity/logit_change.csv`,
-`sanity/random_labels.json`, the localization outputs (`idc.sanity.scoring`) and figures
+`sanity/random_labels.json`, `sanity/timing.json` (wall seconds per phase) and figures
 `figures/sanity_*.png`. Maps come from the explain driver (`idc.explain.driver.compute_maps`).
 Method and measure choices are documented in docs/sanity.md.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Dict, List
 
 import numpy as np
@@ -19,14 +21,14 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from idc.errors import ConfigError, DataError
-from idc.sanity import plots as sanity_plots, scoring as sanity_localization
+from idc.sanity import plots as sanity_plots
 from idc.sanity.memorization import memorization_note, random_labels_model
 from idc.sanity.randomization import (REINIT_SCHEMES, cascade_models, logit_change, logits_of,
                                       randomize_independent, uncovered_parameters)
 from idc.sanity.similarity import METRICS, constant_maps, entropy_rise, map_similarities
 from idc.sanity.table import table_5_2
 from idc.sanity.verdicts import RANDOMIZATION_COLUMNS, cluster_bootstrap_ci, per_patch_means, summarize_test
-from idc.utils import write_csv_atomic, write_text_atomic, wrote
+from idc.utils import write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 
 log = logging.getLogger("idc")
 
@@ -175,6 +177,15 @@ def run(cfg) -> dict:
     def randomized(fn, *args):
         return fn(model, *args, seed, scheme, factory)
 
+    clock = [time.perf_counter()]
+    timing = {}
+
+    def lap(phase: str) -> None:  # wall seconds per phase -> sanity/timing.json (make bench reads it)
+        now = time.perf_counter()
+        timing[phase] = round(now - clock[0], 1)
+        clock[0] = now
+        log.info("sanity: %s took %.1f s", phase, timing[phase])
+
     ppc = int(s.hog_pixels_per_cell)
     ref_logits = logits_of(model, x)
     ref = maps_of(model)
@@ -191,13 +202,16 @@ def run(cfg) -> dict:
         logit_rows.append(logit_row("mprt_independent", i, block, ref_logits, rmodel, x))
         other = depth_maps[1] if i == 1 else maps_of(rmodel)  # block 1 alone = cascade depth 1 (same seed)
         sims += similarity_rows(ref, other, "mprt_independent", i, block, patients, ppc)
+    lap("model randomization (MPRT cascading and independent)")
     sub = select_balanced(chosen.reset_index(drop=True), int(s.smprt_patches), seed).index.to_numpy()
     sims += smprt_rows(cfg, model, randomized, maps_of, imgs[sub], targets[sub], patients[sub], ppc)
+    lap("smooth MPRT")
     rl_model, record = random_labels_model(cfg, paths, patches, images, device)
     logit_rows.append(logit_row("data_randomization", 0, "random labels", ref_logits, rl_model, x))
     rl_maps = maps_of(rl_model)
     sims += similarity_rows(ref, rl_maps, "data_randomization", 0, "random labels", patients, ppc)
     examples.append(("random labels", rl_maps))
+    lap("data randomization (memorization and maps)")
 
     sims = pd.DataFrame(sims)
     metrics = aggregate(sims, int(s.bootstrap), seed)
@@ -218,10 +232,12 @@ def run(cfg) -> dict:
     gray_examples = [(label, {m: (raw, to_grayscale(raw)) for m, raw in maps.items()}) for label, maps in examples]
     figures = sanity_plots.write_sanity_figures(paths.figures_dir, metrics, cascade, titles, float(s.threshold),
                                                 imgs[0], gray_examples)
-    loc = sanity_localization.run_localization(cfg, paths, model, preds, images, titles, device,
-                                               reference=reference, factory=factory)
+    lap("tables and figures")
+    timing["total"] = round(sum(timing.values()), 1)
+    wrote(write_json_atomic(out / "timing.json", timing), "wall seconds per phase")
+    log.info("sanity: localization, faithfulness and the method leaderboard are the next stage: `make leaderboard`")
     return dict(metrics=metrics, verdicts=verdicts, logits=logits, table_5_2=table, random_labels=record,
-                figures=figures, localization=loc)
+                figures=figures)
 
 
 def smprt_rows(cfg, model, randomized, maps_of, imgs, targets, patients, ppc) -> List[dict]:

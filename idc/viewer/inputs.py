@@ -65,7 +65,7 @@ def load_inputs(paths: RunPaths) -> RunInputs:
                 out.maps = {k[: -len("/gray")]: z[k] for k in z.files if k.endswith("/gray")}
             log.info("read %s (%d methods)", paths.maps_npz, len(out.maps))
             out.explained = out.explained.assign(row=np.arange(len(out.explained)))
-    out.leaderboard = _optional_csv(paths.sanity_dir / "leaderboard.csv", "Method scores (leaderboard)", "make sanity", notes)
+    out.leaderboard = _optional_csv(paths.sanity_dir / "leaderboard.csv", "Method scores (leaderboard)", "make leaderboard", notes)
     out.randomization = _optional_csv(paths.sanity_dir / "randomization.csv", "Sanity verdicts", "make sanity", notes)
     return out
 

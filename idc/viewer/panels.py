@@ -1,6 +1,6 @@
 """The attribution panel of one explained patch, as HTML built here (everything from the data escaped):
 the patch, and per method its grey map, its overlay, and the method's scores and sanity verdicts
-from the sanity stage's tables when they exist (else a note naming `make sanity`).
+from the sanity stage's tables when they exist (else a note naming `make sanity` or `make leaderboard`).
 """
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ def patch_panel(rec, assets: dict, methods: dict, root: Path, leaderboard=None, 
     head = _img(assets["patch"], root, f"attr-{k}-patch", "the patch")
     absent = [src for table, src in ((leaderboard, "sanity/leaderboard.csv"), (randomization, "sanity/randomization.csv"))
               if table is None]
+    target = "make leaderboard" if any("leaderboard" in a for a in absent) else "make sanity"
     note = (f'<p class="missing">Method scores and sanity verdicts: no {" or ".join(absent)}; run '
-            "<code>make sanity</code> to add them.</p>") if absent else ""
+            f"<code>{target}</code> to add them.</p>") if absent else ""
     return (f'<div class="attribution" id="attr-{k}" data-image-id="{html.escape(str(rec["image_id"]))}">'
             f"<h3>Attribution maps</h3>{head}{facts}{note}<div>{''.join(cards)}</div></div>")

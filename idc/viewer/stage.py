@@ -100,11 +100,11 @@ def markdown_or_note(path: Path, target: str, heading: str) -> str:
 
 def results_html(paths: RunPaths) -> tuple[str, str]:
     table = markdown_or_note(paths.table_5_1, "make evaluate", "Table 5.1: test-set performance")
-    board = markdown_or_note(paths.sanity_dir / "leaderboard.md", "make sanity", "Which attribution method? Leaderboard")
+    board = markdown_or_note(paths.sanity_dir / "leaderboard.md", "make leaderboard", "Which attribution method? Leaderboard")
     board += markdown_or_note(paths.sanity_dir / "table_5_2.md", "make sanity", "Table 5.2: sanity checks")
     localization = paths.sanity_dir / "localization.md"
     if localization.exists():
-        board += markdown_or_note(localization, "make sanity", "Localization")
+        board += markdown_or_note(localization, "make leaderboard", "Localization")
     return table, board
 
 
@@ -122,7 +122,7 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
     panels = explained_panels(inputs, table, images, out / "assets" / "explain", out) if inputs.explained is not None else {}
     table["panel"] = [panels.get(k, "") for k in table["explain_row"]]
     has_masks = bool(patients["has_mask"].any())
-    notes = [n.text() for n in inputs.notes if n.target != "make sanity"]
+    notes = [n.text() for n in inputs.notes if n.target not in ("make sanity", "make leaderboard")]
     if not has_masks:
         notes.append(f"Evidence mask: no <masks_dir>/<pid>.npz for these patients (data.masks_dir={cfg.data.masks_dir}); "
                      "only the synthetic set has one (make data with data=synthetic).")
