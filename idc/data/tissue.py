@@ -179,7 +179,9 @@ def layout(rng, shape, tissue, region):
     nests[nest & region] = IDC_NEST
     # Normal ducts: a lumen in the middle of the nest. IDC nests: cribriform spaces of the same share.
     depth = ndi.distance_transform_edt(nest).astype(np.float32)
-    deepest = np.asarray(ndi.maximum(depth, labels, np.arange(n + 1)), np.float32)
+    deepest = np.zeros(n + 1, np.float32)  # per-nest maximum depth; np.maximum.at is ~100x ndi.maximum here
+    inside = labels > 0
+    np.maximum.at(deepest, labels[inside], depth[inside])
     lumen = (nests == 1) & (depth > np.maximum(1.8, 0.5 * deepest[labels]))
     benign = (nests > 0) & (nests < IDC_NEST)
     share = lumen.sum() / max(benign.sum(), 1)
