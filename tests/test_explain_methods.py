@@ -69,9 +69,10 @@ def test_mass_lands_in_the_region_the_model_uses(method, ratio):
 
 
 def test_integrated_gradients_completeness():
+    """Against the zero (grey) baseline, where f(baseline) is easy to write down; every baseline: below."""
     model = RegionModel()
     x = batch()
-    raw = attribute(model, x, [1, 1], "integrated_gradients", cfg(ig_steps=64))
+    raw = attribute(model, x, [1, 1], "integrated_gradients", cfg(ig_steps=64, ig_baseline="grey"))
     with torch.no_grad():
         gap = (model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]).numpy()
     assert np.abs(gap).min() > 1.0
@@ -84,7 +85,7 @@ def test_integrated_gradients_completeness_on_a_resnet():
     torch.manual_seed(0)
     model = build_model({"head": [16], "dropout": 0.0}).eval()
     x = batch(1)
-    raw = attribute(model, x, [1], "integrated_gradients", cfg(ig_steps=300, ig_internal_batch_size=300))
+    raw = attribute(model, x, [1], "integrated_gradients", cfg(ig_steps=300, ig_internal_batch_size=300, ig_baseline="grey"))
     with torch.no_grad():
         gap = (model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]).item()
     assert abs(raw.sum() - gap) < 0.05 * abs(gap) + 1e-3

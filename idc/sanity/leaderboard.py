@@ -149,7 +149,8 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
             controls = controls_of(name, names, kinds)
             wins = [c for c in scored if beats_controls(pp, name, controls, c, int(s.bootstrap_samples), int(s.seed))]
             row["beats every control"] = "yes" if sort in wins else "**no**"
-            row["scores where it beats every control"] = f"{len(wins)}/{len(scored)}"
+            row["scores where it beats every control"] = f"{len(wins)}/{len(scored)}" + (
+                f" ({', '.join(SCORE_TITLES[c].split(' (')[0] for c in wins)})" if wins else "")
         else:
             row["beats every control"] = row["scores where it beats every control"] = "(control)"
         row["_sort"] = float(tab.at[name, sort])
