@@ -57,6 +57,12 @@ def test_variants_parse_and_reject_unknown_keys(tmp_path):
     assert [k for _, k in kinds[4:]] == ["control"] * 3
 
 
+def test_wins_cell_counts_and_names_the_scores_won():
+    scored = ["relevance_mass", "deletion", "insertion", "road"]
+    assert lb.wins_cell(["relevance_mass", "deletion"], scored) == "2/4 (relevance mass, deletion AUC)"
+    assert lb.wins_cell([], scored) == "0/4"
+
+
 def test_randomization_cells_read_the_sanity_csv_or_say_not_run():
     rand = pd.DataFrame(dict(method=["gradcam"], test=["smprt"], value=[0.2], ci_low=[0.1], ci_high=[0.3],
                              n=[8], n_degenerate=[0], verdict=["pass"]))

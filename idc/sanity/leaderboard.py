@@ -84,6 +84,13 @@ def beats_controls(per_patch: pd.DataFrame, method: str, controls: List[str], sc
     return True
 
 
+def wins_cell(wins: List[str], scored: List[str]) -> str:
+    """'k/n (score, ...)': how many of the scored columns a method beats every control on, and which
+    (titles without their parenthesized notes, e.g. 'deletion AUC')."""
+    names = ", ".join(SCORE_TITLES[c].split(" (")[0] for c in wins)
+    return f"{len(wins)}/{len(scored)}" + (f" ({names})" if wins else "")
+
+
 def read_randomization(path: Path) -> Optional[pd.DataFrame]:
     if not path.exists():
         log.info("leaderboard: %s not found; randomization columns say 'not run' (make sanity writes it)", path)
@@ -149,8 +156,7 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
             controls = controls_of(name, names, kinds)
             wins = [c for c in scored if beats_controls(pp, name, controls, c, int(s.bootstrap_samples), int(s.seed))]
             row["beats every control"] = "yes" if sort in wins else "**no**"
-            row["scores where it beats every control"] = f"{len(wins)}/{len(scored)}" + (
-                f" ({', '.join(SCORE_TITLES[c].split(' (')[0] for c in wins)})" if wins else "")
+            row["scores where it beats every control"] = wins_cell(wins, scored)
         else:
             row["beats every control"] = row["scores where it beats every control"] = "(control)"
         row["_sort"] = float(tab.at[name, sort])
