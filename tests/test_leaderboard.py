@@ -31,6 +31,18 @@ def test_beats_controls_needs_a_paired_ci_above_zero(mean, beats):
     assert lb.beats_controls(pp, "M", controls, "relevance_rank", n_boot=500, seed=0) is beats
 
 
+def test_one_patient_gives_an_invalid_verdict_not_a_no(tmp_path):
+    cfg = compose_cfg(tmp_path)
+    pp = fake_scores(np.random.default_rng(0), 0.8)
+    board = lb.build_leaderboard(cfg, pp, summarize(pp, n_boot=200), None)
+    assert board.set_index("row").at["M", "beats every control"] == "yes"
+    one = pp.assign(patient_id=0)  # the same scores from one patient: no clustered CI, so no verdict
+    board = lb.build_leaderboard(cfg, one, summarize(one, n_boot=200), None)
+    assert board.set_index("row").at["M", "beats every control"] == "invalid (1 patient: no CI)"
+    md = lb.markdown(board, cfg, 48, 1, {})
+    assert "cannot be decided" in md and "Methods that beat every control" not in md
+
+
 def test_summary_has_clustered_cis():
     pp = fake_scores(np.random.default_rng(0), 0.8).assign(pixel_auroc=0.5)
     table = summarize(pp, n_boot=200)
@@ -86,6 +98,26 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert set(per_patch["variant"]) == {"positive", "absolute"}
     assert per_patch.loc[per_patch["variant"] == "positive", "deletion"].notna().all()
+
+
+@pytest.mark.slow
+def test_leaderboard_without_masks_scores_faithfulness_only(tiny_evaluated, tiny_data_dir, tmp_path):
+    """The real set has no pixel ground truth: deletion / insertion against the same controls, sorted by deletion."""
+    run_dir = copy_run(tiny_evaluated, tmp_path / "run")
+    cfg = compose_cfg(run_dir, "sanity.localization_methods=[vanilla_backprop]", "sanity.variants=[]",
+                      "sanity.bootstrap_samples=50", "sanity.road=false", "data.masks_dir=null", data_dir=tiny_data_dir)
+    lb.run(cfg)
+    board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv")
+    assert len(board) == 2 + 3  # the method, its randomized row, 3 controls
+    assert lb.SCORE_TITLES["deletion"] in board and lb.SCORE_TITLES["insertion"] in board
+    assert not any(lb.SCORE_TITLES[c] in board for c in ("pointing_game", "relevance_rank", "pixel_auroc"))
+    deletion = board[lb.SCORE_TITLES["deletion"]].astype(str).str.split(" ").str[0].astype(float)
+    assert deletion.is_monotonic_increasing  # lower deletion AUC is better: best first
+    md = (run_dir / "sanity" / "leaderboard.md").read_text()
+    assert "no pixel ground truth" in md and "Sorted by deletion AUC" in md
+    per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
+    assert per_patch["mask_fraction"].isna().all() and per_patch["deletion"].notna().any()
+    assert "Faithfulness (no pixel ground truth)" in (run_dir / "sanity" / "localization.md").read_text()
 
 
 def test_shortcut_mass_only_on_patches_that_carry_the_cue():

@@ -74,6 +74,17 @@ def test_absent_predictions_and_explanations_are_notes(tiny_prepared, tiny_data_
     text = viewer.run(compose_cfg(run_dir, data_dir=tiny_data_dir)).read_text()
     assert "run `make evaluate` to add it" in text and "run `make explain` to add it" in text
     assert "errors (FP / FN outlines)" not in text and "P(IDC) heat map\"" not in text
+    assert "false positive" not in text and "heat map = P(IDC)" not in text  # the legend names only present layers
+
+
+def test_legend_names_only_the_layers_present():
+    from idc.viewer.page import legend
+
+    full, bare = legend(True, True), legend(False, False)
+    assert all(k in full for k in ("IDC label", "heat map", "false positive", "false negative", "evidence"))
+    assert "IDC label" in bare and "explained patch" in bare
+    assert not any(k in bare for k in ("heat map", "false positive", "evidence"))
+    assert "evidence" in legend(False, True) and "evidence" not in legend(True, False)
 
 
 def test_view_runs_after_the_stages_it_shows():
@@ -121,6 +132,9 @@ def test_panel_escapes_ids_and_matches_method_names(tmp_path):
                          "verdict": ["pass", "fail"]})
     html = patch_panel(rec, files, {"gradcam": "Grad-CAM"}, tmp_path, leaderboard=board, randomization=rand)
     assert "<td>smprt</td><td>0.212 [0.1, 0.3]</td><td>pass</td>" in html and "make sanity" not in html
+    one_patient = rand.assign(ci_low=np.nan, ci_high=np.nan, verdict="invalid (1 patient: no CI)")
+    html = patch_panel(rec, files, {"gradcam": "Grad-CAM"}, tmp_path, leaderboard=board, randomization=one_patient)
+    assert "<td>smprt</td><td>0.212</td><td>invalid (1 patient: no CI)</td>" in html and "[, ]" not in html
     assert method_rows(board, "lime", "LIME")["pointing game"].tolist() == ["0.50 [0.4, 0.6]"]
     assert method_rows(None, "lime", "LIME") is None
 

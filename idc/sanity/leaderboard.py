@@ -9,7 +9,7 @@ mean [patient-clustered bootstrap 95% CI].
 A method **beats a control** on a score when the patient-clustered bootstrap 95% CI of the paired
 per-patch difference (method minus control, sign flipped for deletion where lower is better) lies
 above 0. The controls of a method are the three model-free maps and its own randomized-model maps.
-Rows are sorted by the mean of `sanity.leaderboard_sort` (best first), controls included, so a
+Rows are sorted by the mean of `sanity.leaderboard_sort` (best first; deletion where that score was not measured, e.g. data without masks), controls included, so a
 control that outranks a method is visible at once.
 """
 from __future__ import annotations
@@ -124,15 +124,28 @@ def shortcut_table(cfg, table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+NO_MASK_SORT = "deletion"  # the sort score where the data has no pixel ground truth (ROAD runs on fewer patches)
+
+
+def sort_score(cfg, table: pd.DataFrame) -> str:
+    """`sanity.leaderboard_sort`, or deletion where that score was not measured (no masks: the real set)."""
+    s = cfg.sanity
+    variant, sort = str(s.leaderboard_variant), str(s.leaderboard_sort)
+    if variant not in VARIANTS or sort not in LOCALIZATION_SCORES + FAITHFULNESS:
+        raise ConfigError(f"sanity.leaderboard_variant must be one of {VARIANTS} (got {variant!r}) and "
+                          f"sanity.leaderboard_sort one of {LOCALIZATION_SCORES + FAITHFULNESS} (got {sort!r})")
+    if sort in table and table[sort].notna().any():
+        return sort
+    log.info("leaderboard: %s was not measured (no pixel ground truth, or ROAD off); sorting by %s", sort, NO_MASK_SORT)
+    return NO_MASK_SORT
+
+
 def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Optional[pd.DataFrame]) -> pd.DataFrame:
     """One row per source: kind, randomization verdicts, each score's cell, the control verdicts, sort key."""
     from idc.explain import METHODS
 
     s = cfg.sanity
-    variant, sort = str(s.leaderboard_variant), str(s.leaderboard_sort)
-    if variant not in VARIANTS or sort not in LOCALIZATION_SCORES:
-        raise ConfigError(f"sanity.leaderboard_variant must be one of {VARIANTS} (got {variant!r}) and "
-                          f"sanity.leaderboard_sort one of {LOCALIZATION_SCORES} (got {sort!r})")
+    variant, sort = str(s.leaderboard_variant), sort_score(cfg, table)
     pp = per_patch[per_patch["variant"] == variant]
     tab = table[table["variant"] == variant].set_index("method")
     short = shortcut_table(cfg, table)
@@ -141,6 +154,7 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
     names = list(tab.index)
     by_title = {m.title: k for k, m in METHODS.items()}
     scored = [c for c in LOCALIZATION_SCORES + FAITHFULNESS if c in tab and tab[c].notna().any()]  # ROAD may be off
+    n_patients = pp["patient_id"].nunique()
     rows = []
     for name in names:
         row = {"row": name, "kind": kinds[name]}
@@ -152,7 +166,10 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
             ok = c in short and name in short.index
             row[SCORE_TITLES[c]] = cell(short.at[name, c], short.at[name, f"{c}_ci_low"], short.at[name, f"{c}_ci_high"]) \
                 if ok else "not run"
-        if kinds[name] == "method":
+        if kinds[name] == "method" and n_patients < 2:  # one cluster: no CI, so no verdict either way
+            row["beats every control"] = row["scores where it beats every control"] = \
+                f"invalid ({n_patients} patient: no CI)"
+        elif kinds[name] == "method":
             controls = controls_of(name, names, kinds)
             wins = [c for c in scored if beats_controls(pp, name, controls, c, int(s.bootstrap_samples), int(s.seed))]
             row["beats every control"] = "yes" if sort in wins else "**no**"
@@ -161,31 +178,37 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
             row["beats every control"] = row["scores where it beats every control"] = "(control)"
         row["_sort"] = float(tab.at[name, sort])
         rows.append(row)
-    board = pd.DataFrame(rows).sort_values("_sort", ascending=False, kind="stable")
+    board = pd.DataFrame(rows).sort_values("_sort", ascending=sort in LOWER_IS_BETTER, kind="stable")
     return board.drop(columns="_sort").reset_index(drop=True)
 
 
-def markdown(board: pd.DataFrame, cfg, n: int, n_patients: int, superpixel_sizes: Dict[float, float]) -> str:
+def markdown(board: pd.DataFrame, cfg, n: int, n_patients: int, superpixel_sizes: Dict[float, float],
+             sort: Optional[str] = None) -> str:
     from idc.sanity.scoring import markdown_table
 
     s = cfg.sanity
+    sort = sort or str(s.leaderboard_sort)
     winners = list(board.loc[(board["kind"] == "method") & (board["beats every control"] == "yes"), "row"])
     sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in superpixel_sizes.items())
+    masks = any(SCORE_TITLES[c] in board for c in LOCALIZATION_SCORES)
     return "\n".join([
         "# Which attribution method should I use? (leaderboard)",
         "",
         f"{n} IDC-positive test patches from {n_patients} patients (data `{cfg.data.name}`), maps for the IDC "
         f"class, {s.leaderboard_variant} relevance, unclipped. Each cell: mean [patient-clustered bootstrap 95% CI, "
-        f"{s.bootstrap_samples} replicates].",
-        f"Sorted by {SCORE_TITLES[s.leaderboard_sort]} (mean, best first), controls included. **beats every control**: "
-        f"the paired 95% CI of (method - control) on {SCORE_TITLES[s.leaderboard_sort]} is above 0 for the uniform random "
+        f"{s.bootstrap_samples} replicates]."
+        + ("" if masks else " This data set has no pixel ground truth (`data.masks_dir` is null, as the real Kaggle "
+                            "set), so there are no localization columns: faithfulness only."),
+        f"Sorted by {SCORE_TITLES[sort]} (mean, best first), controls included. **beats every control**: "
+        f"the paired 95% CI of (method - control) on {SCORE_TITLES[sort]} is above 0 for the uniform random "
         "map, the edge map |x - blur(x)|, image darkness and the method's own maps from the fully randomized model; "
         "the next column counts the scores on which it does so.",
         "",
         markdown_table(board),
         "",
-        f"Methods that beat every control on {SCORE_TITLES[s.leaderboard_sort]}: "
-        + (", ".join(winners) if winners else "none") + ".",
+        (f"Methods that beat every control on {SCORE_TITLES[sort]}: " + (", ".join(winners) if winners else "none") + "."
+         if n_patients >= 2 else f"Which method beats the controls cannot be decided here: the patches come from "
+         f"{n_patients} patient, so there is no patient-clustered CI (use a set with more test patients)."),
         "",
         f"Pointing game tolerance {s.pointing_tolerance} px; top-k = {s.top_k_fraction:g} of the pixels; deletion "
         f"fills with `{s.deletion_fill}`; insertion starts from a blur (sigma {s.blur_sigma:g} px); ROAD = "
@@ -235,7 +258,8 @@ def write_leaderboard(cfg, paths, per_patch: pd.DataFrame, table: pd.DataFrame,
     first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]]
     first = first[first["variant"] == first["variant"].iloc[0]]
     wrote(write_csv_atomic(board, paths.sanity_dir / "leaderboard.csv"), "leaderboard")
-    md = markdown(board, cfg, len(first), first["patient_id"].nunique(), superpixel_sizes or {})
+    md = markdown(board, cfg, len(first), first["patient_id"].nunique(), superpixel_sizes or {},
+                  sort=sort_score(cfg, table))
     wrote(write_text_atomic(paths.sanity_dir / "leaderboard.md", md), "leaderboard")
     fig = plot_leaderboard(table, list(board["row"]), str(cfg.sanity.leaderboard_variant))
     wrote(save_figure_atomic(fig, paths.figures_dir / f"{FIGURE}.png"), "method leaderboard figure")

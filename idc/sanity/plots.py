@@ -102,8 +102,9 @@ LOCALIZATION_FIGURE = "sanity_localization_examples"  # synthetic data only, so 
 LEADERBOARD_FIGURE = "chapter_05_method_leaderboard"  # idc.sanity.leaderboard; synthetic data only, as above
 
 
-def plot_localization_examples(images: np.ndarray, masks: np.ndarray, grays: Dict[str, np.ndarray], n: int = 6):
-    """Rows = the patches then each method's grey map; the IDC-nuclei mask outlined in red."""
+def plot_localization_examples(images: np.ndarray, masks, grays: Dict[str, np.ndarray], n: int = 6):
+    """Rows = the patches then each method's grey map; the IDC-nuclei mask outlined in red (`masks` None:
+    a set without pixel ground truth, no outline)."""
     n = min(n, len(images))
     rows = [("patch", None)] + list(grays.items())
     fig, axes = plt.subplots(len(rows), n, figsize=(1.5 * n, 1.5 * len(rows)), squeeze=False)
@@ -114,10 +115,12 @@ def plot_localization_examples(images: np.ndarray, masks: np.ndarray, grays: Dic
                 ax.imshow(images[c])
             else:
                 ax.imshow(maps[c], cmap="gray", vmin=0, vmax=1)
-            ax.contour(masks[c], levels=[0.5], colors="red", linewidths=0.6)
+            if masks is not None:
+                ax.contour(masks[c], levels=[0.5], colors="red", linewidths=0.6)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(name, fontsize=7)
-    fig.suptitle("Saliency of IDC-positive patches vs the IDC-nuclei ground truth (red)")
+    fig.suptitle("Saliency of IDC-positive patches vs the IDC-nuclei ground truth (red)" if masks is not None
+                 else "Saliency of IDC-positive patches (no pixel ground truth in this data set)")
     fig.tight_layout()
     return fig

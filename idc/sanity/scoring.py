@@ -10,6 +10,10 @@ randomized model (`sanity.randomized_controls`).
 Writes `sanity/localization.csv` (one row per map source, relevance variant and patch),
 `sanity/localization_summary.csv` (mean and patient-clustered bootstrap 95% CI per score) and
 `sanity/localization.md`; `idc.sanity.leaderboard` turns them into the leaderboard.
+
+On data without pixel ground truth (`data.masks_dir=null`, as the real Kaggle set) there is nothing to
+localize against, but faithfulness needs no mask: up to `sanity.localization_patches` IDC-positive test
+patches are scored on deletion, insertion and ROAD only, against the same control rows.
 """
 from __future__ import annotations
 
@@ -122,13 +126,23 @@ def select_localization_patches(preds: pd.DataFrame, masks_dir: Path, n: int, se
     return preds.loc[keep], stack(masks), (stack(cues) if cues and len(cues) == len(keep) else None)
 
 
+def select_faithfulness_patches(preds: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Up to `n` IDC-positive patches in random (seeded) order: the patches of a set without masks."""
+    pos = preds[preds["target"] == 1]
+    order = np.random.default_rng(seed).permutation(len(pos))[:n]
+    log.info("faithfulness only (no pixel ground truth): %d IDC-positive test patches (cap %d)", len(order), n)
+    return pos.iloc[order]
+
+
 # ---------------------------------------------------------------- scoring
 def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks, cues, s) -> Dict[str, Dict[str, np.ndarray]]:
-    """{variant: {score: [n]}} for one source's maps."""
-    top_k = max(1, int(round(float(s.top_k_fraction) * masks[0].size)))
+    """{variant: {score: [n]}} for one source's maps; `masks` None (no pixel ground truth): faithfulness only."""
     out = {}
     for variant, maps in maps_by_variant.items():
-        scores = localization_scores(maps, masks, tolerance=int(s.pointing_tolerance), top_k=top_k)
+        scores = {}
+        if masks is not None:
+            top_k = max(1, int(round(float(s.top_k_fraction) * masks[0].size)))
+            scores = localization_scores(maps, masks, tolerance=int(s.pointing_tolerance), top_k=top_k)
         if variant == FAITHFUL_VARIANT:
             scores.update(faithfulness_scores(model, x, maps, target, fill=str(s.deletion_fill),
                                               sigma=float(s.blur_sigma), road=False, seed=int(s.seed)))
@@ -186,7 +200,10 @@ def summarize(per_patch: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.
             else:
                 row[c] = float(grp[c].mean())
         rows.append(row)
-    return pd.DataFrame(rows).sort_values("pixel_auroc", ascending=False, kind="stable").reset_index(drop=True)
+    table = pd.DataFrame(rows)
+    if "pixel_auroc" in table:
+        table = table.sort_values("pixel_auroc", ascending=False, kind="stable")
+    return table.reset_index(drop=True)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -218,20 +235,22 @@ def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, t
     if not s.localization:
         _note(md_path, "disabled by `sanity.localization=false`.")
         return None
-    if cfg.data.masks_dir is None:
-        _note(md_path, "this data set has no pixel ground truth (`data.masks_dir` is null, as for the real "
-                       "Kaggle set); localization needs the synthetic set's IDC-nuclei masks.")
-        return None
-    masks_dir = Path(cfg.data.masks_dir)
-    if not masks_dir.is_dir():
-        raise DataError(f"data.masks_dir={masks_dir} does not exist; it is written by `make data` for the "
-                        "synthetic set. Set data.masks_dir=null for data without masks.")
     sources = map_sources(s, cfg.explain, titles)
-    rows, masks, cues = select_localization_patches(preds, masks_dir, int(s.localization_patches), int(s.seed),
-                                                    size=int(cfg.data.patch_size))
-    if len(rows) == 0:
-        _note(md_path, "no IDC-positive test patch has a mask that is neither empty nor full.")
-        return None
+    if cfg.data.masks_dir is None:  # the real set: no ground truth to localize against; faithfulness needs none
+        rows, masks, cues = select_faithfulness_patches(preds, int(s.localization_patches), int(s.seed)), None, None
+        if len(rows) == 0:
+            _note(md_path, "the test split has no IDC-positive patch to score.")
+            return None
+    else:
+        masks_dir = Path(cfg.data.masks_dir)
+        if not masks_dir.is_dir():
+            raise DataError(f"data.masks_dir={masks_dir} does not exist; it is written by `make data` for the "
+                            "synthetic set. Set data.masks_dir=null for data without masks.")
+        rows, masks, cues = select_localization_patches(preds, masks_dir, int(s.localization_patches), int(s.seed),
+                                                        size=int(cfg.data.patch_size))
+        if len(rows) == 0:
+            _note(md_path, "no IDC-positive test patch has a mask that is neither empty nor full.")
+            return None
     imgs, x, _ = patch_batch(images, rows, device)
     target = np.ones(len(rows), dtype=np.int64)  # explain the IDC class on IDC-positive patches
     random_model = randomize_cascading(model, list(s.cascade), len(s.cascade), int(s.seed), str(s.reinit), factory)
@@ -241,7 +260,7 @@ def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, t
         examples[src.title] = maps[FAITHFUL_VARIANT]
         for variant, scores in score_source(model, x, torch.as_tensor(target), maps, masks, cues, s).items():
             frame = pd.DataFrame(scores)
-            frame.insert(0, "mask_fraction", masks.mean(axis=(1, 2)))
+            frame.insert(0, "mask_fraction", masks.mean(axis=(1, 2)) if masks is not None else np.nan)
             frame.insert(0, "patient_id", rows["patient_id"].to_numpy())
             frame.insert(0, "image_id", rows["image_id"].to_numpy())
             frame.insert(0, "variant", variant)
@@ -256,7 +275,7 @@ def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, t
     fig = plot_localization_examples(imgs, masks, {k: v / max(v.max(), 1e-12) for k, v in shown.items()})
     wrote(save_figure_atomic(fig, paths.figures_dir / f"{LOCALIZATION_FIGURE}.png"), "localization examples")
     sizes = {k: mean_superpixel_size(imgs, float(k), int(cfg.explain.seed)) for k in _lime_kernel_sizes(cfg, sources)}
-    wrote(write_text_atomic(md_path, _markdown(table, len(rows), s, sizes)), "localization table")
+    wrote(write_text_atomic(md_path, _markdown(table, len(rows), s, sizes, masks is not None)), "localization table")
     write_leaderboard(cfg, paths, per_patch, table, superpixel_sizes=sizes)
     return table
 
@@ -269,15 +288,18 @@ def _lime_kernel_sizes(cfg, sources: Sequence[MapSource]) -> List[float]:
     return sorted(sizes)
 
 
-def _markdown(table: pd.DataFrame, n: int, s, sizes: Dict[float, float]) -> str:
+def _markdown(table: pd.DataFrame, n: int, s, sizes: Dict[float, float], has_masks: bool = True) -> str:
     cols = ["method", "kind", "variant", "n"] + [c for c in SCORES if c in table]
     sp = "; ".join(f"kernel_size {k:g}: {v:.0f} px" for k, v in sizes.items())
+    scored = ("scored against the IDC-nuclei evidence mask. Means over patches; the leaderboard "
+              "(`sanity/leaderboard.md`) gives the patient-clustered 95% CIs. Sorted by pixel AUROC." if has_masks else
+              "faithfulness only: this data set has no pixel ground truth (`data.masks_dir` is null, as for the real "
+              "Kaggle set), so there are no localization scores. Means over patches; the leaderboard "
+              "(`sanity/leaderboard.md`) gives the patient-clustered 95% CIs.")
     return "\n".join([
-        "# Localization and faithfulness",
+        "# Localization and faithfulness" if has_masks else "# Faithfulness (no pixel ground truth)",
         "",
-        f"{n} IDC-positive test patches, maps for the IDC class, unclipped, scored against the IDC-nuclei evidence "
-        "mask. Means over patches; the leaderboard (`sanity/leaderboard.md`) gives the patient-clustered 95% CIs. "
-        "Sorted by pixel AUROC.",
+        f"{n} IDC-positive test patches, maps for the IDC class, unclipped, " + scored,
         "",
         markdown_table(table[[c for c in cols if c in table]]),
         "",

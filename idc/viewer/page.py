@@ -32,10 +32,20 @@ FRAME = 620  # px, square slide view
 INTRO = ("<p>Hover a patch for its id, label, P(IDC) and outcome. Click a patch marked &#9670; "
          "(or pick one above) to see its attribution maps here.</p>")
 NO_MAPS = "<p>This patch has no attribution maps; the explained patches are marked &#9670;.</p>"
-LEGEND = ("<p><b>Layers</b>: <span style='color:#d62728'>red tint</span> = IDC label; heat map = P(IDC) "
-          "(colour bar); outlines: <span style='color:#ff7f0e'>orange</span> = false positive, "
-          "<span style='color:#1f77b4'>blue</span> = false negative; <span style='color:#00aacc'>cyan</span> = "
-          "evidence (IDC nuclei) mask of the synthetic set; &#9670; = explained patch.</p>")
+
+
+def legend(has_predictions: bool, has_masks: bool) -> str:
+    """The key to the slide's layers, naming only the layers this page has."""
+    parts = ["<span style='color:#d62728'>red tint</span> = IDC label"]
+    if has_predictions:
+        parts += ["heat map = P(IDC) (colour bar)",
+                  "outlines: <span style='color:#ff7f0e'>orange</span> = false positive, "
+                  "<span style='color:#1f77b4'>blue</span> = false negative"]
+    if has_masks:
+        parts.append("<span style='color:#00aacc'>cyan</span> = evidence (IDC nuclei) mask of the synthetic set")
+    parts.append("&#9670; = explained patch")
+    return "<p><b>Layers</b>: " + "; ".join(parts) + ".</p>"
+
 
 SWITCH_PATIENT = """
 const P = patients.data;
@@ -165,7 +175,8 @@ def slide_panel(c: PageContent):
     explained.js_on_change("value", CustomJS(args=dict(shown=shown), code=PICK_EXPLAINED))
     shown.selected.js_on_change("indices", CustomJS(args=dict(shown=shown, panel=panel, intro=INTRO, no_maps=NO_MAPS),
                                                     code=SHOW_PANEL))
-    notes = _div("".join(f'<p class="missing">{n}</p>' for n in c.notes) + LEGEND, width=300)
+    notes = _div("".join(f'<p class="missing">{n}</p>' for n in c.notes) + legend(c.has_predictions, c.has_masks),
+                 width=300)
     return row(column(select, toggles, explained, notes), p, panel), switch
 
 

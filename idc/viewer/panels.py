@@ -50,7 +50,8 @@ def score_block(rows: Optional[pd.DataFrame], what: str, source: str) -> str:
         pairs = [(k, _fmt(v)) for k, v in rows.iloc[0].items() if k != "kind"]
         return html_table(["measure", "value"], pairs, what)
     if {"value", "ci_low", "ci_high"} <= set(rows.columns):
-        ci = [f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" for v, lo, hi in zip(rows["value"], rows["ci_low"], rows["ci_high"])]
+        ci = [f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]" if _fmt(lo) and _fmt(hi) else _fmt(v)  # no CI (one patient): the value
+              for v, lo, hi in zip(rows["value"], rows["ci_low"], rows["ci_high"])]
         rows = rows.drop(columns=["value", "ci_low", "ci_high", "n", "n_degenerate"], errors="ignore")
         rows.insert(min(1, rows.shape[1]), "value [95% CI]", ci)
     return html_table(list(rows.columns), [[_fmt(v) for v in r] for r in rows.itertuples(index=False)], what)
