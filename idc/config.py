@@ -133,6 +133,9 @@ class ExplainConfig:
     lime_num_features: int = 20
     # Quickshift kernel size of LIME's superpixels (lime's default 4; smaller = finer superpixels).
     lime_kernel_size: float = 4.0
+    # What a hidden superpixel shows: black (0, as the book calls lime) | mean (each superpixel its own mean
+    # colour, lime's default hide_color=None). docs/explain.md "LIME's hidden superpixels".
+    lime_hide_color: str = "black"
     ig_steps: int = 50
     ig_internal_batch_size: int = 512
     # IG's baseline: black | grey (normalized 0; the book's captum default) | blur (Gaussian, ig_blur_sigma px;

@@ -295,3 +295,29 @@ def test_lime_figure_shows_the_explained_class(monkeypatch):
     for t in (0, 1):  # the model prefers class 1 here; explaining class 0 must still show class 0
         attribute(RegionModel(), normalize_batch(images), [t], "lime", cfg(lime_num_samples=50), images=images, extras={})
     assert asked == [0, 1]
+
+
+@pytest.mark.parametrize("fill, passed", [("black", 0), ("mean", None)])
+def test_lime_hide_color_reaches_lime(monkeypatch, fill, passed):
+    """explain.lime_hide_color: black = 0 (the book), mean = None (lime's default: each superpixel's mean colour)."""
+    import lime.lime_image as li
+
+    from idc.data.dataset import normalize_batch
+
+    seen = []
+    original = li.LimeImageExplainer.explain_instance
+
+    def spy(self, image, fn, *a, **kw):
+        seen.append(kw["hide_color"])
+        return original(self, image, fn, *a, **kw)
+
+    monkeypatch.setattr(li.LimeImageExplainer, "explain_instance", spy)
+    images = np.random.default_rng(0).integers(90, 110, (1, 50, 50, 3)).astype(np.uint8)
+    images[0, REGION[0], REGION[1]] = 210
+    raw = attribute(RegionModel(), normalize_batch(images), [1], "lime", cfg(lime_num_samples=50, lime_hide_color=fill),
+                    images=images, extras={})[0]
+    assert seen == [passed]
+    # a uniform bright region hidden with its own mean colour looks unchanged: the fill decides its weight
+    assert (raw[REGION].mean() > 0) if fill == "black" else abs(raw[REGION].mean()) < 0.05
+    with pytest.raises(ConfigError, match="explain.lime_hide_color"):
+        attribute(RegionModel(), normalize_batch(images), [1], "lime", cfg(lime_hide_color="white"), images=images)

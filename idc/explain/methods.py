@@ -212,9 +212,14 @@ def lime(model, x, target, ctx):
     # lime's own default segmentation, with the kernel size configurable (smaller = finer superpixels)
     segmenter = SegmentationAlgorithm("quickshift", kernel_size=ctx.cfg.lime_kernel_size, max_dist=200, ratio=0.2,
                                     random_seed=ctx.cfg.seed)
+    hide = {"black": 0, "mean": None}  # None: lime fills each hidden superpixel with its own mean colour
+    if ctx.cfg.lime_hide_color not in hide:
+        raise ConfigError(f"explain.lime_hide_color={ctx.cfg.lime_hide_color!r} is not known; choose black (the book) "
+                          "or mean (each superpixel's mean colour)")
     maps, vis = [], []
     for image, t in zip(ctx.images, target.tolist()):
-        exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=0,
+        exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2,
+                                         hide_color=hide[ctx.cfg.lime_hide_color],
                                          num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
                                          random_seed=ctx.cfg.seed, segmentation_fn=segmenter)
         weights = np.zeros(exp.segments.max() + 1, np.float32)  # per superpixel, 0 where LIME kept none
