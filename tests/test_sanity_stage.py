@@ -100,15 +100,14 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     assert all((sdir / f).read_bytes() == b for f, b in first.items())
 
 
-@pytest.mark.slow
-def test_localization_skipped_without_masks(tiny_evaluated, tiny_data_dir, tmp_path):
+def test_localization_skipped_when_disabled(tiny_evaluated, tiny_data_dir, tmp_path):
+    """`sanity.localization=false`: a note saying why, no scores. (Without masks the stage scores
+    faithfulness only: tests/test_leaderboard.py.)"""
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "data.masks_dir=null", "sanity.methods=[gradcam]", "sanity.cascade=[fc]", 
-                      "sanity.smprt_samples=1", "sanity.smprt_patches=1", "sanity.random_labels_patches=8",
-                      "sanity.bootstrap=50", data_dir=tiny_data_dir)
+    cfg = compose_cfg(run_dir, "sanity.localization=false", data_dir=tiny_data_dir)
     from idc.sanity import leaderboard
     leaderboard.run(cfg)
-    assert "Skipped" in (run_dir / "sanity" / "localization.md").read_text()
+    assert "Skipped: disabled by `sanity.localization=false`" in (run_dir / "sanity" / "localization.md").read_text()
     assert not (run_dir / "sanity" / "localization.csv").exists()
 
 
