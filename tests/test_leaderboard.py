@@ -116,7 +116,8 @@ def test_leaderboard_without_masks_scores_faithfulness_only(tiny_evaluated, tiny
     md = (run_dir / "sanity" / "leaderboard.md").read_text()
     assert "no pixel ground truth" in md and "Sorted by deletion AUC" in md
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
-    assert per_patch["mask_fraction"].isna().all() and per_patch["deletion"].notna().any()
+    assert per_patch["mask_fraction"].isna().all() and per_patch["deletion"].notna().all()
+    assert set(per_patch["variant"]) == {"positive"}  # the variant faithfulness is scored on
     assert "Faithfulness (no pixel ground truth)" in (run_dir / "sanity" / "localization.md").read_text()
 
 

@@ -259,6 +259,8 @@ def run_localization(cfg, paths: RunPaths, model, preds: pd.DataFrame, images, t
         maps = source_maps(src, model, random_model, imgs, target, cfg, device, reference)
         examples[src.title] = maps[FAITHFUL_VARIANT]
         for variant, scores in score_source(model, x, torch.as_tensor(target), maps, masks, cues, s).items():
+            if not scores:  # no masks: only the faithfulness variant has scores
+                continue
             frame = pd.DataFrame(scores)
             frame.insert(0, "mask_fraction", masks.mean(axis=(1, 2)) if masks is not None else np.nan)
             frame.insert(0, "patient_id", rows["patient_id"].to_numpy())
