@@ -179,15 +179,16 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
         row["_sort"] = float(tab.at[name, sort])
         rows.append(row)
     board = pd.DataFrame(rows).sort_values("_sort", ascending=sort in LOWER_IS_BETTER, kind="stable")
-    return board.drop(columns="_sort").reset_index(drop=True)
+    board = board.drop(columns="_sort").reset_index(drop=True)
+    board.attrs["sort"] = sort  # the score the rows are sorted and judged by (markdown names it)
+    return board
 
 
-def markdown(board: pd.DataFrame, cfg, n: int, n_patients: int, superpixel_sizes: Dict[float, float],
-             sort: Optional[str] = None) -> str:
+def markdown(board: pd.DataFrame, cfg, n: int, n_patients: int, superpixel_sizes: Dict[float, float]) -> str:
     from idc.sanity.scoring import markdown_table
 
     s = cfg.sanity
-    sort = sort or str(s.leaderboard_sort)
+    sort = board.attrs.get("sort", str(s.leaderboard_sort))
     winners = list(board.loc[(board["kind"] == "method") & (board["beats every control"] == "yes"), "row"])
     sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in superpixel_sizes.items())
     masks = any(SCORE_TITLES[c] in board for c in LOCALIZATION_SCORES)
@@ -258,8 +259,7 @@ def write_leaderboard(cfg, paths, per_patch: pd.DataFrame, table: pd.DataFrame,
     first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]]
     first = first[first["variant"] == first["variant"].iloc[0]]
     wrote(write_csv_atomic(board, paths.sanity_dir / "leaderboard.csv"), "leaderboard")
-    md = markdown(board, cfg, len(first), first["patient_id"].nunique(), superpixel_sizes or {},
-                  sort=sort_score(cfg, table))
+    md = markdown(board, cfg, len(first), first["patient_id"].nunique(), superpixel_sizes or {})
     wrote(write_text_atomic(paths.sanity_dir / "leaderboard.md", md), "leaderboard")
     fig = plot_leaderboard(table, list(board["row"]), str(cfg.sanity.leaderboard_variant))
     wrote(save_figure_atomic(fig, paths.figures_dir / f"{FIGURE}.png"), "method leaderboard figure")
