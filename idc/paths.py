@@ -172,3 +172,8 @@ def _guess_root(path: Path) -> Path:
     """The run dir holding `path`: the parent of its top-level artifact folder (data/, model/, ...)."""
     top = {a.rel.split("/")[0] for a in ARTIFACTS if "/" in a.rel}
     return next((p.parent for p in path.parents if p.name in top), path.parent)
+
+
+def producer_of(path: Path, root: Path | None = None) -> str | None:
+    """The stage that writes `path` (`root`: its run dir; guessed from the path when not given), if declared."""
+    return RunPaths(Path(root) if root is not None else _guess_root(Path(path))).producer(path)
