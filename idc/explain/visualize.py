@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from idc.explain.driver import attribute
 from idc.explain.methods import cam_layer
+from idc.integrity import read_csv
 from idc.utils import atomic_path, save_figure_atomic, wrote
 from idc.viz.style import image_axis, subplots
 
@@ -133,11 +134,10 @@ def run(cfg) -> list:
     """`make visualize`: the chapter-10 figures for the patches of the last `make explain`."""
     from idc.data import cache_rows
     from idc.inputs import check_fresh, load_run
-    from idc.paths import require
 
     run = load_run(cfg, needs=("patches", "images", "model"))
     paths = run.paths
     check_fresh(paths, "explain", str(paths.explain_index_csv))
-    index = pd.read_csv(require(paths.explain_index_csv))
+    index = read_csv(paths.explain_index_csv)
     rows = cache_rows(run.patches, index["image_id"], str(paths.explain_index_csv))
     return draw(cfg, paths, run.model, np.asarray(run.images[rows]), index, run.device)
