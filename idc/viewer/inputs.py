@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
+from idc.integrity import read_csv, read_npz
 from idc.paths import RunPaths
 
 log = logging.getLogger("idc")
@@ -46,7 +47,7 @@ def _optional_csv(path: Path, what: str, target: str, notes: List[Note]) -> Opti
         notes.append(Note(what, str(path), target))
         return None
     log.info("read %s", path)
-    return pd.read_csv(path)
+    return read_csv(path)
 
 
 def load_inputs(paths: RunPaths) -> RunInputs:
@@ -61,8 +62,7 @@ def load_inputs(paths: RunPaths) -> RunInputs:
             notes.append(Note("Attribution maps", str(paths.maps_npz), "make explain"))
             out.explained = None
         else:
-            with np.load(paths.maps_npz) as z:
-                out.maps = {k[: -len("/gray")]: z[k] for k in z.files if k.endswith("/gray")}
+            out.maps = {k[: -len("/gray")]: v for k, v in read_npz(paths.maps_npz).items() if k.endswith("/gray")}
             log.info("read %s (%d methods)", paths.maps_npz, len(out.maps))
             out.explained = out.explained.assign(row=np.arange(len(out.explained)))
     out.leaderboard = _optional_csv(paths.sanity_dir / "leaderboard.csv", "Method scores (leaderboard)", "make leaderboard", notes)
