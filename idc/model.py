@@ -77,7 +77,13 @@ def save_checkpoint(path, payload: dict) -> Path:
 def non_finite_weight(state: dict) -> Optional[str]:
     """The name of the first floating-point tensor of a state dict holding NaN or infinite values, or None."""
     for name, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if value.device.type == "cpu" and value.dtype != torch.bfloat16:  # numpy: ~100x faster than torch on CPU
+            finite = bool(np.isfinite(value.detach().numpy()).all())
+        else:
+            finite = bool(torch.isfinite(value).all())
+        if not finite:
             return name
     return None
 

@@ -56,7 +56,9 @@ def disk_full_error(err: Exception, path: Path, tmp: Path, size_hint: Optional[i
     """The one-line error for a write that failed because the disk is full (ENOSPC, a quota, or an error
     raised while less than 1 MB was left), else None."""
     try:
-        written = tmp.stat().st_size if tmp.exists() else 0
+        st = tmp.stat() if tmp.exists() else None
+        # the bytes on disk: a sparse file (a memory-mapped cache) has fewer than its size
+        written = 0 if st is None else min(st.st_size, st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size)
         free = shutil.disk_usage(path.parent).free
     except OSError:
         return None

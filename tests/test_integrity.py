@@ -256,6 +256,20 @@ def test_a_full_disk_in_explain_is_one_line_and_leaves_no_partial_file(tiny_eval
         assert [p.name for p in explain_dir.iterdir()] == ["filler"]
 
 
+def test_a_full_disk_while_the_cache_is_packed_is_one_line_not_a_sigbus(tmp_path):
+    """The packed cache is a memory map: without its blocks reserved first, a disk that fills while its
+    pages are written kills the process with SIGBUS (a subprocess here, so that it cannot kill pytest)."""
+    root = kaggle_tree(tmp_path / "set")
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        (disk / "filler").write_bytes(bytes((1 << 20) - (1 << 16)))  # 64 KiB left; the cache needs 135 KB
+        out = python("from idc.data.index import index_patches\nfrom idc.data.cache import load_or_build_cache\n"
+                     f"root = {str(root)!r}\ntry:\n    load_or_build_cache(index_patches(root), root, {str(disk / 'cache')!r})\n"
+                     "except Exception as err:\n    print(type(err).__name__, err)\n")
+        assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+        assert re.search(r"DiskFullError disk full while writing .*/cache/patches-\w+.npy; free 1 MB on ", out.stdout)
+        assert list((disk / "cache").iterdir()) == []
+
+
 # ---------------------------------------------------------------- indexing
 
 def test_unreadable_directory_entries_are_counted_skips(tmp_path, monkeypatch):

@@ -55,11 +55,12 @@ def read_meta(folder: Path) -> Optional[dict]:
 
 def problem(folder: Path, meta: dict, prov: dict) -> Optional[str]:
     """Why a done shard cannot be used with the current inputs, or None."""
-    for name, digest in meta["files"].items():
+    files = meta.get("files") or {}
+    for name in SHARD_FILES:
         path = folder / name
-        if not path.exists() or file_digest(path) != digest:
-            return f"its {name} was changed or removed after the shard wrote it"
-    old = meta["provenance"]
+        if not path.exists() or file_digest(path) != files.get(name):
+            return f"has a {name} that was changed or removed after the shard wrote it"
+    old = {"inputs": {}, "config": {}, **(meta.get("provenance") or {})}
     for rel in dict.fromkeys([*prov["inputs"], *old["inputs"]]):  # patches.csv, best.pt, predictions.csv
         if old["inputs"].get(rel) != prov["inputs"].get(rel):
             return f"was made from another {rel} than the current one (re-made since)"
