@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional
 from idc.errors import IntegrityError
 from idc.integrity import changed_output, read_csv
 from idc.paths import BY_KEY, PRODUCERS, MissingArtifactError, RunPaths, make_target, require
+from idc.pipeline import read_record, record_path
 
 log = logging.getLogger("idc")
 NEEDS = ("patches", "images", "model", "predictions")
@@ -63,8 +64,6 @@ def check_fresh(paths: RunPaths, stage: str, artifact: str) -> None:
 def check_unchanged(paths: RunPaths, rel: str) -> None:
     """Refuse an artifact (`rel` to run.dir) that differs from what its stage's record says the stage wrote
     (hand-edited, cut or replaced since). A file without a record (made outside `make`) is used as it is."""
-    from idc.pipeline import read_record, record_path
-
     stage = PRODUCERS[rel]
     changed = changed_output(read_record(paths, stage), paths.root, make_target(stage), only=rel)
     if changed:

@@ -149,10 +149,11 @@ def clean_stale_temp(root: str | os.PathLike, recursive: bool = True) -> list[Pa
                 if name in dirs:
                     dirs.remove(name)  # not walked into
                     shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
                 else:
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
-                removed.append(path)
+                        removed.append(path)
         if not recursive:
             break
     if removed:
