@@ -1,8 +1,9 @@
 """Chapter-10 style visualizations: intermediate activations of one patch, filter patterns by
 gradient ascent in input space, and a Grad-CAM heat map (jet) superimposed on the patch at 40%.
 
-`draw(...)` runs as part of `make explain` (explain.visualize=true); `run(cfg)` is `make visualize`.
-Writes explain/visualize/activations.png, filters_<layer>.png and gradcam_overlay.png.
+`draw(...)` runs as part of `make explain` (explain.visualize=true) and as `make visualize`
+(`idc.explain.visualize`). Writes explain/visualize/activations.png, filters_<layer>.png and
+gradcam_overlay.png (`idc.paths` keys `activations_png`, `filters_png`, `gradcam_overlay_png`).
 """
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib import colormaps
+from PIL import Image
 from tqdm import tqdm
 
-from idc.explain.driver import attribute
+from idc.data.dataset import normalize_batch
+from idc.explain.driver import attribute, method_kwargs
 from idc.explain.methods import cam_layer
-from idc.utils import atomic_path, save_figure_atomic, wrote
-from idc.viz.style import image_axis, subplots
+from idc.paths import RunPaths
+from idc.utils import atomic_path, wrote
+from idc.viz.style import colormap, image_axis, save_figure_atomic, subplots
 
 log = logging.getLogger("idc")
 STAGES = ["conv1", "layer1", "layer2", "layer3", "layer4"]
@@ -100,44 +103,25 @@ def tile(images: np.ndarray, cols: int = 8, pad: int = 2) -> np.ndarray:
 def gradcam_overlay(image: np.ndarray, cam: np.ndarray, scale: int = 4, alpha: float = 0.4) -> np.ndarray:
     """Jet-coloured heat map over the upscaled patch: (1 - alpha) * patch + alpha * heat."""
     big = np.kron(image.astype(np.float32) / 255, np.ones((scale, scale, 1)))
-    heat = colormaps["jet"](np.kron(cam, np.ones((scale, scale))))[..., :3]
+    heat = colormap("jet")(np.kron(cam, np.ones((scale, scale))))[..., :3]
     return np.clip((1 - alpha) * big + alpha * heat, 0, 1)
 
 
-def draw(cfg, paths, model, images: np.ndarray, chosen: pd.DataFrame, device) -> list:
-    from idc.data.dataset import normalize_batch
-
+def draw(cfg, paths: RunPaths, model, images: np.ndarray, chosen: pd.DataFrame, device) -> list:
     e = cfg.explain
-    out_dir = paths.explain_dir / "visualize"
     i = min(max(e.visualize_patch, 0), len(images) - 1)
     x = normalize_batch(images[i:i + 1], device=device)
-    written = [wrote(activation_grid(activations(model, x), out_dir / "activations.png"), "activations")]
+    written = [wrote(activation_grid(activations(model, x), paths.activations_png), "activations")]
     for layer in e.filter_layers:
         pats = filter_patterns(model, layer, e.filter_count, e.filter_steps, seed=e.seed, device=device)
-        path = out_dir / f"filters_{layer}.png"
+        path = paths.path("filters_png", layer=layer)
         with atomic_path(path, suffix=".tmp.png") as tmp:
-            from PIL import Image
-
             Image.fromarray(tile(pats)).save(tmp)
         written.append(wrote(path, f"{len(pats)} filter patterns"))
     target = int(chosen["explained_class"].iloc[i]) if "explained_class" in chosen else int(chosen["pred"].iloc[i])
-    cam = attribute(model, x, [target], "gradcam", e)[0]
+    cam = attribute(model, x, [target], "gradcam", **method_kwargs("gradcam", e))[0]
     fig, axes = subplots(1, 2, figsize=(8, 4))
     image_axis(axes[0], np.kron(images[i], np.ones((4, 4, 1), np.uint8)), f"Patch (patient {chosen['patient_id'].iloc[i]})")
     image_axis(axes[1], gradcam_overlay(images[i], cam), f"Grad-CAM ({e.cam_layer}) over the patch, 40%")
-    written.append(wrote(save_figure_atomic(fig, out_dir / "gradcam_overlay.png"), "Grad-CAM overlay"))
+    written.append(wrote(save_figure_atomic(fig, paths.gradcam_overlay_png), "Grad-CAM overlay"))
     return written
-
-
-def run(cfg) -> list:
-    """`make visualize`: the chapter-10 figures for the patches of the last `make explain`."""
-    from idc.data import cache_rows
-    from idc.inputs import check_fresh, load_run
-    from idc.paths import require
-
-    run = load_run(cfg, needs=("patches", "images", "model"))
-    paths = run.paths
-    check_fresh(paths, "explain", str(paths.explain_index_csv))
-    index = pd.read_csv(require(paths.explain_index_csv))
-    rows = cache_rows(run.patches, index["image_id"], str(paths.explain_index_csv))
-    return draw(cfg, paths, run.model, np.asarray(run.images[rows]), index, run.device)
