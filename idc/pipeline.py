@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from idc.paths import (ARTIFACTS, BY_KEY, OPTIONAL_FIGURES, MissingArtifactError, RunPaths, make_target,
                        stage_artifacts, stage_figures)
-from idc.utils import write_json_atomic
+from idc.utils import file_sha256, write_json_atomic
 
 log = logging.getLogger("idc")
 
@@ -38,11 +38,6 @@ class Stage:
     ignore: Tuple[str, ...] = ()  # sub-keys of `config` that do not (resume, sharding, ...)
 
 
-# sanity.* keys only the leaderboard stage reads: changing them does not re-run the randomization tests
-LEADERBOARD_ONLY = ("localization", "localization_patches", "localization_methods", "variants", "randomized_controls",
-                    "pointing_tolerance", "top_k_fraction", "deletion_fill",
-                    "blur_sigma", "road", "road_patches", "bootstrap_samples", "leaderboard_variant",
-                    "leaderboard_sort", "shortcut_run_dir")
 _EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity", "leaderboard")
 STAGES: Dict[str, Stage] = {s.name: s for s in [
     Stage("prepare_data", "idc.prepare_data", config=("data", "seed"), ignore=("data.workers",)),
@@ -57,16 +52,16 @@ STAGES: Dict[str, Stage] = {s.name: s for s in [
           config=("explain",), ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "predictions_csv"),
           config=("sanity", "explain", "train", "seed"),
-          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index",
-                  *(f"sanity.{k}" for k in LEADERBOARD_ONLY))),
-    # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts
-    Stage("leaderboard", "idc.sanity.leaderboard", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
-          config=("sanity", "explain", "seed"),
+          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index")),
+    # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts and randomizes
+    # the model as the sanity stage does (its randomized-model control rows)
+    Stage("leaderboard", "idc.leaderboard.stage", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
+          config=("leaderboard", "explain", "sanity.cascade", "sanity.reinit", "sanity.seed", "seed"),
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("figures", "idc.figures", after=_EVERY_RESULT),
     Stage("report", "idc.report", after=_EVERY_RESULT),
     # the viewer shows predictions, maps and sanity scores: those stages run first when missing or out of date
-    Stage("view", "idc.viewer", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
+    Stage("view", "idc.viewer.stage", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
           config=("data.masks_dir",)),
 ]}
 assert {a.stage for a in ARTIFACTS} <= set(STAGES), "an artifact names an unknown stage"
@@ -85,8 +80,6 @@ _HASHES: Dict[Tuple[str, int, int], str] = {}
 
 def file_digest(path: Path) -> str:
     """sha256 of a file, memoized on (path, size, mtime) so a checkpoint is hashed once per process."""
-    from idc.utils import file_sha256
-
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
