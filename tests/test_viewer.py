@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idc import viewer
 from idc.viewer import browser
+from idc.viewer import stage as viewer
 from idc.paths import RunPaths
 from idc.viewer.inputs import patch_table, viewer_patients
 from idc.viewer.panels import method_rows, patch_panel
