@@ -12,7 +12,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+import pandas as pd
+
+from idc.data import load_patches
+from idc.data.cache import load_or_build_cache
+from idc.model import load_model
 from idc.paths import BY_KEY, MissingArtifactError, RunPaths, make_target, require
+from idc.pipeline import file_digest, input_hashes
+from idc.utils import resolve_device
 
 log = logging.getLogger("idc")
 NEEDS = ("patches", "images", "model", "predictions")
@@ -36,8 +43,6 @@ def check_fresh(paths: RunPaths, stage: str, artifact: str) -> None:
     `stage`'s record (idc.pipeline) holds the sha256 of each input, e.g. model/best.pt and
     data/patches.csv; a stage run outside the pipeline leaves no record and is only warned about.
     """
-    from idc.pipeline import file_digest, input_hashes
-
     recorded = input_hashes(paths, stage)
     if not recorded:
         log.warning("%s has no record of the model and data it was computed from (written outside `make`); "
@@ -58,27 +63,17 @@ def load_run(cfg, needs: Iterable[str] = ("patches", "images", "model")) -> RunI
     unknown = needs - set(NEEDS)
     if unknown:
         raise ValueError(f"load_run: unknown needs {sorted(unknown)}; choose from {NEEDS}")
-    from idc.data import load_patches
-    from idc.pipeline import file_digest
-    from idc.utils import resolve_device
-
     paths = RunPaths.from_cfg(cfg)
     out = RunInputs(paths=paths, device=resolve_device(cfg.device))
     out.patches = load_patches(paths)
     out.data_hash = file_digest(paths.patches_csv)
     if "images" in needs:
-        from idc.data.cache import load_or_build_cache
-
         out.images = load_or_build_cache(out.patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
     if "model" in needs:
-        from idc.model import load_model
-
         out.model, out.checkpoint = load_model(require(paths.best_pt), out.device, data_hash=out.data_hash,
                                                model_cfg=cfg.model)
         log.info("read %s (epoch %d)", paths.best_pt, int(out.checkpoint["epoch"]) + 1)
     if "predictions" in needs:
-        import pandas as pd
-
         check_fresh(paths, BY_KEY["predictions_csv"].stage, str(paths.predictions_csv))
         out.predictions = pd.read_csv(require(paths.predictions_csv))
         log.info("read %s (%d rows)", paths.predictions_csv, len(out.predictions))
