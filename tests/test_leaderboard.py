@@ -70,6 +70,11 @@ def test_variants_parse_and_reject_unknown_keys():
     assert [k for _, k in kinds[4:]] == ["control"] * 3
 
 
+def test_unknown_sort_or_variant_fails_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="leaderboard.sort one of"):  # no run dir, no model: nothing was read
+        stage.run(compose_cfg(tmp_path, "leaderboard.sort=pointing"))
+
+
 def test_wins_cell_counts_and_names_the_scores_won():
     scored = ["relevance_mass", "deletion", "insertion", "road"]
     assert lb.wins_cell(["relevance_mass", "deletion"], scored) == "2/4 (relevance mass, deletion AUC)"

@@ -126,12 +126,18 @@ def shortcut_table(shortcut_run_dir: Optional[str], table: pd.DataFrame) -> pd.D
 NO_MASK_SORT = "deletion"  # the sort score where the data has no pixel ground truth (ROAD runs on fewer patches)
 
 
-def sort_score(lb, table: pd.DataFrame) -> str:
-    """`leaderboard.sort`, or deletion where that score was not measured (no masks: the real set)."""
+def check_settings(lb) -> None:
+    """`leaderboard.variant` and `leaderboard.sort` name a relevance variant and a score (checked before any work)."""
     variant, sort = str(lb.variant), str(lb.sort)
     if variant not in VARIANTS or sort not in LOCALIZATION_SCORES + FAITHFULNESS:
         raise ConfigError(f"leaderboard.variant must be one of {VARIANTS} (got {variant!r}) and "
                           f"leaderboard.sort one of {LOCALIZATION_SCORES + FAITHFULNESS} (got {sort!r})")
+
+
+def sort_score(lb, table: pd.DataFrame) -> str:
+    """`leaderboard.sort`, or deletion where that score was not measured (no masks: the real set)."""
+    check_settings(lb)
+    sort = str(lb.sort)
     if sort in table and table[sort].notna().any():
         return sort
     log.info("leaderboard: %s was not measured (no pixel ground truth, or ROAD off); sorting by %s", sort, NO_MASK_SORT)

@@ -25,7 +25,7 @@ from idc.errors import DataError
 from idc.explain.driver import capped, dataset_reference, patch_batch
 from idc.explain.select import test_patches
 from idc.inputs import load_run
-from idc.leaderboard.board import build_leaderboard, markdown, read_randomization
+from idc.leaderboard.board import build_leaderboard, check_settings, markdown, read_randomization
 from idc.leaderboard.plots import plot_leaderboard, plot_localization_examples
 from idc.leaderboard.scoring import (FAITHFUL_VARIANT, SCORES, score_frames, score_source, select_faithfulness_patches,
                                      select_localization_patches, summarize)
@@ -129,6 +129,7 @@ def run(cfg) -> Optional[pd.DataFrame]:
     if not lb.enabled:
         _skip(paths, "disabled by `leaderboard.enabled=false`.")
         return None
+    check_settings(lb)
     sources = map_sources(list(lb.methods), list(lb.variants), bool(lb.randomized_controls))
     run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
     selection = scored_patches(cfg, test_patches(run.predictions, run.patches, str(paths.predictions_csv)))
