@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from idc.data import load_patches
+from idc.data.cache import load_or_build_cache
 from idc.errors import IntegrityError
 from idc.integrity import changed_output, read_csv
+from idc.model import load_model
 from idc.paths import BY_KEY, PRODUCERS, MissingArtifactError, RunPaths, make_target, require
-from idc.pipeline import read_record, record_path
+from idc.pipeline import file_digest, input_hashes, read_record, record_path
+from idc.utils import resolve_device
 
 log = logging.getLogger("idc")
 NEEDS = ("patches", "images", "model", "predictions")
@@ -44,8 +48,6 @@ def check_fresh(paths: RunPaths, stage: str, artifact: str) -> None:
     `stage`'s record (idc.pipeline) holds the sha256 of each input, e.g. model/best.pt and
     data/patches.csv; a stage run outside the pipeline leaves no record and is only warned about.
     """
-    from idc.pipeline import file_digest, input_hashes
-
     recorded = input_hashes(paths, stage)
     if not recorded:
         log.warning("%s has no record of the model and data it was computed from (written outside `make`); "
@@ -77,22 +79,14 @@ def load_run(cfg, needs: Iterable[str] = ("patches", "images", "model")) -> RunI
     unknown = needs - set(NEEDS)
     if unknown:
         raise ValueError(f"load_run: unknown needs {sorted(unknown)}; choose from {NEEDS}")
-    from idc.data import load_patches
-    from idc.pipeline import file_digest
-    from idc.utils import resolve_device
-
     paths = RunPaths.from_cfg(cfg)
     out = RunInputs(paths=paths, device=resolve_device(cfg.device))
     check_unchanged(paths, BY_KEY["patches_csv"].rel)
     out.patches = load_patches(paths)
     out.data_hash = file_digest(paths.patches_csv)
     if "images" in needs:
-        from idc.data.cache import load_or_build_cache
-
         out.images = load_or_build_cache(out.patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
     if "model" in needs:
-        from idc.model import load_model
-
         check_unchanged(paths, BY_KEY["best_pt"].rel)
         out.model, out.checkpoint = load_model(require(paths.best_pt), out.device, data_hash=out.data_hash,
                                                model_cfg=cfg.model)

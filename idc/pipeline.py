@@ -42,11 +42,6 @@ class Stage:
     ignore: Tuple[str, ...] = ()  # sub-keys of `config` that do not (resume, sharding, ...)
 
 
-# sanity.* keys only the leaderboard stage reads: changing them does not re-run the randomization tests
-LEADERBOARD_ONLY = ("localization", "localization_patches", "localization_methods", "variants", "randomized_controls",
-                    "pointing_tolerance", "top_k_fraction", "deletion_fill",
-                    "blur_sigma", "road", "road_patches", "bootstrap_samples", "leaderboard_variant",
-                    "leaderboard_sort", "shortcut_run_dir")
 _EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity", "leaderboard")
 STAGES: Dict[str, Stage] = {s.name: s for s in [
     Stage("prepare_data", "idc.prepare_data", config=("data", "seed"), ignore=("data.workers",)),
@@ -61,16 +56,16 @@ STAGES: Dict[str, Stage] = {s.name: s for s in [
           config=("explain",), ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "predictions_csv"),
           config=("sanity", "explain", "train", "seed"),
-          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index",
-                  *(f"sanity.{k}" for k in LEADERBOARD_ONLY))),
-    # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts
-    Stage("leaderboard", "idc.sanity.leaderboard", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
-          config=("sanity", "explain", "seed"),
+          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index")),
+    # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts and randomizes
+    # the model as the sanity stage does (its randomized-model control rows)
+    Stage("leaderboard", "idc.leaderboard.stage", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
+          config=("leaderboard", "explain", "sanity.cascade", "sanity.reinit", "sanity.seed", "seed"),
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("figures", "idc.figures", after=_EVERY_RESULT),
     Stage("report", "idc.report", after=_EVERY_RESULT),
     # the viewer shows predictions, maps and sanity scores: those stages run first when missing or out of date
-    Stage("view", "idc.viewer", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
+    Stage("view", "idc.viewer.stage", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
           config=("data.masks_dir",)),
 ]}
 assert {a.stage for a in ARTIFACTS} <= set(STAGES), "an artifact names an unknown stage"
@@ -137,7 +132,8 @@ def write_record(stage: str, cfg, paths: RunPaths, vouched=()) -> Path:
     exists now (declared artifacts and figures, and the files the run vouched for, e.g. the packed cache)."""
     record = expected_record(stage, cfg, paths)
     figures = stage_figures(stage) + [n for n, s in OPTIONAL_FIGURES.items() if s == stage]
-    outputs = [a.rel for a in stage_artifacts(stage, core_only=False)] + [f"figures/{n}.png" for n in figures]
+    outputs = [a.rel for a in stage_artifacts(stage, core_only=False) if a.tracked]
+    outputs += [f"figures/{n}.png" for n in figures]
     root = os.path.abspath(paths.root)
     outputs += sorted(Path(os.path.relpath(v, root)).as_posix() for v in vouched if v.startswith(root + os.sep))
     record["outputs"] = {o: output_digest(paths.root / o) for o in dict.fromkeys(outputs) if (paths.root / o).is_file()}
@@ -197,7 +193,8 @@ def run_one(stage: str, cfg, paths: RunPaths):
     with recording_outputs() as vouched:
         result = importlib.import_module(STAGES[stage].module).run(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
-        kept = [p for p in core if identity(p) is None or (identity(p) == before[p] and os.path.abspath(p) not in vouched)]
+        kept = [p for p in core
+                if identity(p) is None or (identity(p) == before[p] and os.path.abspath(p) not in vouched)]
         if kept:
             log.info("%s: no record written: this run did not write %s (e.g. one shard of several)", stage, kept[0])
         else:
@@ -236,7 +233,8 @@ def build(stage: str, cfg) -> Dict[str, object]:
             raise stale_error(name, reason, paths)
         why = reason or "run.force=true"
         if isinstance(reason, Changed):  # say what will be rebuilt before rebuilding it
-            log.warning("pipeline: %s; running %s writes it again%s", reason, name, "" if requested else f" before {stage}")
+            log.warning("pipeline: %s; running %s writes it again%s", reason, name,
+                        "" if requested else f" before {stage}")
         else:
             log.info("pipeline: running %s (%s)%s", name, why, "" if requested else f" before {stage}")
         ran[name] = run_one(name, cfg, paths)

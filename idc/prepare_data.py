@@ -15,9 +15,11 @@ from idc.data import PATCH_COLUMNS
 from idc.data.cache import identical_patches, load_or_build_cache
 from idc.data.index import index_with_report
 from idc.data.split import SPLITS, split_patients
+from idc.data.synthetic import generate_synthetic
 from idc.errors import ConfigError
 from idc.paths import RunPaths
 from idc.utils import vouch_output, write_csv_atomic, write_json_atomic, wrote
+from idc.viz.eda import write_eda_figures
 
 log = logging.getLogger("idc")
 
@@ -65,8 +67,6 @@ def single_class_warnings(per_split: dict) -> list[str]:
 def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
     d = cfg.data
     if d.source == "synthetic":
-        from idc.data.synthetic import generate_synthetic
-
         root = Path(generate_synthetic(d))
     elif d.source == "kaggle":
         root = Path(str(d.root))
@@ -108,7 +108,5 @@ def run(cfg) -> pd.DataFrame:
     for warning in summary["warnings"]:
         log.warning(warning)
     if cfg.data.eda_figures:
-        from idc.viz.eda import write_eda_figures
-
-        write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed, root=root, patch=cfg.data.patch_size)
+        write_eda_figures(df, images, paths, seed=cfg.seed, root=root, patch=cfg.data.patch_size)
     return df

@@ -13,12 +13,14 @@ import re
 import shutil
 import socket
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
+import torch
 
-from idc.errors import DiskFullError
+from idc.errors import ConfigError, DiskFullError
 
 log = logging.getLogger("idc")
 
@@ -176,8 +178,6 @@ def current_umask() -> int:
 def ensure_writable(folder: str | os.PathLike, key: str) -> Path:
     """Create `folder` and check that a file can be written in it, before any long work; else one clear
     error naming the config key that chose it."""
-    from idc.errors import ConfigError
-
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -191,8 +191,6 @@ def ensure_writable(folder: str | os.PathLike, key: str) -> Path:
 def write_npz_atomic(path: str | os.PathLike, arrays: dict, compress: bool = True) -> Path:
     """np.savez(_compressed) with fixed zip timestamps, so the same arrays give a byte-identical file
     (numpy stamps each member with the current time). Arrays are written in the order given."""
-    import zipfile
-
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     size = sum(np.asanyarray(v).nbytes for v in arrays.values())  # at most, uncompressed
     with atomic_path(path, suffix=".tmp.npz", size_hint=size) as tmp:
@@ -233,40 +231,20 @@ def write_csv_atomic(df, path: str | os.PathLike, **kwargs) -> Path:
     return Path(path)
 
 
-def save_figure_atomic(fig, path: str | os.PathLike, dpi: int = 100, **kwargs) -> Path:
-    """Save a matplotlib figure via a temp file and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    with atomic_path(path, suffix=".tmp" + path.suffix) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", **kwargs)
-    plt.close(fig)
-    return path
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    torch.manual_seed(seed)
 
 
 def resolve_device(name: str = "auto"):
     """'auto' picks cuda > mps > cpu; anything else is passed to torch.device."""
-    import torch
-
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    from idc.errors import ConfigError
-
     if not DEVICE_RE.match(str(name)):
         raise ConfigError(f"device={name} is not known; use auto, cpu, cuda, cuda:<index> or mps")
     dev = torch.device(name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from idc.errors import ConfigError
+from idc.utils import clean_stale_temp, ensure_writable, resolve_device
 
 # key: (low, high, low_open, high_open, nullable). None = unbounded on that side.
 RANGES = {
@@ -40,8 +41,8 @@ RANGES = {
     "explain.num_shards": (1, None, False, False, False),
     "sanity.num_patches": (1, None, False, False, False),
     "sanity.random_labels_epochs": (1, None, False, False, False),
-    "sanity.random_labels_max_batches": (1, None, False, False, True),
-    "sanity.localization_patches": (1, None, False, False, False),
+    "leaderboard.num_patches": (1, None, False, False, False),
+    "leaderboard.bootstrap": (1, None, False, False, False),
 }
 _ABSENT = object()
 
@@ -95,8 +96,6 @@ def validate_config(cfg) -> None:
 def preflight(cfg) -> None:
     """Everything a stage checks before it reads data: config ranges, device, writable run.dir; then the
     temp files and folders of killed runs under run.dir are removed."""
-    from idc.utils import clean_stale_temp, ensure_writable, resolve_device
-
     validate_config(cfg)
     resolve_device(cfg.device)
     run_dir = ensure_writable(Path(str(cfg.run.dir)), "run.dir")
@@ -124,8 +123,6 @@ class RunDirCheck(Callback):
     def on_run_start(self, config, **kwargs) -> None:
         stage = OmegaConf.select(config, "hydra.job.name", default="idc")
         try:
-            from idc.utils import ensure_writable
-
             ensure_writable(Path(str(config.run.dir)), "run.dir")
         except ConfigError as err:
             print(f"[idc][ERROR] {stage}: {err}", file=sys.stderr)

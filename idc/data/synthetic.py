@@ -27,6 +27,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from idc.data.dataset import resize_transform
 from idc.data.split import split_patient_ids
 from idc.data.tissue import NEST_TYPES, render_slide
 from idc.errors import DataError
@@ -220,7 +221,5 @@ def patch_mask(mask: np.ndarray, x: int, y: int, size: int = PATCH) -> np.ndarra
         return crop.copy()
     if crop.size == 0:
         return np.zeros((size, size), bool)
-    from idc.data.dataset import resize_transform
-
     stretched = resize_transform(size)(Image.fromarray(crop.astype(np.float32), mode="F"))
     return np.asarray(stretched) > 0.5

@@ -1,10 +1,12 @@
 """Which test patches to explain: explicit rows (the book's [142, 41291]), image ids, or the most
-confident patches per outcome (tp / tn / fp / fn)."""
+confident patches per outcome (tp / tn / fp / fn) for `make explain`; the evaluated test patches with
+their cache rows and a balanced, seeded subset of them for the sanity and leaderboard stages."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from idc.data import cache_rows
 from idc.errors import ConfigError
 from idc.validate import check_range
 
@@ -62,3 +64,20 @@ def book_pair(chosen: pd.DataFrame) -> list[int]:
         if len(hits):
             pair.append(int(hits[0]))
     return pair
+
+
+def test_patches(predictions: pd.DataFrame, patches: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Evaluated test patches (eval/predictions.csv, named `source` in errors) with `row` = their index in
+    the packed cache (rows of `patches`)."""
+    return predictions.assign(row=cache_rows(patches, predictions["image_id"], source))
+
+
+def select_balanced(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Up to `n` rows, half IDC-positive and half negative where possible, reproducibly by `seed`."""
+    rng = np.random.default_rng(seed)
+    pos = np.array(df.index[df["target"] == 1])
+    neg = np.array(df.index[df["target"] == 0])
+    n_pos = min(len(pos), max(n - len(neg), n // 2))
+    n_neg = min(len(neg), n - n_pos)
+    picked = np.concatenate([rng.permutation(pos)[:n_pos], rng.permutation(neg)[:n_neg]])
+    return df.loc[np.sort(picked)]

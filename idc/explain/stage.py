@@ -17,6 +17,7 @@ import pandas as pd
 
 from idc.data import cache_rows
 from idc.errors import ConfigError
+from idc.explain import chapter10
 from idc.explain.driver import compute_maps, dataset_reference, resolve_targets, to_grayscale
 from idc.explain.figures import book_figure, overview_grid, patch_png
 from idc.explain.methods import METHODS
@@ -56,15 +57,16 @@ def draw(paths: RunPaths, patches: pd.DataFrame, images_all) -> list:
     for m in methods:
         gray = maps[f"{m}/gray"]
         if len(pair) == 2:
-            fig_path = paths.figures_dir / f"{METHODS[m].figure}.png"
+            fig_path = paths.figure(METHODS[m].figure)
             written.append(wrote(book_figure(m, index, images, gray, pair, fig_path,
                                              lime_vis if m == "lime" else None), METHODS[m].title))
         for i, rec in index.iterrows():
-            patch_png(gray[i], paths.explain_dir / m / f"{i:03d}_{rec['patient_id']}_{rec['outcome']}.png")
+            name = f"{i:03d}_{rec['patient_id']}_{rec['outcome']}"
+            patch_png(gray[i], paths.path("method_patch_png", method=m, name=name))
     if len(pair) < 2:
         log.warning("explain: the selection lacks an IDC-negative or an IDC-positive patch: no 2x2 book figures")
     written.append(wrote(overview_grid(methods, index, images, {m: maps[f"{m}/gray"] for m in methods},
-                                       paths.figures_dir / "explain_overview.png", lime_vis), "patches x methods"))
+                                       paths.figure("explain_overview"), lime_vis), "patches x methods"))
     log.info("explain: per-patch maps under %s/<method>/", paths.explain_dir)
     return written
 
@@ -110,7 +112,5 @@ def run(cfg) -> list:
         wrote(paths.explain_index_csv)
     written = draw(paths, patches, images_all)
     if e.visualize and len(chosen):
-        from idc.explain import visualize
-
-        written += visualize.draw(cfg, paths, model, np.asarray(images_all[rows]), chosen, device)
+        written += chapter10.draw(cfg, paths, model, np.asarray(images_all[rows]), chosen, device)
     return written

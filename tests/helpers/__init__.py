@@ -30,15 +30,15 @@ TINY = [
     "explain.filter_count=8",
     "sanity.num_patches=4",
     "sanity.random_labels_epochs=1",
-    "sanity.localization_patches=4",
     # the sanity stage's own multipliers (the defaults are sized for a real run, not a test)
     "sanity.smprt_samples=1",
     "sanity.smprt_patches=2",
     "sanity.random_labels_patches=32",
     "sanity.bootstrap=200",
-    "sanity.bootstrap_samples=200",
-    "sanity.variants=[]",
-    "sanity.road_patches=1",
+    "leaderboard.num_patches=4",
+    "leaderboard.bootstrap=200",
+    "leaderboard.variants=[]",
+    "leaderboard.road_patches=1",
 ]
 
 
