@@ -17,7 +17,6 @@ The record says whether the threshold was reached; when it was not, the data-ran
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ from torch import nn
 from tqdm import tqdm
 
 from idc.data.dataset import normalize_batch
-from idc.errors import DataError
+from idc.errors import DataError, IntegrityError
+from idc.integrity import read_json
 from idc.model import as_dict, build_model, load_model, predict, save_checkpoint
 from idc.utils import file_sha256, write_json_atomic, wrote
 
@@ -93,7 +93,11 @@ def random_labels_model(cfg, paths, patches, images, device) -> Tuple[nn.Module,
                     target=float(s.random_labels_target), lr=float(s.random_labels_lr),
                     batch_size=int(s.random_labels_batch_size), seed=int(s.seed), model=model_cfg,
                     patches_sha256=file_sha256(paths.patches_csv))
-    record = json.loads(record_path.read_text()) if record_path.exists() else None
+    try:
+        record = read_json(record_path) if record_path.exists() else None
+    except IntegrityError as err:  # a damaged record is no record: the model is trained again
+        log.warning("%s: training the random-label model again", str(err).split(";")[0])
+        record = None
     if record is not None and record.get("settings") == settings and ckpt_path.exists():
         log.info("reusing %s (same settings and data; delete it to retrain)", ckpt_path)
         model, _ = load_model(ckpt_path, device=device)
