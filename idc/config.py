@@ -96,6 +96,9 @@ class TrainConfig:
     max_batches: Optional[int] = None
     resume: bool = False
     dist_backend: str = "auto"  # auto: nccl on CUDA, gloo otherwise
+    # Run tracking: "csv" (model/history*.csv only, the default) or "tensorboard" (also event files under
+    # run.dir/tensorboard/: scalars per step and epoch, evaluate's PR curve, the landscape figures; README).
+    logger: str = "csv"
 
 
 @dataclass
@@ -163,6 +166,33 @@ class ExplainConfig:
     filter_steps: int = 40
     # Seeds torch's RNG before each method (SmoothGrad noise, uniform IG baseline), LIME and RISE.
     seed: int = 0
+
+
+@dataclass
+class AtlasConfig:
+    """`make atlas`: attribution landscapes. Every patch of the chosen patients is explained and the maps are
+    stitched into the patient's tissue beside its P(IDC) landscape (docs/scale-out.md, docs/viewer.md). Method
+    settings come from explain.* (explain.ig_steps, explain.ig_baseline, explain.cam_layer, ...)."""
+
+    methods: List[str] = field(default_factory=lambda: ["gradcam", "integrated_gradients"])
+    # Explicit patient ids; empty = every patient of `split` (test, val, train or all).
+    patients: List[int] = field(default_factory=list)
+    split: str = "test"
+    # The class whose evidence is mapped: 1 (IDC, default: a landscape of the evidence for IDC), 0, pred or label.
+    target: str = "1"
+    batch_size: int = 64
+    # Work is split by patient: shard i of n computes the patients assigned to it (balanced by patch count);
+    # each patient is written atomically to atlas/patients/<pid>/ and skipped when already done from the
+    # same inputs. Under torchrun these come from RANK and WORLD_SIZE.
+    num_shards: int = 1
+    shard_index: int = 0
+    # Only check and join the patients' outputs (every patch exactly once) and draw the figures.
+    merge: bool = False
+    # Full-resolution overlays (map over tissue) per patient and method: atlas/overlays/<pid>_<method>.jpg.
+    overlays: bool = True
+    # What is drawn (figures, overlays, viewer): each map's positive part smoothed within its patch by a Gaussian
+    # of this many px (0: none); the stored maps stay raw.
+    display_sigma: float = 2.0
 
 
 @dataclass
@@ -266,6 +296,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    atlas: AtlasConfig = field(default_factory=AtlasConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
     leaderboard: LeaderboardConfig = field(default_factory=LeaderboardConfig)
     seed: int = 24

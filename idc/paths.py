@@ -55,14 +55,22 @@ ARTIFACTS: List[Artifact] = [
     Artifact("history_csv", "model/history.csv", "train"),
     Artifact("history_steps_csv", "model/history_steps.csv", "train"),
     Artifact("best_prev_pt", "model/best.prev.pt", "train", core=False, tracked=False),  # what a retrain replaced
+    # train.logger=tensorboard (idc.tracking): one TensorBoard run per stage, event files named by TensorBoard
+    Artifact("tensorboard_dir", "tensorboard", "train", core=False),
+    Artifact("tensorboard_train", "tensorboard/train", "train", core=False),
+    Artifact("tensorboard_train_events", "tensorboard/train/{name}", "train", core=False),
     # evaluate
     Artifact("eval_dir", "eval", "evaluate", core=False),
     Artifact("predictions_csv", "eval/predictions.csv", "evaluate"),
     Artifact("metrics_json", "eval/metrics.json", "evaluate"),
     Artifact("table_5_1", "eval/table_5_1.md", "evaluate"),
+    Artifact("tensorboard_evaluate", "tensorboard/evaluate", "evaluate", core=False),
+    Artifact("tensorboard_evaluate_events", "tensorboard/evaluate/{name}", "evaluate", core=False),
     # landscape: the k-th chosen patient under the book's name (k = 1, 2 are in FIGURES) and by patient id
     Artifact("landscape_book_png", "figures/chapter_05_patient{k}_breast_tissue_proba.png", "landscape", core=False),
     Artifact("landscape_png", "figures/landscape_{pid}.png", "landscape", core=False),
+    Artifact("tensorboard_landscape", "tensorboard/landscape", "landscape", core=False),
+    Artifact("tensorboard_landscape_events", "tensorboard/landscape/{name}", "landscape", core=False),
     # explain
     Artifact("explain_dir", "explain", "explain", core=False),
     Artifact("maps_npz", "explain/maps.npz", "explain"),
@@ -71,6 +79,14 @@ ARTIFACTS: List[Artifact] = [
     Artifact("method_patch_png", "explain/{method}/{name}.png", "explain", core=False),
     Artifact("shards_dir", "explain/shards", "explain", core=False),  # explain.num_shards > 1
     Artifact("shard_file", "explain/shards/{shard}/{name}", "explain", core=False),
+    # atlas: attribution landscapes, one shard per patient (idc.atlas), joined once every patient is done
+    Artifact("atlas_dir", "atlas", "atlas", core=False),
+    Artifact("atlas_index_csv", "atlas/index.csv", "atlas"),
+    Artifact("atlas_summary_json", "atlas/summary.json", "atlas"),
+    Artifact("atlas_patient_dir", "atlas/patients/{pid}", "atlas", core=False),
+    Artifact("atlas_patient_file", "atlas/patients/{pid}/{name}", "atlas", core=False),  # maps.npz, index.csv, shard.json
+    Artifact("atlas_overlay", "atlas/overlays/{pid}_{method}.jpg", "atlas", core=False),  # full resolution
+    Artifact("atlas_png", "figures/atlas_{pid}.png", "atlas", core=False),
     # visualize (also drawn by `make explain` with explain.visualize=true)
     Artifact("visualize_dir", "explain/visualize", "visualize", core=False),
     Artifact("activations_png", "explain/visualize/activations.png", "visualize"),

@@ -46,17 +46,27 @@ _EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "s
 STAGES: Dict[str, Stage] = {s.name: s for s in [
     Stage("prepare_data", "idc.prepare_data", config=("data", "seed"), ignore=("data.workers",)),
     Stage("train", "idc.train", inputs=("patches_csv",), config=("model", "train", "seed"),
-          ignore=("train.resume", "train.dist_backend", "train.eval_batch_size")),
-    Stage("evaluate", "idc.evaluate", inputs=("patches_csv", "best_pt", "history_csv"), config=("evaluate",),
+          ignore=("train.resume", "train.dist_backend", "train.eval_batch_size", "train.logger")),
+    # train.logger: evaluate and landscape write their part of the tensorboard run when it is switched on
+    Stage("evaluate", "idc.evaluate", inputs=("patches_csv", "best_pt", "history_csv"), config=("evaluate", "train.logger"),
           ignore=("evaluate.batch_size",)),
-    Stage("landscape", "idc.landscape", inputs=("patches_csv", "best_pt", "predictions_csv"), config=("landscape",)),
+    Stage("landscape", "idc.landscape", inputs=("patches_csv", "best_pt", "predictions_csv"),
+          config=("landscape", "train.logger")),
     Stage("explain", "idc.explain.stage", inputs=("patches_csv", "best_pt", "predictions_csv"), config=("explain",),
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index", "explain.batch_size")),
+    # every patch of the chosen patients; the explain.* keys that only choose patches or draw explain's figures
+    # do not shape its maps
+    Stage("atlas", "idc.atlas.stage", inputs=("patches_csv", "best_pt"), config=("atlas", "explain", "data.masks_dir"),
+          ignore=("atlas.merge", "atlas.num_shards", "atlas.shard_index", "explain.merge", "explain.num_shards",
+                  "explain.shard_index", "explain.batch_size", "explain.methods",
+                  "explain.patches", "explain.select", "explain.image_ids", "explain.target", "explain.visualize",
+                  "explain.visualize_patch", "explain.filter_layers", "explain.filter_count", "explain.filter_steps")),
     Stage("visualize", "idc.explain.visualize", inputs=("patches_csv", "best_pt", "explain_index_csv"),
           config=("explain",), ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "predictions_csv"),
           config=("sanity", "explain", "train", "seed"),
-          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index")),
+          ignore=("train.resume", "train.dist_backend", "train.logger", "explain.merge", "explain.num_shards",
+                  "explain.shard_index")),
     # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts and randomizes
     # the model as the sanity stage does (its randomized-model control rows)
     Stage("leaderboard", "idc.leaderboard.stage", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),

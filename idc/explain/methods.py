@@ -157,9 +157,11 @@ def upsample_minmax(cam: torch.Tensor, size) -> torch.Tensor:
     return torch.where(span > 0, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
 
 
-def gradcam(model, x, target, *, layer: str = "layer4"):
-    """Channel weights = mean gradient over the map, ReLU, bilinear upsampling, min-max (the book)."""
-    return upsample_minmax(relu_cam(model, x, target, layer), x.shape[-2:])
+def gradcam(model, x, target, *, layer: str = "layer4", minmax: bool = True):
+    """Channel weights = mean gradient over the map, ReLU, bilinear upsampling, min-max (the book); with
+    minmax=False the upsampled CAM keeps its values, comparable between patches (the atlas's landscapes)."""
+    cam = relu_cam(model, x, target, layer)
+    return upsample_minmax(cam, x.shape[-2:]) if minmax else upsample(cam, x.shape[-2:])
 
 
 def guided_gradcam(model, x, target, *, layer: str = "layer4"):
