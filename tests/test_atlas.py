@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
+import idc.config  # noqa: F401  (registers the structured config schema)
 from idc.atlas import canvas as C
 from idc.atlas.shards import assign, finish_shard, merge, patient_dir, provenance
 from idc.errors import IntegrityError
@@ -187,3 +192,41 @@ def test_merge_checks_every_patch_is_present_exactly_once(reference, tiny_data_d
         finish_shard(folder, {"patient": pids[0]}, prov, index["image_id"])
         with pytest.raises(IntegrityError, match=f"atlas patient {pids[0]} .*{message}.*exactly once"):
             merge(paths, patches, pids, prov)
+
+
+def documented_atlas_commands() -> list:
+    """The overrides of each `scripts/atlas.py` command in docs/scale-out.md's bash blocks (continued lines
+    joined; a multirun's `-m` dropped)."""
+    text = (REPO / "docs" / "scale-out.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    lines = [line for b in blocks for line in b.replace("\\\n", " ").splitlines()]
+    commands = []
+    for line in lines:
+        words = shlex.split(line.split("#", 1)[0] if line.lstrip().startswith("#") else line)
+        if "scripts/atlas.py" in words:
+            commands.append([w for w in words[words.index("scripts/atlas.py") + 1:] if w != "-m"])
+    return commands
+
+
+def test_the_documented_slurm_command_composes():
+    """No cluster here: the Slurm command for the full real set (and every other atlas command of
+    docs/scale-out.md) must at least compose with the real configs, the submitit launcher's included, and pass
+    the config checks, one job per shard index, the shards covering 0 .. num_shards-1."""
+    from hydra import compose, initialize_config_dir
+
+    from idc.validate import validate_config
+
+    commands = documented_atlas_commands()
+    slurm = [c for c in commands if "hydra/launcher=submitit_slurm" in c]
+    assert len(commands) >= 5 and len(slurm) == 1
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        for command in commands:
+            parsed = OverridesParser.create().parse_overrides(command)
+            jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+            cfg = compose(config_name="config", overrides=jobs[-1], return_hydra_config=True)  # jobs differ in shard only
+            validate_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+            if command in slurm:
+                assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+                assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.run.auto is False
+                shards = sorted(int(dict(o.split("=", 1) for o in job)["atlas.shard_index"]) for job in jobs)
+                assert cfg.atlas.num_shards > 1 and shards == list(range(cfg.atlas.num_shards))
