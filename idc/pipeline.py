@@ -40,6 +40,8 @@ class Stage:
     after: Tuple[str, ...] = ()  # stages that must be up to date first although no file of theirs is read
     config: Tuple[str, ...] = ()  # config keys whose values shape its outputs
     ignore: Tuple[str, ...] = ()  # sub-keys of `config` that do not (resume, sharding, ...)
+    # artifact keys read when present: their sha256 (or absence) goes into the record, their producer is not run
+    optional: Tuple[str, ...] = ()
 
 
 _EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity", "leaderboard")
@@ -75,8 +77,9 @@ STAGES: Dict[str, Stage] = {s.name: s for s in [
     Stage("figures", "idc.figures", after=_EVERY_RESULT),
     Stage("report", "idc.report", after=_EVERY_RESULT),
     # the viewer shows predictions, maps and sanity scores: those stages run first when missing or out of date
+    # ... and the attribution landscapes when `make atlas` made them (an IG atlas takes minutes: never run for it)
     Stage("view", "idc.viewer.stage", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
-          config=("data.masks_dir",)),
+          config=("data.masks_dir",), optional=("atlas_summary_json",)),
 ]}
 assert {a.stage for a in ARTIFACTS} <= set(STAGES), "an artifact names an unknown stage"
 
@@ -124,7 +127,7 @@ def expected_record(stage: str, cfg, paths: RunPaths) -> dict:
     """What the record of an up-to-date run of `stage` holds for the current inputs and config."""
     s = STAGES[stage]
     inputs = {}
-    for key in s.inputs:
+    for key in s.inputs + s.optional:
         path = getattr(paths, key)
         inputs[BY_KEY[key].rel] = file_digest(path) if path.exists() else None
     return {"stage": stage, "inputs": inputs, "after": {d: record_digest(paths, d) for d in s.after},

@@ -230,3 +230,16 @@ def test_the_documented_slurm_command_composes():
                 assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.run.auto is False
                 shards = sorted(int(dict(o.split("=", 1) for o in job)["atlas.shard_index"]) for job in jobs)
                 assert cfg.atlas.num_shards > 1 and shards == list(range(cfg.atlas.num_shards))
+
+
+def test_the_viewer_follows_the_atlas_without_running_it(tmp_path):
+    """`make view` never runs the atlas (minutes of IG), but a new atlas makes the page out of date."""
+    from idc.pipeline import expected_record, producers
+
+    paths, cfg = RunPaths(tmp_path), compose_cfg(tmp_path)
+    assert "atlas" not in producers("view")
+    assert expected_record("view", cfg, paths)["inputs"]["atlas/summary.json"] is None
+    paths.atlas_summary_json.parent.mkdir(parents=True)
+    paths.atlas_summary_json.write_text('{"methods": ["gradcam"]}')
+    assert expected_record("view", cfg, paths)["inputs"]["atlas/summary.json"] == \
+        hashlib.sha256(paths.atlas_summary_json.read_bytes()).hexdigest()
