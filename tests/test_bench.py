@@ -32,3 +32,10 @@ def test_update_doc_replaces_only_its_block():
     new = update_doc(text, "a", "new a")
     assert "new a" in new and "old a" not in new and "old b" in new
     assert update_doc(new, "c", "c body").endswith("<!-- bench:c -->\nc body\n<!-- /bench:c -->\n")
+
+
+def test_the_hours_long_end_to_end_section_runs_only_when_named():
+    from idc.bench.__main__ import SECTIONS, chosen_sections
+
+    assert "endtoend" in SECTIONS and "endtoend" not in chosen_sections({})
+    assert "atlas" in chosen_sections({}) and chosen_sections({"sections": "endtoend"}) == ["endtoend"]
