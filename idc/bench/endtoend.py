@@ -64,7 +64,7 @@ def run(quick: bool, overrides: tuple = ()) -> str:
             total += r["wall"]
             rows.append([f"`{stage}`", f"**{hms(r['wall'])}**", f"{r['cpu']:,.0f}", f"{r['rss_mb']:,.0f}",
                          f"{r['load'][0]:.1f} / {r['load'][1]:.1f}"])
-        table = RunPaths.from_cfg(cfg).table_5_1.read_text().strip()
+        title, _, table = RunPaths.from_cfg(cfg).table_5_1.read_text().strip().partition("\n")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -78,5 +78,5 @@ def run(quick: bool, overrides: tuple = ()) -> str:
            "is not timed; prepare_data indexed and packed it)."), "",
         markdown_table(["stage", "wall", "CPU s", "peak RSS MB", "load avg 1-min before / after"], rows, align="lrrrr"),
         "", f"The book quotes about {BOOK_CPU_HOURS} hours on a CPU for its 5 epochs; `train` above is ours.", "",
-        "Table 5.1 of this run (`eval/table_5_1.md`):", "", table, "", load_note(),
+        f"{title.lstrip('# ')} of this run (`eval/table_5_1.md`):", table, "", load_note(),
     ])
