@@ -56,7 +56,7 @@ def patient_figure(pid: int, sub, tiles, maps: Dict[str, np.ndarray], scales: Di
     for ax, (m, values) in zip(axes[2:], maps.items()):
         disp = C.display(C.stitch_map(values, sub, max_side=MAX_CANVAS_SIDE), scales[m])
         image_axis(ax, C.blend(tissue, C.rgba_layer(disp)), f"{titles[m]}: evidence for {explained(target)}")
-        colorbar(fig, ax, "jet", 0, scales[m], f"{titles[m]} evidence (atlas scale: its 99th percentile)")
+        colorbar(fig, ax, "jet", 0, scales[m], "evidence (top: the atlas's 99th percentile)")
     if mask.any():
         for ax in axes:
             ax.contour(mask, levels=[0.5], colors=[OUTLINE_COLOR], linewidths=0.9)
