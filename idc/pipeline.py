@@ -50,12 +50,13 @@ STAGES: Dict[str, Stage] = {s.name: s for s in [
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index", "explain.batch_size")),
     Stage("visualize", "idc.explain.visualize", inputs=("patches_csv", "best_pt", "explain_index_csv"),
           config=("explain",), ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
-    Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "predictions_csv"),
+    Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "cohort_csv"),
           config=("sanity", "explain", "train", "seed"),
           ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index")),
     # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts and randomizes
     # the model as the sanity stage does (its randomized-model control rows)
-    Stage("leaderboard", "idc.leaderboard.stage", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
+    Stage("leaderboard", "idc.leaderboard.stage",
+          inputs=("patches_csv", "best_pt", "randomization_csv", "cohort_csv"),
           config=("leaderboard", "explain", "sanity.cascade", "sanity.reinit", "sanity.seed", "seed"),
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("figures", "idc.figures", after=_EVERY_RESULT),

@@ -24,7 +24,7 @@ from idc.paths import RunPaths
 
 BUDGET_S = 20 * 60  # issue 10: make sanity within 20 minutes on 2 CPU cores, memorization included
 QUICK = ["data=tiny", "train.epochs=1", "sanity.num_patches=4", "sanity.smprt_patches=2", "sanity.smprt_samples=1",
-         "sanity.random_labels_patches=32", "sanity.random_labels_epochs=2", "sanity.bootstrap=50",
+         "sanity.random_labels_patches=32", "sanity.random_labels_epochs=2",
          "leaderboard.bootstrap=50", "leaderboard.num_patches=4", "leaderboard.road_patches=1",
          "leaderboard.variants=[]", "sanity.lime_num_samples=50", "sanity.rise_num_masks=50",
          "leaderboard.lime_num_samples=50", "leaderboard.rise_num_masks=50",
