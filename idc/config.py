@@ -267,11 +267,12 @@ class LeaderboardConfig:
     # `road_patches` scored patches (its imputation takes seconds per patch and map on a CPU).
     road: bool = True
     road_patches: int = 32
-    # Patient-clustered bootstrap replicates for every 95% CI.
+    # Patient-bootstrap replicates of the rank intervals (every CI of a mean is a t-interval on the patient means).
     bootstrap: int = 1000
-    # Relevance variant shown (positive | absolute) and the score that sorts the rows and decides
-    # "beats every control" (pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k | deletion |
-    # insertion | road).
+    # Relevance variant shown (positive | absolute) and the score that sorts the rows (pointing_game |
+    # relevance_mass | relevance_rank | pixel_auroc | top_k | deletion | insertion | insertion_mean | road). It
+    # decides nothing: "beats every control" is judged on each question's pre-declared primary score
+    # (idc.leaderboard.verdicts.QUESTIONS).
     variant: str = "positive"
     sort: str = "relevance_rank"
     # A run dir of data=synthetic_shortcut whose sanity/localization_summary.csv fills the shortcut columns
