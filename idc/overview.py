@@ -4,10 +4,10 @@ shared by the viewer's Overview tab and the static report. Every value from the 
 from __future__ import annotations
 
 import html
-import json
 import logging
 from typing import Iterable, List, Optional, Sequence
 
+from idc.integrity import read_json
 from idc.paths import BY_KEY, RunPaths, make_target
 
 log = logging.getLogger("idc")
@@ -83,12 +83,12 @@ def overview_html(paths: RunPaths) -> str:
         data = missing_note(paths.summary_json.name, make_target(BY_KEY["summary_json"].stage))
     else:
         log.info("read %s", paths.summary_json)
-        data = dataset_tables(json.loads(paths.summary_json.read_text()))
+        data = dataset_tables(read_json(paths.summary_json))
     return data + artifact_table(paths)
 
 
 def run_title(paths: RunPaths, data_name: Optional[str] = None) -> str:
     """'IDC saliency mapping: <data set> data' (the config's data.name, else summary.json's source)."""
     if not data_name and paths.summary_json.exists():
-        data_name = json.loads(paths.summary_json.read_text()).get("source")
+        data_name = read_json(paths.summary_json).get("source")
     return f"IDC saliency mapping: {data_name} data" if data_name else "IDC saliency mapping"

@@ -34,6 +34,7 @@ class Artifact:
     rel: str  # path relative to run.dir; `{name}` fields make a pattern (e.g. figures/landscape_{pid}.png)
     stage: str  # the stage that writes it
     core: bool = True  # a stage is done only when all its core artifacts exist (directories are not core)
+    tracked: bool = True  # False: a kept copy (model/best.prev.pt) that the stage records do not follow
 
     @property
     def pattern(self) -> bool:
@@ -57,6 +58,7 @@ ARTIFACTS: List[Artifact] = [
     Artifact("last_pt", "model/last.pt", "train"),
     Artifact("history_csv", "model/history.csv", "train"),
     Artifact("history_steps_csv", "model/history_steps.csv", "train"),
+    Artifact("best_prev_pt", "model/best.prev.pt", "train", core=False, tracked=False),  # what a retrain replaced
     # evaluate
     Artifact("eval_dir", "eval", "evaluate", core=False),
     Artifact("predictions_csv", "eval/predictions.csv", "evaluate"),
@@ -245,3 +247,8 @@ def _guess_root(path: Path) -> Path:
     """The run dir holding `path`: the parent of its top-level artifact folder (data/, model/, ...)."""
     top = {a.rel.split("/")[0] for a in ARTIFACTS if "/" in a.rel and not a.rel.startswith("{")}
     return next((p.parent for p in path.parents if p.name in top), path.parent)
+
+
+def producer_of(path: Path, root: Path | None = None) -> str | None:
+    """The stage that writes `path` (`root`: its run dir; guessed from the path when not given), if declared."""
+    return RunPaths(Path(root) if root is not None else _guess_root(Path(path))).producer(path)

@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
+from idc.integrity import read_csv
 from idc.markdown import markdown_table, markdown_to_html
 from idc.overview import TABLE_CSS, missing_note, overview_html, run_title
 from idc.paths import ALL_FIGURES, BY_KEY, OPTIONAL_FIGURES, RunPaths, make_target, stage_figures
@@ -75,7 +76,7 @@ def training_section(paths: RunPaths) -> str:
     """The training history (model/history.csv: loss and scores per epoch) and the loss curves."""
     if paths.history_csv.exists():
         log.info("read %s", paths.history_csv)
-        table = markdown_to_html(history_table(pd.read_csv(paths.history_csv)))
+        table = markdown_to_html(history_table(read_csv(paths.history_csv)))
     else:
         table = missing_note(paths.history_csv.name, make_target(BY_KEY["history_csv"].stage))
     return table + figure_gallery(TRAINING_FIGURES, paths, make_target("evaluate"))

@@ -25,10 +25,11 @@ from idc import distributed as D
 from idc.data.device_loader import eval_inputs, make_loader
 from idc.errors import CheckpointError, ConfigError, IdcError
 from idc.inputs import load_run
+from idc.integrity import keep_previous
 from idc.metrics import binary_scores
 from idc.model import amp_settings, as_dict, autocast, build_model, predict, read_checkpoint, save_checkpoint
 from idc.paths import RunPaths, file_name
-from idc.utils import ensure_writable, resolve_device, seed_everything, write_csv_atomic, wrote
+from idc.utils import ensure_writable, resolve_device, seed_everything, vouch_output, write_csv_atomic, wrote
 
 log = logging.getLogger("idc")
 
@@ -223,6 +224,24 @@ def save_epoch(cfg, model_dir: Path, model, optimizer, scaler, history: list, st
     return best
 
 
+def start(resume_run: bool, model_dir: Path, data_hash: str, model, optimizer, scaler, device,
+          is_main: bool) -> Tuple[int, float, list, list]:
+    """(first epoch, best score, history, steps): from last.pt with train.resume=true, else from scratch,
+    keeping the best.pt a new training replaces as best.prev.pt."""
+    last_pt, best_pt = model_dir / file_name("last_pt"), model_dir / file_name("best_pt")
+    if resume_run and last_pt.exists():
+        out = resume(last_pt, data_hash, model, optimizer, scaler, device)
+        for key in ("best_pt", "last_pt", "history_csv", "history_steps_csv"):  # this training's, continued
+            vouch_output(model_dir / file_name(key))
+        return out
+    if resume_run:
+        log.warning("train.resume=true but %s does not exist: starting from scratch", last_pt)
+    previous = model_dir / file_name("best_prev_pt")
+    if is_main and keep_previous(best_pt, previous):
+        log.info("a new training replaces %s: the previous one is kept as %s", best_pt, previous)
+    return 0, -np.inf, [], []
+
+
 # ---------------------------------------------------------------- the loop
 def setup_device(cfg, info) -> torch.device:
     device = resolve_device(cfg.device)
@@ -300,12 +319,9 @@ def fit(cfg, model_dir) -> dict:
     eval_images, eval_rows, eval_targets = eval_inputs(t.loader, data.images, rows, targets, device, t.device_memory_gb) \
         if info.is_main else (data.images, rows, targets)
 
-    history, steps, start_epoch, best = [], [], 0, -np.inf
     last_pt = model_dir / file_name("last_pt")
-    if t.resume and last_pt.exists():
-        start_epoch, best, history, steps = resume(last_pt, data.data_hash, model, optimizer, scaler, device)
-    elif t.resume:
-        log.warning("train.resume=true but %s does not exist: starting from scratch", last_pt)
+    start_epoch, best, history, steps = start(t.resume, model_dir, data.data_hash, model, optimizer, scaler, device,
+                                              info.is_main)
 
     sync_every = 1 if device.type == "cpu" else 50  # read losses back in blocks on a GPU (no per-step sync)
     last_step = {sp: max([r["step"] for r in steps if r["split"] == sp], default=0) for sp in ("train", "val", "test")}

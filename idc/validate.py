@@ -86,6 +86,8 @@ def validate_config(cfg) -> None:
         if value is not _ABSENT:
             check_range(key, value, *spec)
     e = cfg.get("explain")
+    for outcome, count in dict(OmegaConf.select(cfg, "explain.select", default=None) or {}).items():
+        check_range(f"explain.select.{outcome}", count, 0, None, False, False, False)  # -1 meant "all but one"
     if e is not None and "shard_index" in e and not 0 <= e.shard_index < e.num_shards:
         raise ConfigError(f"explain.shard_index={e.shard_index} is out of range: use 0 .. explain.num_shards-1 "
                           f"({e.num_shards - 1})")
@@ -93,7 +95,7 @@ def validate_config(cfg) -> None:
 
 def preflight(cfg) -> None:
     """Everything a stage checks before it reads data: config ranges, device, writable run.dir; then the
-    temp files of killed runs under run.dir are removed."""
+    temp files and folders of killed runs under run.dir are removed."""
     validate_config(cfg)
     resolve_device(cfg.device)
     run_dir = ensure_writable(Path(str(cfg.run.dir)), "run.dir")

@@ -46,7 +46,9 @@ def test_retrained_model_makes_predictions_stale(tiny_evaluated, tiny_data_dir, 
     from idc import landscape
 
     run = copy_run(tiny_evaluated, tmp_path / "retrained")
+    old = (run / "model" / "best.pt").read_bytes()
     pipeline.build("train", compose_cfg(run, "train.max_batches=1", data_dir=tiny_data_dir))
+    assert (run / "model" / "best.prev.pt").read_bytes() == old  # the model a retrain replaces is kept
     strict = compose_cfg(run, "train.max_batches=1", "run.auto=false", data_dir=tiny_data_dir)
     with pytest.raises(MissingArtifactError, match=r"model/best.pt changed .* Run `make evaluate`"):
         pipeline.build("landscape", strict)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from idc.errors import DataError
+from idc.integrity import read_csv
 from idc.paths import RunPaths, require
 
 log = logging.getLogger("idc")
@@ -35,12 +36,10 @@ PATCH_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "split", "width",
 
 
 def load_patches(paths: RunPaths) -> pd.DataFrame:
-    """Read `data/patches.csv` (clear error naming `make data` when it is missing or malformed)."""
+    """Read `data/patches.csv`: one clear error naming `make data` when it is missing, empty, cut or
+    lacks columns (written by an older version)."""
     path = require(paths.patches_csv)
-    df = pd.read_csv(path)
-    missing = [c for c in PATCH_COLUMNS[:6] if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks columns {missing}; it was not written by this version: re-run `make data`")
+    df = read_csv(path, PATCH_COLUMNS[:6])
     log.info("read %s (%d patches)", path, len(df))
     return df
 

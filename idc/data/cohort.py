@@ -73,7 +73,7 @@ def build_cohort(cfg, paths: RunPaths, patches: pd.DataFrame) -> pd.DataFrame:
             raise DataError(f"data.cohort.seed={cd.seed} draws patient ids that the data set also has ({shared[:5]}); "
                             "they are other patients, but would read as the same: choose another data.cohort.seed")
         cohort = cohort.assign(split=GENERATED)[PATCH_COLUMNS]
-        load_or_build_cache(cohort, root, paths.cohort_cache_dir, size=d.patch_size)
+        load_or_build_cache(cohort, root, paths.cohort_cache_dir, size=d.patch_size, producer=True)
         log.info("evaluation cohort: %d generated patients (seed %d, never trained on), %d patches under %s",
                  cohort["patient_id"].nunique(), cd.seed, len(cohort), root)
     return cohort.reset_index(drop=True)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from idc.errors import ConfigError
+from idc.validate import check_range
 
 OUTCOMES = ("tp", "tn", "fp", "fn")
 
@@ -43,6 +44,8 @@ def select_patches(pred: pd.DataFrame, rows=(), image_ids=(), select=None) -> pd
     unknown = set(select) - set(OUTCOMES)
     if unknown:
         raise ConfigError(f"explain.select has unknown outcomes {sorted(unknown)}; use tp, tn, fp, fn")
+    for outcome, count in select.items():
+        check_range(f"explain.select.{outcome}", count, 0, None, False, False, False)
     # Always start with one confident IDC-negative and one IDC-positive patch: the book's 2x2 figures.
     parts = [most_confident(pred, "tn", 1), most_confident(pred, "tp", 1)]
     parts += [most_confident(pred, o, int(select.get(o, 0))) for o in OUTCOMES]

@@ -23,6 +23,7 @@ import pandas as pd
 
 from idc.errors import ConfigError
 from idc.explain.methods import METHODS
+from idc.integrity import read_csv
 from idc.leaderboard.scoring import FAITHFULNESS_SCORES as FAITHFULNESS
 from idc.leaderboard.scoring import SHORTCUT_SCORES as SHORTCUT
 from idc.leaderboard.verdicts import (LOWER_IS_BETTER, agreement, method_verdicts, primary_scores,
@@ -79,7 +80,7 @@ def read_randomization(path: Path) -> Optional[pd.DataFrame]:
         log.info("leaderboard: %s not found; randomization columns say 'not run' (make sanity writes it)", path)
         return None
     log.info("read %s", path)
-    return pd.read_csv(path)
+    return read_csv(path)
 
 
 def randomization_cells(rand: Optional[pd.DataFrame], keys: List[str]) -> Dict[str, str]:
@@ -104,7 +105,7 @@ def shortcut_table(shortcut_run_dir: Optional[str], table: pd.DataFrame) -> pd.D
             raise ConfigError(f"leaderboard.shortcut_run_dir: {path} not found; run `make leaderboard ARGS=\"data=synthetic_shortcut\"` "
                               "first, or set leaderboard.shortcut_run_dir=null")
         log.info("read %s", path)
-        return pd.read_csv(path)
+        return read_csv(path)
     return table
 
 

@@ -23,7 +23,6 @@ labels, not the recipe, changed them. Cached under `sanity/recipe_control_model/
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -35,7 +34,8 @@ from torch import nn
 from tqdm import tqdm
 
 from idc.data.dataset import normalize_batch
-from idc.errors import DataError
+from idc.errors import DataError, IntegrityError
+from idc.integrity import read_json
 from idc.model import as_dict, build_model, load_model, predict, save_checkpoint
 from idc.utils import file_sha256, write_json_atomic, wrote
 
@@ -103,7 +103,11 @@ def _recipe_settings(cfg, paths, epochs=None) -> dict:
 
 
 def _cached(record_path: Path, ckpt_path: Path, settings: dict, device):
-    record = json.loads(record_path.read_text()) if record_path.exists() else None
+    try:
+        record = read_json(record_path) if record_path.exists() else None
+    except IntegrityError as err:  # a damaged record is no record: the model is trained again
+        log.warning("%s: training the model again", str(err).split(";")[0])
+        record = None
     if record is not None and record.get("settings") == settings and ckpt_path.exists():
         log.info("reusing %s (same settings and data; delete it to retrain)", ckpt_path)
         return load_model(ckpt_path, device=device)[0].eval(), record

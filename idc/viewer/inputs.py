@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from idc.data import load_patches
+from idc.integrity import read_csv, read_npz
 from idc.paths import BY_KEY, RunPaths, make_target
 
 log = logging.getLogger("idc")
@@ -49,7 +50,7 @@ def _optional_csv(paths: RunPaths, key: str, what: str, notes: List[Note]) -> Op
         notes.append(Note(what, str(path), make_target(BY_KEY[key].stage)))
         return None
     log.info("read %s", path)
-    return pd.read_csv(path)
+    return read_csv(path)
 
 
 def load_inputs(paths: RunPaths) -> RunInputs:
@@ -62,8 +63,7 @@ def load_inputs(paths: RunPaths) -> RunInputs:
             notes.append(Note("Attribution maps", str(paths.maps_npz), make_target(BY_KEY["maps_npz"].stage)))
             out.explained = None
         else:
-            with np.load(paths.maps_npz) as z:
-                out.maps = {k[: -len("/gray")]: z[k] for k in z.files if k.endswith("/gray")}
+            out.maps = {k[: -len("/gray")]: v for k, v in read_npz(paths.maps_npz).items() if k.endswith("/gray")}
             log.info("read %s (%d methods)", paths.maps_npz, len(out.maps))
             out.explained = out.explained.assign(row=np.arange(len(out.explained)))
     out.leaderboard = _optional_csv(paths, "leaderboard_csv", "Method scores (leaderboard)", notes)

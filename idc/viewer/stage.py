@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
-import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from idc.explain.methods import METHODS
 from idc.markdown import markdown_to_html
 from idc.overview import missing_note, overview_html, run_title
 from idc.paths import BY_KEY, RunPaths, make_target
-from idc.utils import write_text_atomic, wrote
+from idc.utils import temp_dir, write_text_atomic, wrote
 from idc.viewer import assets
 from idc.viewer.inputs import load_inputs, patch_table, viewer_patients
 from idc.viewer.page import PageContent, build_page, pr_points
@@ -143,17 +141,13 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
 def run(cfg) -> Path:
     paths = RunPaths.from_cfg(cfg)
     final = paths.viewer_dir
-    tmp = paths.root / f".viewer.tmp-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
-    try:
+    # temp folders named like temp files: a killed build leaves one that the next start removes
+    with temp_dir(final) as tmp, temp_dir(final) as trash:
         counts = build(cfg, paths, tmp)
-        old = paths.root / f".viewer.old-{uuid.uuid4().hex[:8]}"
         if final.exists():
-            final.rename(old)
+            final.rename(trash / final.name)
         tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
     page = paths.viewer_html
     log.info("viewer: %(patients)d patients, %(patches)d patches, %(explained)d explained", counts)
