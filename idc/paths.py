@@ -100,6 +100,7 @@ ARTIFACTS: List[Artifact] = [
     Artifact("leaderboard_md", "sanity/leaderboard.md", "leaderboard", core=False),
     Artifact("leaderboard_csv", "sanity/leaderboard.csv", "leaderboard", core=False),
     Artifact("leaderboard_tests_csv", "sanity/leaderboard_tests.csv", "leaderboard", core=False),  # Holm-corrected
+    Artifact("leaderboard_timing_json", "sanity/leaderboard_timing.json", "leaderboard", core=False),  # make bench
     # figures (every stage's book figures land in this folder) and report
     Artifact("figures_dir", "figures", "figures", core=False),
     Artifact("figure_index_md", "figures/index.md", "figures"),

@@ -1,6 +1,8 @@
 """Leaderboard: primary scores, Holm-corrected control verdicts on hand-built scores, and the stage on the tiny run."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,6 +152,11 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert set(per_patch["variant"]) == {"positive", "absolute"}
     assert per_patch.loc[per_patch["variant"] == "positive", "deletion"].notna().all()
+    timing = json.loads((run_dir / "sanity" / "leaderboard_timing.json").read_text())  # read by `make bench`
+    phases = {k: v for k, v in timing.items() if k not in ("total", "network_images")}
+    assert {"maps: Grad-CAM", "maps: control: image darkness", "deletion and insertion (2 starts)"} <= set(phases)
+    assert "ROAD" not in phases and sum(phases.values()) <= timing["total"] + 0.5
+    assert timing["network_images"]["images"] > timing["network_images"]["with_grad"] > 0
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from idc.explain.select import round_robin
 from idc.scores.faithfulness import faithfulness_scores, road_scores
 from idc.scores.inference import t_interval
 from idc.scores.localization import LOCALIZATION_SCORES, localization_scores, pointing_chance, relevance_mass_accuracy
+from idc.utils import Laps
 
 log = logging.getLogger("idc")
 
@@ -84,26 +85,31 @@ def shortcut_scores(maps: np.ndarray, masks: np.ndarray, cues: np.ndarray) -> Di
     return out
 
 
-def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks, cues, lb) -> Dict[str, Dict[str, np.ndarray]]:
+def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks, cues, lb,
+                 timing: Optional[Dict[str, float]] = None) -> Dict[str, Dict[str, np.ndarray]]:
     """{variant: {score: [n]}} for one source's maps (with `empty_map` and, given masks, `pointing_chance`);
     `masks` None (no pixel ground truth): faithfulness only, on the faithful variant.
     `lb`: the leaderboard settings (pointing_tolerance, top_k_fraction, deletion_fill, blur_sigma, road,
-    road_patches, seed)."""
-    out = {}
+    road_patches, seed). `timing`, when given, accumulates the wall seconds of localization,
+    deletion + insertion and ROAD (the stage's timing.json)."""
+    out, clock = {}, Laps(timing if timing is not None else {})
     for variant, maps in maps_by_variant.items():
         scores = {"empty_map": (maps.reshape(len(maps), -1).max(axis=1) <= 0).astype(np.float64)}
         if masks is not None:
             top_k = max(1, int(round(float(lb.top_k_fraction) * masks[0].size)))
             scores.update(localization_scores(maps, masks, tolerance=int(lb.pointing_tolerance), top_k=top_k))
             scores["pointing_chance"] = pointing_chance(masks, int(lb.pointing_tolerance))
+        clock.lap("localization scores")
         if variant == FAITHFUL_VARIANT:
             scores.update(faithfulness_scores(model, x, maps, target, fill=str(lb.deletion_fill),
                                               sigma=float(lb.blur_sigma), road=False, seed=int(lb.seed)))
+            clock.lap("deletion and insertion (2 starts)")
             if lb.road:  # ROAD's imputation costs seconds per patch on a CPU: the first `road_patches` only
                 k = min(len(maps), int(lb.road_patches))
                 scores["road"] = np.full(len(maps), np.nan)
                 if k:
                     scores["road"][:k] = road_scores(model, x[:k], maps[:k], target[:k], seed=int(lb.seed))
+                clock.lap("ROAD")
             if cues is not None:
                 scores.update(shortcut_scores(maps, masks, cues))
         out[variant] = scores

@@ -6,7 +6,8 @@ Reads model/best.pt, the evaluation cohort (data/cohort.csv with its images and 
 stage graph runs `make sanity` first). Writes sanity/localization.csv (one row per map source, relevance
 variant and patch), sanity/localization_summary.csv (mean of the patient means and 95% t-interval per
 score), sanity/localization.md, sanity/leaderboard.md|csv, sanity/leaderboard_tests.csv (every method x
-control test of the primary scores, Holm-corrected) and figures/sanity_localization_examples.png,
+control test of the primary scores, Holm-corrected), sanity/leaderboard_timing.json (wall seconds per phase
+and the images through the network, read by `make bench`) and figures/sanity_localization_examples.png,
 figures/chapter_05_method_leaderboard.png. Maps come from the
 explain driver with `explain.*`, LIME samples and RISE masks capped (`leaderboard.lime_num_samples`,
 `rise_num_masks`), each variant's overrides as the method's keyword arguments.
@@ -32,10 +33,10 @@ from idc.leaderboard.scoring import (FAITHFUL_VARIANT, SCORES, score_frames, sco
                                      select_localization_patches, summarize)
 from idc.leaderboard.sources import lime_kernel_sizes, map_sources, mean_superpixel_size, source_maps
 from idc.markdown import frame_table
-from idc.model import build_model
+from idc.model import build_model, counting_images
 from idc.paths import RunPaths
 from idc.scores.randomization import randomize_cascading
-from idc.utils import write_csv_atomic, write_text_atomic, wrote
+from idc.utils import Laps, write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 from idc.viz.style import save_figure_atomic
 
 log = logging.getLogger("idc")
@@ -123,9 +124,10 @@ def write_leaderboard(cfg, paths: RunPaths, per_patch: pd.DataFrame, table: pd.D
     return board
 
 
-def score_all(cfg, run, cohort: Cohort, sources, selection) -> tuple:
-    """(per-patch scores of every source, the non-randomized sources' faithful maps, the uint8 patches)."""
-    lb = cfg.leaderboard
+def score_all(cfg, run, cohort: Cohort, sources, selection, timing: Dict[str, float]) -> tuple:
+    """(per-patch scores of every source, the non-randomized sources' faithful maps, the uint8 patches);
+    wall seconds per phase (each source's maps, each kind of score) are added to `timing`."""
+    clock, lb = Laps(timing), cfg.leaderboard
     rows, masks, cues = selection
     ecfg = capped(cfg.explain, lime_num_samples=lb.lime_num_samples, rise_num_masks=lb.rise_num_masks)
     reference = dataset_reference(run.images, run.patches, int(ecfg.ig_expected_k), int(ecfg.seed))
@@ -138,12 +140,15 @@ def score_all(cfg, run, cohort: Cohort, sources, selection) -> tuple:
 
     random_model = randomize_cascading(run.model, list(s.cascade), len(s.cascade), int(s.seed), str(s.reinit), factory)
     frames, examples = [], {}
+    clock.lap("patches, reference images, randomized model")
     for src in tqdm(sources, desc="localization and faithfulness", unit="source"):
         maps = source_maps(src, run.model, random_model, imgs, target, ecfg, run.device, int(lb.seed), reference)
+        clock.lap(f"maps: {src.title}")
         if src.kind != "randomized":
             examples[src.title] = maps[FAITHFUL_VARIANT]
-        scores = score_source(run.model, x, torch.as_tensor(target), maps, masks, cues, lb)
+        scores = score_source(run.model, x, torch.as_tensor(target), maps, masks, cues, lb, timing)
         frames += score_frames(src, rows, masks, scores)
+        clock.last = time.perf_counter()  # score_source charged its own phases
     return pd.concat(frames, ignore_index=True), examples, imgs
 
 
@@ -162,8 +167,10 @@ def run(cfg) -> Optional[pd.DataFrame]:
     if isinstance(selection, str):
         _skip(paths, selection)
         return None
-    tic = time.perf_counter()
-    per_patch, examples, imgs = score_all(cfg, run, cohort, sources, selection)
+    tic, timing = time.perf_counter(), {}
+    with counting_images() as passes:
+        per_patch, examples, imgs = score_all(cfg, run, cohort, sources, selection, timing)
+    clock = Laps(timing)
     rows, masks = selection[0], selection[1]
     wrote(write_csv_atomic(per_patch, paths.localization_csv), "per-patch localization scores")
     table = summarize(per_patch)
@@ -175,5 +182,10 @@ def run(cfg) -> Optional[pd.DataFrame]:
     md = localization_markdown(table, len(rows), lb, sizes, masks is not None)
     wrote(write_text_atomic(paths.localization_md, md), "localization table")
     write_leaderboard(cfg, paths, per_patch, table, sizes, cohort)
-    log.info("leaderboard: localization, faithfulness and leaderboard took %.1f s", time.perf_counter() - tic)
+    clock.lap("tables, verdicts and figures")
+    timing = {k: round(v, 1) for k, v in timing.items()}
+    timing["total"] = round(time.perf_counter() - tic, 1)
+    wrote(write_json_atomic(paths.leaderboard_timing_json, {**timing, "network_images": dict(passes)}),
+          "wall seconds per phase, images through the network")
+    log.info("leaderboard: localization, faithfulness and leaderboard took %.1f s", timing["total"])
     return table

@@ -29,7 +29,7 @@ from idc.explain.driver import CAPPED_KEYS, capped, compute_maps, dataset_refere
 from idc.explain.methods import METHODS
 from idc.explain.select import select_balanced
 from idc.inputs import load_run
-from idc.model import build_model
+from idc.model import build_model, counting_images
 from idc.sanity.memorization import memorization_note, random_labels_model, recipe_control_model, recipe_note
 from idc.sanity.plots import write_sanity_figures
 from idc.sanity.table import table_5_2
@@ -195,6 +195,12 @@ def model_randomization(cfg, model, smp: Sample, ref: Maps, ref_logits) -> tuple
 
 
 def run(cfg) -> dict:
+    """The sanity checks (module doc); sanity/timing.json also counts the images through the network."""
+    with counting_images() as passes:
+        return _run(cfg, passes)
+
+
+def _run(cfg, passes: dict) -> dict:
     s = cfg.sanity
     _validate(cfg)
     inputs = load_run(cfg, needs=("patches", "images", "model"))
@@ -237,7 +243,8 @@ def run(cfg) -> dict:
                                    float(s.threshold), smp.imgs[0], gray_examples)
     smp.lap("tables and figures")
     smp.timing["total"] = round(sum(smp.timing.values()), 1)
-    wrote(write_json_atomic(paths.sanity_timing_json, smp.timing), "wall seconds per phase")
+    wrote(write_json_atomic(paths.sanity_timing_json, {**smp.timing, "network_images": dict(passes)}),
+          "wall seconds per phase, images through the network")
     log.info("sanity: localization, faithfulness and the method leaderboard are the next stage: `make leaderboard`")
     return dict(metrics=metrics, verdicts=verdicts, logits=logits, table_5_2=table, random_labels=record,
                 recipe_control=recipe, figures=figures)
