@@ -56,3 +56,17 @@ def test_without_generated_patients_the_cohort_is_the_test_split(tiny_prepared, 
     run, c = _load(cfg, run_dir)
     assert c.source == "test split" and c.images is run.images  # rows of the data set's own cache
     np.testing.assert_array_equal(c.patches["row"], np.flatnonzero(run.patches["split"] == "test"))
+
+
+def test_leaderboard_split_val_scores_the_validation_patients(tiny_prepared, tiny_data_dir):
+    """Where a default is chosen (`leaderboard.split=val`, docs/explain.md "IG's baseline"): the data set's own
+    validation patients, never the cohort the board reports on."""
+    from idc.errors import ConfigError
+    from idc.leaderboard.stage import cohort_of
+
+    run, _ = _load(compose_cfg(tiny_prepared, data_dir=tiny_data_dir), tiny_prepared)
+    val = cohort_of(compose_cfg(tiny_prepared, "leaderboard.split=val", data_dir=tiny_data_dir), run)
+    assert val.source == "val split" and (val.patches["split"] == "val").all() and len(val.patches)
+    np.testing.assert_array_equal(val.patches["row"], np.flatnonzero(run.patches["split"] == "val"))
+    with pytest.raises(ConfigError, match="leaderboard.split"):
+        cohort_of(compose_cfg(tiny_prepared, "leaderboard.split=test", data_dir=tiny_data_dir), run)
