@@ -148,6 +148,7 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     tests = pd.read_csv(run_dir / "sanity" / "leaderboard_tests.csv")
     assert len(tests) == 2 * 3 * 4 and set(tests["score"]) == {"relevance_rank", "deletion"}  # 2 questions x 3 x 4
     assert "Krippendorff" in md and "Chance levels: pointing game" in md
+    assert "of the question (12 tests)" in md  # Holm's family is one question's 3 methods x 4 controls, not both
     assert (run_dir / "figures" / "chapter_05_method_leaderboard.png").stat().st_size > 1000
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert set(per_patch["variant"]) == {"positive", "absolute"}

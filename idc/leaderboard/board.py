@@ -200,7 +200,8 @@ def verdict_lines(board: pd.DataFrame, primary: Dict[str, str], n_patients: int)
 
 def markdown(board: pd.DataFrame, lb, facts: dict) -> str:
     """sanity/leaderboard.md: what was scored and how, the board, the verdicts, ranking agreement, chance levels.
-    `facts`: data_name, cohort (description), n, n_patients, superpixel_sizes, agreement, chance (dict), pairs."""
+    `facts`: data_name, cohort (description), n, n_patients, superpixel_sizes, agreement, chance (dict), pairs (the
+    tests of one question: Holm's family)."""
     sort, primary = board.attrs.get("sort", str(lb.sort)), board.attrs.get("primary", {})
     sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in facts["superpixel_sizes"].items())
     masks = "localization" in primary

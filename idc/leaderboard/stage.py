@@ -117,7 +117,7 @@ def write_leaderboard(cfg, paths: RunPaths, per_patch: pd.DataFrame, table: pd.D
     wrote(write_csv_atomic(tests, paths.leaderboard_tests_csv), f"{len(tests)} method x control tests (Holm)")
     facts = dict(data_name=str(cfg.data.name), cohort=cohort.description, n=len(first),
                  n_patients=first["patient_id"].nunique(), superpixel_sizes=superpixel_sizes, agreement=agree,
-                 chance=chance_levels(per_patch), pairs=len(tests))
+                 chance=chance_levels(per_patch), pairs=int(tests.groupby("question").size().max()) if len(tests) else 0)
     wrote(write_text_atomic(paths.leaderboard_md, markdown(board, lb, facts)), "leaderboard")
     fig = plot_leaderboard(table, list(board["row"]), str(lb.variant))
     wrote(save_figure_atomic(fig, paths.figure("chapter_05_method_leaderboard")), "method leaderboard figure")
