@@ -48,6 +48,10 @@ ARTIFACTS: List[Artifact] = [
     Artifact("summary_json", "data/summary.json", "prepare_data"),
     Artifact("cache_dir", "data/cache", "prepare_data", core=False),
     Artifact("cache_npy", "data/cache/patches-{key}.npy", "prepare_data", core=False),  # idc.data.cache
+    # the evaluation cohort of sanity and leaderboard (idc.data.cohort): generated patients or the test split
+    Artifact("cohort_csv", "data/cohort.csv", "prepare_data"),
+    Artifact("cohort_cache_dir", "data/cohort_cache", "prepare_data", core=False),
+    Artifact("cohort_cache_npy", "data/cohort_cache/patches-{key}.npy", "prepare_data", core=False),
     # train
     Artifact("model_dir", "model", "train", core=False),
     Artifact("best_pt", "model/best.pt", "train"),
@@ -102,12 +106,17 @@ ARTIFACTS: List[Artifact] = [
     Artifact("random_labels_json", "sanity/random_labels.json", "sanity"),  # the memorization record
     Artifact("random_labels_dir", "sanity/random_labels_model", "sanity", core=False),
     Artifact("random_labels_pt", "sanity/random_labels_model/model.pt", "sanity"),
+    Artifact("recipe_control_json", "sanity/recipe_control.json", "sanity"),  # true labels, the memorization recipe
+    Artifact("recipe_control_dir", "sanity/recipe_control_model", "sanity", core=False),
+    Artifact("recipe_control_pt", "sanity/recipe_control_model/model.pt", "sanity"),
     # leaderboard: localization, faithfulness and shortcut scores (issue 15), after the sanity checks
     Artifact("localization_md", "sanity/localization.md", "leaderboard"),  # says why when skipped
     Artifact("localization_csv", "sanity/localization.csv", "leaderboard", core=False),  # per patch; not when skipped
     Artifact("localization_summary_csv", "sanity/localization_summary.csv", "leaderboard", core=False),
     Artifact("leaderboard_md", "sanity/leaderboard.md", "leaderboard", core=False),
     Artifact("leaderboard_csv", "sanity/leaderboard.csv", "leaderboard", core=False),
+    Artifact("leaderboard_tests_csv", "sanity/leaderboard_tests.csv", "leaderboard", core=False),  # Holm-corrected
+    Artifact("leaderboard_timing_json", "sanity/leaderboard_timing.json", "leaderboard", core=False),  # make bench
     # figures (every stage's book figures land in this folder) and report
     Artifact("figures_dir", "figures", "figures", core=False),
     Artifact("figure_index_md", "figures/index.md", "figures"),

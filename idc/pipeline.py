@@ -65,13 +65,14 @@ STAGES: Dict[str, Stage] = {s.name: s for s in [
                   "explain.visualize_patch", "explain.filter_layers", "explain.filter_count", "explain.filter_steps")),
     Stage("visualize", "idc.explain.visualize", inputs=("patches_csv", "best_pt", "explain_index_csv"),
           config=("explain",), ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
-    Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "predictions_csv"),
+    Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "cohort_csv"),
           config=("sanity", "explain", "train", "seed"),
           ignore=("train.resume", "train.dist_backend", "train.logger", "explain.merge", "explain.num_shards",
                   "explain.shard_index")),
     # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts and randomizes
     # the model as the sanity stage does (its randomized-model control rows)
-    Stage("leaderboard", "idc.leaderboard.stage", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
+    Stage("leaderboard", "idc.leaderboard.stage",
+          inputs=("patches_csv", "best_pt", "randomization_csv", "cohort_csv"),
           config=("leaderboard", "explain", "sanity.cascade", "sanity.reinit", "sanity.seed", "seed"),
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("figures", "idc.figures", after=_EVERY_RESULT),

@@ -84,7 +84,8 @@ def build_atlas(run: Path, data_dir: Path, *overrides: str) -> None:
 
 
 def test_gradcam_keeps_its_values_for_the_atlas():
-    """The book's Grad-CAM scales each patch's map to [0, 1]; the atlas's (minmax=False) is the upsampled CAM."""
+    """Grad-CAM is the upsampled raw CAM (the atlas's `minmax=False`, also the default since issue 23); the book's
+    `minmax=True` scales each patch's map to [0, 1]."""
     from idc.explain.driver import attribute
     from idc.explain.methods import relu_cam, upsample
     from idc.model import build_model
@@ -94,7 +95,8 @@ def test_gradcam_keeps_its_values_for_the_atlas():
     x, target = torch.randn(2, 3, 50, 50), torch.tensor([1, 0])
     raw = attribute(model, x, target, "gradcam", layer="layer3", minmax=False)
     assert np.allclose(raw, upsample(relu_cam(model, x, target, "layer3"), (50, 50)).numpy(), atol=1e-6)
-    book = attribute(model, x, target, "gradcam", layer="layer3")
+    assert np.array_equal(attribute(model, x, target, "gradcam", layer="layer3"), raw)
+    book = attribute(model, x, target, "gradcam", layer="layer3", minmax=True)
     lo, hi = raw.min(axis=(1, 2), keepdims=True), raw.max(axis=(1, 2), keepdims=True)
     assert raw.max() > 0 and np.allclose(book, (raw - lo) / np.where(hi > lo, hi - lo, 1), atol=1e-5)
 
