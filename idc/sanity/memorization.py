@@ -150,26 +150,28 @@ def _save(model, record: dict, ckpt_path: Path, record_path: Path, what: str) ->
     wrote(write_json_atomic(record_path, record), what)
 
 
-def random_labels_model(cfg, paths, patches, images, device) -> Tuple[nn.Module, dict]:
-    """Train (or reuse) the memorizing model; return it (eval mode) and its record (see module doc)."""
-    settings = _recipe_settings(cfg, paths)
-    cached = _cached(paths.random_labels_json, paths.random_labels_pt, settings, device)
+def _recipe_model(settings: dict, json_path: Path, pt_path: Path, patches, images, device, permute: bool,
+                  what: str) -> Tuple[nn.Module, dict]:
+    """Reuse the model recorded at (json_path, pt_path) when its settings match, else train it with the
+    memorization recipe (labels permuted or true) and save it with its record."""
+    cached = _cached(json_path, pt_path, settings, device)
     if cached:
         return cached
-    model, record = _train_recipe(settings, patches, images, device, True, "memorizing permuted labels")
-    _save(model, record, paths.random_labels_pt, paths.random_labels_json, "random-label training record")
+    model, record = _train_recipe(settings, patches, images, device, permute, what)
+    _save(model, record, pt_path, json_path, f"{what} training record")
     return model, record
+
+
+def random_labels_model(cfg, paths, patches, images, device) -> Tuple[nn.Module, dict]:
+    """Train (or reuse) the memorizing model; return it (eval mode) and its record (see module doc)."""
+    return _recipe_model(_recipe_settings(cfg, paths), paths.random_labels_json, paths.random_labels_pt,
+                         patches, images, device, True, "memorizing permuted labels")
 
 
 def recipe_control_model(cfg, paths, patches, images, device, epochs: int) -> Tuple[nn.Module, dict]:
     """Train (or reuse) the recipe control: the memorization recipe for `epochs` epochs on the true labels."""
-    settings = _recipe_settings(cfg, paths, epochs=epochs)
-    cached = _cached(paths.recipe_control_json, paths.recipe_control_pt, settings, device)
-    if cached:
-        return cached
-    model, record = _train_recipe(settings, patches, images, device, False, "recipe control (true labels)")
-    _save(model, record, paths.recipe_control_pt, paths.recipe_control_json, "recipe-control training record")
-    return model, record
+    return _recipe_model(_recipe_settings(cfg, paths, epochs=epochs), paths.recipe_control_json,
+                         paths.recipe_control_pt, patches, images, device, False, "recipe control (true labels)")
 
 
 def memorization_note(record: dict) -> str:
