@@ -7,7 +7,6 @@ rank), so the in-process runs here use one thread too (a few float32 values diff
 1 and 2 intra-op threads: oneDNN splits some small batches differently)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -31,7 +30,7 @@ from idc.atlas import canvas as C
 from idc.atlas.shards import assign, finish_shard, merge, patient_dir, provenance
 from idc.errors import IntegrityError
 from idc.paths import RunPaths, declared
-from tests.helpers import REPO, TINY, compose_cfg, copy_run, data_overrides, run_script
+from tests.helpers import REPO, TINY, compose_cfg, copy_run, data_overrides, one_thread, run_script
 
 ATLAS = REPO / "scripts" / "atlas.py"
 # one forward and backward pass per patch, a value in every pixel (Grad-CAM, the default, is zero everywhere on
@@ -63,17 +62,6 @@ def test_maps_stitch_at_full_resolution_with_edge_patches_at_their_size():
     assert np.array_equal(C.evidence(maps[:1] - 2, 0.0), np.zeros((1, 50, 50)))  # only the positive part
     ring = C.outline(np.pad(np.ones((5, 5), bool), 2), width=1)
     assert ring.sum() == 16 and not ring[4, 4]
-
-
-@contextlib.contextmanager
-def one_thread():
-    """torch's intra-op threads as in the subprocesses (OMP_NUM_THREADS=1), restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def build_atlas(run: Path, data_dir: Path, *overrides: str) -> None:

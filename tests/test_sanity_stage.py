@@ -130,7 +130,7 @@ def test_config_errors_name_the_key(tiny_evaluated, tiny_data_dir, tmp_path):
         sanity.run(compose_cfg(tiny_evaluated, "sanity.reinit=xavier", data_dir=tiny_data_dir))
     ecfg = sanity.explain_settings(compose_cfg(tmp_path, "sanity.rise_num_masks=7", "sanity.lime_num_samples=null"))
     assert ecfg.rise_num_masks == 7 and ecfg.lime_num_samples == 50  # capped at 7; no cap: TINY's explain value
-    assert sanity.explain_settings(compose_cfg(tmp_path)).rise_num_masks == 64  # a cap never raises TINY's 64
+    assert sanity.explain_settings(compose_cfg(tmp_path)).rise_num_masks == 16  # a cap never raises TINY's 16
 
 
 def test_noisy_copies_are_seeded_and_scaled_by_the_patch_range():

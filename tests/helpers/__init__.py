@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "idc-sample"
@@ -22,7 +23,7 @@ TINY = [
     "train.epochs=1",
     "train.batch_size=32",
     "explain.lime_num_samples=50",
-    "explain.rise_num_masks=64",
+    "explain.rise_num_masks=16",
     "explain.ig_steps=8",
     "explain.smoothgrad_samples=4",
     "explain.select={tp: 1, tn: 1, fp: 1, fn: 1}",
@@ -59,6 +60,18 @@ def compose_cfg(run_dir: Path, *overrides: str, data_dir: Path | None = None):
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch's intra-op threads as in the stage subprocesses (OMP_NUM_THREADS=1, as torchrun sets it per
+    rank), restored after: in-process and subprocess runs then agree bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def stage_error(stage: str, cfg, caplog) -> str:
