@@ -48,6 +48,9 @@ ARTIFACTS: List[Artifact] = [
     Artifact("summary_json", "data/summary.json", "prepare_data"),
     Artifact("cache_dir", "data/cache", "prepare_data", core=False),
     Artifact("cache_npy", "data/cache/patches-{key}.npy", "prepare_data", core=False),  # idc.data.cache
+    # data.stain_normalize: the reference patch of the training split and the fitted parameters (idc.data.stain)
+    Artifact("stain_reference_json", "data/cache/stain_reference.json", "prepare_data", core=False),
+    Artifact("stain_reference_png", "data/cache/stain_reference.png", "prepare_data", core=False),
     # the evaluation cohort of sanity and leaderboard (idc.data.cohort): generated patients or the test split
     Artifact("cohort_csv", "data/cohort.csv", "prepare_data"),
     Artifact("cohort_cache_dir", "data/cohort_cache", "prepare_data", core=False),

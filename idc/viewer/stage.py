@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from idc.data.cache import load_or_build_cache
 from idc.errors import DataError
 from idc.explain.methods import METHODS
+from idc.inputs import run_cache
 from idc.markdown import markdown_to_html
 from idc.overview import missing_note, overview_html, run_title
 from idc.paths import BY_KEY, RunPaths, make_target
@@ -114,7 +114,7 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
     if not pids:
         raise DataError(f"{paths.patches_csv} has no test patients and there are no predictions: nothing to view; "
                         "check data.test_size or re-run `make data`")
-    images = load_or_build_cache(inputs.patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
+    images = run_cache(cfg, paths, inputs.patches)  # the tissue the model saw: stain-normalized when it was
     table = patch_table(inputs.patches, inputs.predictions, inputs.explained, pids)
     patients = patient_assets(cfg, table, images, out / "assets", inputs.atlas)
     table = slide_columns(table, dict(zip(patients["pid"], patients["height"])))
