@@ -156,9 +156,10 @@ FIGURES: Dict[str, str] = {
     "sanity_independent_randomization": "sanity",
     "sanity_randomization_examples": "sanity",
 }
-# Drawn only on some runs, never required: the non-book methods' figures (when in explain.methods) and the
-# leaderboard's (skipped with leaderboard.enabled=false).
+# Drawn only on some runs, never required: the non-book methods' figures (when in explain.methods), the
+# leaderboard's (skipped with leaderboard.enabled=false) and the stain figure (with data.stain_normalize).
 OPTIONAL_FIGURES: Dict[str, str] = {
+    "stain_normalization": "prepare_data",  # the patches under each data.stain_normalize and HED jitter
     "chapter_05_gradcam_pp": "explain",
     "chapter_05_score_cam": "explain",
     "chapter_05_layer_cam": "explain",

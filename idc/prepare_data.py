@@ -23,6 +23,7 @@ from idc.errors import ConfigError
 from idc.paths import RunPaths
 from idc.utils import vouch_output, write_csv_atomic, write_json_atomic, wrote
 from idc.viz.eda import write_eda_figures
+from idc.viz.stain import stain_figure
 
 log = logging.getLogger("idc")
 
@@ -119,4 +120,8 @@ def run(cfg) -> pd.DataFrame:
         log.warning(warning)
     if cfg.data.eda_figures:
         write_eda_figures(df, images, paths, seed=cfg.seed, root=root, patch=cfg.data.patch_size)
+        if stain is not None:  # what normalization (either method) and stain jitter do to the same patches
+            stain_figure(df, root, paths.figure("stain_normalization"), seed=cfg.seed, patch=cfg.data.patch_size)
+        else:
+            paths.figure("stain_normalization").unlink(missing_ok=True)  # from an earlier run with it on
     return df

@@ -19,6 +19,7 @@ from idc.data.cache import PackedLoader, cache_key, load_or_build_cache
 from idc.data.device_loader import DeviceLoader
 from idc.data.stain import StainNormalizer, fit_params, normalizer_for, save_reference
 from idc.errors import ConfigError
+from idc.viz.stain import stain_figure
 
 HE = np.array([[0.65, 0.07], [0.70, 0.99], [0.29, 0.11]])  # haematoxylin, eosin (Ruifrok-Johnston-like)
 
@@ -66,11 +67,18 @@ def write(root, pid, c, k, img):
     return path.relative_to(root).as_posix()
 
 
+IMGS = [he_patch(0), he_patch(1, (0.15, 0.1)), BLANK, UNIFORM, he_patch(2)]
+
+
+def small_set(root):
+    """Five patches: two H&E-like training patches, a blank one, a one-colour and an H&E-like test patch."""
+    return pd.DataFrame({"image_id": [write(root, 10 + k % 2, k % 2, k, im) for k, im in enumerate(IMGS)],
+                         "split": ["train", "train", "train", "test", "test"], "target": [0, 1, 0, 1, 0]})
+
+
 def test_cache_normalizes_counts_fallbacks_and_is_keyed_by_the_option(tmp_path, caplog):
     root = tmp_path / "set"
-    imgs = [he_patch(0), he_patch(1, (0.15, 0.1)), BLANK, UNIFORM, he_patch(2)]
-    splits = ["train", "train", "train", "test", "test"]
-    df = pd.DataFrame({"image_id": [write(root, 10 + k % 2, 0, k, im) for k, im in enumerate(imgs)], "split": splits})
+    df = small_set(root)
     record, png = tmp_path / "cache" / "stain_reference.json", tmp_path / "cache" / "stain_reference.png"
     record.parent.mkdir()
     norm = normalizer_for(df, root, "reinhard", 0, record)
@@ -80,6 +88,7 @@ def test_cache_normalizes_counts_fallbacks_and_is_keyed_by_the_option(tmp_path, 
     assert dict(norm.counts) == {"normalized": 3, "background": 1, "failed": 1}
     assert any("3 normalized, 1 background" in r.getMessage() and "1 failed" in r.getMessage() for r in caplog.records)
     np.testing.assert_array_equal(out[2], BLANK), np.testing.assert_array_equal(out[3], UNIFORM)
+    assert not np.array_equal(out[4], IMGS[4])
     plain = load_or_build_cache(df, root, tmp_path / "cache")
     assert not np.array_equal(plain[0], out[0]) or not np.array_equal(plain[1], out[1])
     save_reference(norm, record, png, root)
@@ -92,6 +101,12 @@ def test_cache_normalizes_counts_fallbacks_and_is_keyed_by_the_option(tmp_path, 
     assert not record.exists() and not png.exists()
     with pytest.raises(ConfigError, match="stain_normalize"):
         normalizer_for(df, root, "vahadane", 0, record)
+
+
+def test_stain_figure_draws_originals_normalizations_and_jitter(tmp_path):
+    root = tmp_path / "set"
+    path = stain_figure(small_set(root), root, tmp_path / "stain_normalization.png", n=2)
+    assert path.stat().st_size > 10_000 and not list(tmp_path.glob(".*tmp*"))
 
 
 def test_hed_jitter_is_identity_at_strength_zero_and_scales_haematoxylin():
