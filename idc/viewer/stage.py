@@ -55,7 +55,9 @@ def patient_assets(cfg, table: pd.DataFrame, images, folder: Path, atlas=None) -
     for the page."""
     rows, paths = [], RunPaths.from_cfg(cfg)
     for pid, sub in tqdm(table.groupby("patient_id", sort=False), desc="viewer: patients", unit="patient"):
-        tissue = assets.tissue_image(sub, images[sub["cache_row"].to_numpy()], cfg.data.root, cfg.data.patch_size)
+        # with data.stain_normalize the tissue is the normalized cache throughout: edge patches too (shrunk back)
+        root = None if cfg.data.stain_normalize else cfg.data.root
+        tissue = assets.tissue_image(sub, images[sub["cache_row"].to_numpy()], root, cfg.data.patch_size)
         mask = assets.load_mask(cfg.data.masks_dir, pid)
         uris = {"tissue": assets.data_uri(assets.jpeg_bytes(tissue), "image/jpeg"),
                 "mask": assets.data_uri(None if mask is None else assets.mask_png_bytes(mask, tissue.shape[:2]), "image/png"),
