@@ -48,6 +48,9 @@ class DataConfig:
     # Pixel ground truth of the synthetic set (<masks_dir>/<pid>.npz); null for real data.
     masks_dir: Optional[str] = None
     patch_size: int = 50
+    # Stain normalization of every patch, once, when the packed cache is built: null (off) | macenko | reinhard
+    # (torchstain), to a reference patch chosen from the training split with `seed` (docs/data.md).
+    stain_normalize: Optional[str] = None
     # Use only the first N patients (sorted by id); null = all. For synthetic data: how many to generate.
     num_patients: Optional[int] = None
     # The evaluation cohort of `make sanity` and `make leaderboard` (CohortConfig above).
@@ -90,10 +93,25 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation, drawn per image from the loader's generator seeded by (seed, epoch): a resumed
+    epoch repeats it exactly (idc.data.augment; docs/training.md)."""
+
+    # Random horizontal and vertical flips (the book's RandomHorizontalFlip + RandomVerticalFlip).
+    flip: bool = True
+    # HED stain jitter (Tellez et al. 2019), batched on the training device: per image and stain channel
+    # (haematoxylin, eosin, DAB) the concentration c becomes alpha * c + beta, alpha ~ U(1 - hed_scale,
+    # 1 + hed_scale), beta ~ U(-hed_shift, hed_shift) in optical-density units. 0, 0 = off (the default).
+    hed_scale: float = 0.0
+    hed_shift: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 64
     lr: float = 0.002
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optimizer: str = "adamax"
     # "none" (book), "class_weights" (weighted loss) or "sampler" (balanced sampling).
     balance: str = "none"

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Optional
 
 from idc.data import load_patches
 from idc.data.cache import load_or_build_cache
+from idc.data.stain import normalizer_for
 from idc.errors import IntegrityError
 from idc.integrity import changed_output, read_csv
 from idc.model import load_model
@@ -73,6 +74,13 @@ def check_unchanged(paths: RunPaths, rel: str) -> None:
                              f"it again, or delete {record_path(paths, stage)} to use it as it is")
 
 
+def run_cache(cfg, paths: RunPaths, patches):
+    """The data set's packed cache as prepare_data built it (stain-normalized per data.stain_normalize)."""
+    d = cfg.data
+    stain = normalizer_for(patches, d.root, d.stain_normalize, cfg.seed, paths.stain_reference_json, d.patch_size)
+    return load_or_build_cache(patches, d.root, paths.cache_dir, size=d.patch_size, stain=stain)
+
+
 def load_run(cfg, needs: Iterable[str] = ("patches", "images", "model")) -> RunInputs:
     """Load what a stage needs from cfg.run.dir; see the module docstring for the checks."""
     needs = set(needs)
@@ -85,7 +93,7 @@ def load_run(cfg, needs: Iterable[str] = ("patches", "images", "model")) -> RunI
     out.patches = load_patches(paths)
     out.data_hash = file_digest(paths.patches_csv)
     if "images" in needs:
-        out.images = load_or_build_cache(out.patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
+        out.images = run_cache(cfg, paths, out.patches)
     if "model" in needs:
         check_unchanged(paths, BY_KEY["best_pt"].rel)
         out.model, out.checkpoint = load_model(require(paths.best_pt), out.device, data_hash=out.data_hash,

@@ -48,6 +48,9 @@ ARTIFACTS: List[Artifact] = [
     Artifact("summary_json", "data/summary.json", "prepare_data"),
     Artifact("cache_dir", "data/cache", "prepare_data", core=False),
     Artifact("cache_npy", "data/cache/patches-{key}.npy", "prepare_data", core=False),  # idc.data.cache
+    # data.stain_normalize: the reference patch of the training split and the fitted parameters (idc.data.stain)
+    Artifact("stain_reference_json", "data/cache/stain_reference.json", "prepare_data", core=False),
+    Artifact("stain_reference_png", "data/cache/stain_reference.png", "prepare_data", core=False),
     # the evaluation cohort of sanity and leaderboard (idc.data.cohort): generated patients or the test split
     Artifact("cohort_csv", "data/cohort.csv", "prepare_data"),
     Artifact("cohort_cache_dir", "data/cohort_cache", "prepare_data", core=False),
@@ -153,9 +156,10 @@ FIGURES: Dict[str, str] = {
     "sanity_independent_randomization": "sanity",
     "sanity_randomization_examples": "sanity",
 }
-# Drawn only on some runs, never required: the non-book methods' figures (when in explain.methods) and the
-# leaderboard's (skipped with leaderboard.enabled=false).
+# Drawn only on some runs, never required: the non-book methods' figures (when in explain.methods), the
+# leaderboard's (skipped with leaderboard.enabled=false) and the stain figure (with data.stain_normalize).
 OPTIONAL_FIGURES: Dict[str, str] = {
+    "stain_normalization": "prepare_data",  # the patches under each data.stain_normalize and HED jitter
     "chapter_05_gradcam_pp": "explain",
     "chapter_05_score_cam": "explain",
     "chapter_05_layer_cam": "explain",

@@ -47,7 +47,8 @@ class Stage:
 _EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity", "leaderboard")
 STAGES: Dict[str, Stage] = {s.name: s for s in [
     Stage("prepare_data", "idc.prepare_data", config=("data", "seed"), ignore=("data.workers",)),
-    Stage("train", "idc.train", inputs=("patches_csv",), config=("model", "train", "seed"),
+    # data.stain_normalize: the cache's pixels change while patches.csv does not
+    Stage("train", "idc.train", inputs=("patches_csv",), config=("model", "train", "seed", "data.stain_normalize"),
           ignore=("train.resume", "train.dist_backend", "train.eval_batch_size", "train.logger")),
     # train.logger: evaluate and landscape write their part of the tensorboard run when it is switched on
     Stage("evaluate", "idc.evaluate", inputs=("patches_csv", "best_pt", "history_csv"), config=("evaluate", "train.logger"),

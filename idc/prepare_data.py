@@ -1,7 +1,8 @@
 """Stage `make data`: generate (synthetic) or index (Kaggle) the patches, split by patient, pack, plot.
 
 Reads `data.root` (and generates it first when `data.source=synthetic`); writes under run.dir:
-`data/patches.csv`, `data/summary.json`, `data/cache/patches-<hash>.npy` and the EDA figures.
+`data/patches.csv`, `data/summary.json`, `data/cache/patches-<hash>.npy` (stain-normalized with
+`data.stain_normalize`, its reference in `data/cache/stain_reference.{json,png}`) and the EDA figures.
 Re-running with an unchanged index rewrites nothing but the figures.
 """
 from __future__ import annotations
@@ -16,11 +17,13 @@ from idc.data.cache import identical_patches, load_or_build_cache
 from idc.data.cohort import build_cohort
 from idc.data.index import index_with_report
 from idc.data.split import SPLITS, split_patients
+from idc.data.stain import normalizer_for, save_reference
 from idc.data.synthetic import generate_synthetic
 from idc.errors import ConfigError
 from idc.paths import RunPaths
 from idc.utils import vouch_output, write_csv_atomic, write_json_atomic, wrote
 from idc.viz.eda import write_eda_figures
+from idc.viz.stain import stain_figure
 
 log = logging.getLogger("idc")
 
@@ -91,18 +94,21 @@ def run(cfg) -> pd.DataFrame:
     df, report, root = build_index(cfg)
     # Before the index is written: a corrupt pixel stream found while packing must not leave a
     # complete-looking patches.csv and summary.json behind.
-    images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size, producer=True)
+    stain = normalizer_for(df, root, cfg.data.stain_normalize, cfg.seed, paths.stain_reference_json, cfg.data.patch_size)
+    images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size, producer=True, stain=stain)
+    save_reference(stain, paths.stain_reference_json, paths.stain_reference_png, root, cfg.data.patch_size)
     if same_index(paths.patches_csv, df):
         log.info("index unchanged: kept %s", vouch_output(paths.patches_csv))
     else:
         wrote(write_csv_atomic(df, paths.patches_csv), f"{len(df)} patches")
-    cohort = build_cohort(cfg, paths, df)
+    cohort = build_cohort(cfg, paths, df, stain)
     wrote(write_csv_atomic(cohort, paths.cohort_csv), f"evaluation cohort: {cohort['patient_id'].nunique()} patients")
     identical = identical_patches(images, df["image_id"])
     if identical["files"]:
         log.warning("%d patches have a pixel-identical twin (%d groups, e.g. %s): kept, counted in %s",
                     identical["files"], identical["groups"], identical["examples"][0], paths.summary_json)
     summary = summarize(df, root, cfg.data.source, report, identical)
+    summary["stain_normalize"] = stain.record() if stain is not None else None
     summary["cohort"] = {"patients": int(cohort["patient_id"].nunique()), "patches": int(len(cohort)),
                          "idc_positive": int(cohort["target"].sum()), "source": str(cohort["split"].iloc[0]) if len(cohort) else None}
     wrote(write_json_atomic(paths.summary_json, summary), "counts per split and class")
@@ -114,4 +120,8 @@ def run(cfg) -> pd.DataFrame:
         log.warning(warning)
     if cfg.data.eda_figures:
         write_eda_figures(df, images, paths, seed=cfg.seed, root=root, patch=cfg.data.patch_size)
+        if stain is not None:  # what normalization (either method) and stain jitter do to the same patches
+            stain_figure(df, root, paths.figure("stain_normalization"), seed=cfg.seed, patch=cfg.data.patch_size)
+        else:
+            paths.figure("stain_normalization").unlink(missing_ok=True)  # from an earlier run with it on
     return df

@@ -284,8 +284,9 @@ def setup_training(cfg, info, device, images, targets: np.ndarray, train_rows: n
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if t.balance == "class_weights" else None)
     # drop_last: a last batch of a handful of images (or one: BatchNorm1d fails) gives a noisy step.
     # train.loader: the cache resident on the GPU (default on CUDA) or gathered per batch on the host; both
-    # give the same batches and flips for the same seed (tests/test_device_loader.py)
-    loader = make_loader(t.loader, images, targets, train_rows, t.batch_size, shuffle=True, flip=True,
+    # give the same batches, flips and stain jitter for the same seed (tests/test_device_loader.py)
+    loader = make_loader(t.loader, images, targets, train_rows, t.batch_size, shuffle=True, flip=t.augment.flip,
+                         hed=(t.augment.hed_scale, t.augment.hed_shift),
                          seed=cfg.seed, rank=info.rank, world_size=info.world_size,
                          drop_last=len(train_rows) > t.batch_size, device=device,
                          memory_budget_gb=t.device_memory_gb, channels_last=channels_last,

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from idc.data.cache import PackedLoader
-from idc.data.device_loader import DeviceLoader, epoch_plan, flip_normalize
+from idc.data.augment import flip_normalize
+from idc.data.device_loader import DeviceLoader, epoch_plan
 
 N, BATCH = 37, 8
 ROW_BYTES = 50 * 50 * 3

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from idc.data.augment import draw_batch, flip_normalize
 from idc.data.dataset import load_rgb, normalize_batch, normalize_inplace, resize_transform
 from idc.data.index import threaded_map
 from idc.errors import DataError, IntegrityError
@@ -27,8 +28,11 @@ log = logging.getLogger("idc")
 CACHE_VERSION = 1
 
 
-def cache_key(df: pd.DataFrame, images_dir, size: int) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{Path(images_dir).resolve()}|{size}|".encode())
+def cache_key(df: pd.DataFrame, images_dir, size: int, stain: str = "") -> str:
+    """Hash of the index, the image folder, the patch size and the stain normalizer's key (method and fitted
+    reference: another `data.stain_normalize` or reference is another cache file)."""
+    extra = f"{stain}|" if stain else ""  # the un-normalized cache keeps its file name
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{Path(images_dir).resolve()}|{size}|{extra}".encode())
     cols = [c for c in ("image_id", "width", "height") if c in df.columns]
     h.update(pd.util.hash_pandas_object(df[cols], index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
@@ -39,22 +43,26 @@ def decode_patch(path, size: int = 50) -> np.ndarray:
     return np.asarray(resize_transform(size)(load_rgb(path)), dtype=np.uint8)
 
 
-def _try_decode(path, size: int):
+def _try_decode(path, size: int, stain=None):
+    """(uint8 patch or None when it cannot be decoded, stain status or None)."""
     try:
-        return decode_patch(path, size)
+        img = decode_patch(path, size)
     except Exception:  # PIL raises OSError, SyntaxError, ValueError ... for broken files
-        return None
+        return None, None
+    return (img, None) if stain is None else stain.normalize(img)
 
 
 def load_or_build_cache(df: pd.DataFrame, images_dir, cache_dir, size: int = 50, workers: int = 8,
-                        producer: bool = False) -> np.ndarray:
+                        producer: bool = False, stain=None) -> np.ndarray:
     """Memory-mapped uint8 array aligned with `df`, built (atomically) on first use.
 
+    `stain`: an idc.data.stain.StainNormalizer applied to every patch as it is packed (its key is part of
+    the file name; its `counts` get how many patches it normalized or left as they are), or None.
     A damaged cache file (cut, foreign) is one line naming it; `producer=True` (make data, which owns the
     cache) rebuilds it instead, vouches for it in the stage record and deletes the caches of older indexes.
     """
     cache_dir = Path(cache_dir)
-    path = cache_dir / f"patches-{cache_key(df, images_dir, size)}.npy"
+    path = cache_dir / f"patches-{cache_key(df, images_dir, size, stain.key() if stain else '')}.npy"
     shape = (len(df), size, size, 3)
     if path.exists():
         try:
@@ -72,11 +80,16 @@ def load_or_build_cache(df: pd.DataFrame, images_dir, cache_dir, size: int = 50,
         reserve(tmp)  # a full disk fails here, with one line, not with a SIGBUS while the pages are filled
         paths = [images_dir / i for i in df["image_id"]]
         failed = []
-        for i, img in enumerate(threaded_map(lambda p: _try_decode(p, size), paths, workers, "pack patches", 256)):
+        if stain is not None:
+            stain.counts.clear()  # this build's counts
+        desc = "pack patches" if stain is None else f"pack patches ({stain.method})"
+        for i, (img, status) in enumerate(threaded_map(lambda p: _try_decode(p, size, stain), paths, workers, desc, 256)):
             if img is None:
                 failed.append(str(paths[i]))
             else:
                 arr[i] = img
+                if stain is not None:
+                    stain.counts[status] += 1
         arr.flush()
         del arr
         if failed:  # the header check of the index let them through: corrupt pixel data inside the file
@@ -89,6 +102,8 @@ def load_or_build_cache(df: pd.DataFrame, images_dir, cache_dir, size: int = 50,
             if stale != path:
                 stale.unlink()
     log.info("wrote packed cache %s (%d patches, %.1f MB)", path, len(df), path.stat().st_size / 1e6)
+    if stain is not None:
+        stain.log_counts(str(path))
     return _vouched(np.load(path, mmap_mode="r"), path, producer)
 
 
@@ -145,14 +160,15 @@ def _flipped_nchw(batch: np.ndarray, hflip: np.ndarray, vflip: np.ndarray) -> np
 class PackedLoader:
     """Batches of (normalized images, targets) from the packed cache.
 
-    The order (shuffle or weighted sampling with replacement) and the per-image flips are drawn from
-    a generator seeded by (seed, epoch), so a run is reproducible and a resumed epoch repeats exactly.
+    The order (shuffle or weighted sampling with replacement), the per-image flips and the HED jitter
+    (`hed=(scale, shift)`, idc.data.augment; off at (0, 0)) are drawn from a generator seeded by
+    (seed, epoch), so a run is reproducible and a resumed epoch repeats exactly.
     With `world_size > 1` each rank gets a disjoint, equal-length share (padded like DistributedSampler).
     """
 
     def __init__(self, images: np.ndarray, targets, indices, batch_size: int, shuffle: bool = False,
                  flip: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False,
-                 device=None, sample_weights=None):
+                 device=None, sample_weights=None, hed: Tuple[float, float] = (0.0, 0.0)):
         self.images = images
         self.targets = np.asarray(targets, dtype=np.int64)
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -161,7 +177,14 @@ class PackedLoader:
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.sample_weights = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
+        self.hed_scale, self.hed_shift = (float(v) for v in hed)
+        if self.hed_scale < 0 or self.hed_shift < 0 or self.hed_scale >= 1:
+            raise ValueError(f"HED jitter (scale, shift) = {tuple(hed)}: need 0 <= scale < 1 and shift >= 0")
         self.epoch = 0
+
+    def draw(self, rng: np.random.Generator, n: int):
+        """This batch's (flips, hed) draws (idc.data.augment.draw_batch), the same in every loader."""
+        return draw_batch(rng, n, self.flip, self.hed_scale, self.hed_shift)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -199,11 +222,16 @@ class PackedLoader:
             rows = self.indices[sel]
             batch = self.images[rows]  # fancy indexing copies: flips below never touch the cache
             y = torch.from_numpy(self.targets[rows])
-            if not self.flip:
+            flips, hed = self.draw(rng, len(rows))
+            if flips is None and hed is None:
                 yield normalize_batch(batch, device=self.device), y.to(self.device, non_blocking=True)
                 continue
-            hflip = rng.random(len(rows)) < 0.5
-            vflip = rng.random(len(rows)) < 0.5
+            if hed is not None:  # stain jitter: the device loader's tensor ops, on this loader's device
+                x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+                as_tensor = (lambda a: None if a is None else torch.from_numpy(a).to(self.device))
+                yield flip_normalize(x, as_tensor(flips), hed=as_tensor(hed)), y.to(self.device, non_blocking=True)
+                continue
+            hflip, vflip = flips[:, 0], flips[:, 1]
             if not accelerated:
                 yield torch.from_numpy(normalize_inplace(_flipped_nchw(batch, hflip, vflip))), y
                 continue

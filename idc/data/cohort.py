@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from idc.data import PATCH_COLUMNS, cache_rows
 from idc.data.cache import load_or_build_cache
+from idc.data.stain import normalizer_for
 from idc.data.index import index_with_report
 from idc.data.synthetic import generate_synthetic
 from idc.errors import DataError
@@ -58,8 +59,9 @@ def cohort_data_cfg(data_cfg):
     return out
 
 
-def build_cohort(cfg, paths: RunPaths, patches: pd.DataFrame) -> pd.DataFrame:
-    """Write data/cohort.csv (and pack a generated cohort's cache); return it."""
+def build_cohort(cfg, paths: RunPaths, patches: pd.DataFrame, stain=None) -> pd.DataFrame:
+    """Write data/cohort.csv (and pack a generated cohort's cache, normalized by the data set's `stain`
+    normalizer: its reference comes from the data set's training split); return it."""
     d = cfg.data
     if not generated(d):
         cohort = patches[patches["split"] == "test"]
@@ -73,7 +75,7 @@ def build_cohort(cfg, paths: RunPaths, patches: pd.DataFrame) -> pd.DataFrame:
             raise DataError(f"data.cohort.seed={cd.seed} draws patient ids that the data set also has ({shared[:5]}); "
                             "they are other patients, but would read as the same: choose another data.cohort.seed")
         cohort = cohort.assign(split=GENERATED)[PATCH_COLUMNS]
-        load_or_build_cache(cohort, root, paths.cohort_cache_dir, size=d.patch_size, producer=True)
+        load_or_build_cache(cohort, root, paths.cohort_cache_dir, size=d.patch_size, producer=True, stain=stain)
         log.info("evaluation cohort: %d generated patients (seed %d, never trained on), %d patches under %s",
                  cohort["patient_id"].nunique(), cd.seed, len(cohort), root)
     return cohort.reset_index(drop=True)
@@ -109,7 +111,9 @@ def load_cohort(cfg, paths: RunPaths, patches: pd.DataFrame, images: np.ndarray)
     log.info("read %s (%d patches, %d patients)", path, len(cohort), cohort["patient_id"].nunique())
     if (cohort["split"] == GENERATED).any():
         cd = cohort_data_cfg(cfg.data)
-        imgs = load_or_build_cache(cohort, cd.root, paths.cohort_cache_dir, size=cfg.data.patch_size)
+        stain = normalizer_for(patches, cfg.data.root, cfg.data.stain_normalize, cfg.seed, paths.stain_reference_json,
+                               cfg.data.patch_size)
+        imgs = load_or_build_cache(cohort, cd.root, paths.cohort_cache_dir, size=cfg.data.patch_size, stain=stain)
         return Cohort(cohort.assign(row=np.arange(len(cohort))), imgs,
                       Path(str(cd.masks_dir)) if cfg.data.masks_dir else None, "generated")
     rows = cache_rows(patches, cohort["image_id"], str(path))

@@ -13,8 +13,9 @@ Where the data go:
 - streamed, when those rows exceed `memory_budget` bytes: each epoch visits its order in chunks of
   whole batches (`chunk_bytes`); a background thread gathers the next chunk from the memory map into
   pinned memory while the current one is used, and its copy runs on a side CUDA stream.
-Flips and normalization are batched tensor ops on the device: torch.where over flipped views (no
-host sync), then (x / 255 - 0.5) / 0.5 in float32, as ToTensor + Normalize(0.5, 0.5).
+Flips, HED stain jitter (`train.augment`) and normalization are batched tensor ops on the device
+(idc.data.augment.flip_normalize): torch.where over flipped views (no host sync), then
+(x / 255 - 0.5) / 0.5 in float32, as ToTensor + Normalize(0.5, 0.5).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 import torch
 
+from idc.data.augment import flip_normalize
 from idc.data.cache import PackedLoader
 from idc.errors import ConfigError
 
@@ -35,43 +37,30 @@ CPU_MEMORY_BUDGET = 4 << 30  # on CPU "resident" means a private RAM copy of the
 CUDA_FREE_SHARE = 0.5  # by default the resident cache may take half of the free GPU memory
 
 
-def epoch_plan(loader: PackedLoader, rng: np.random.Generator) -> Tuple[np.ndarray, list, Optional[np.ndarray]]:
-    """(positions into loader.indices in batch order, batch bounds, flips bool [n, 2] or None).
+def epoch_plan(loader: PackedLoader, rng: np.random.Generator) -> Tuple[np.ndarray, list, Optional[np.ndarray],
+                                                                         Optional[np.ndarray]]:
+    """(positions into loader.indices in batch order, batch bounds, flips bool [n, 2] or None,
+    HED jitter float32 [n, 2, 3] or None).
 
-    The draws follow PackedLoader.__iter__ exactly: the order first, then per batch `rng.random(n)` for
-    the horizontal and then the vertical flips; with drop_last a short last batch draws nothing.
+    The draws follow PackedLoader.__iter__ exactly: the order first, then per batch `loader.draw(rng, n)`
+    (horizontal flips, vertical flips, HED alpha and beta); with drop_last a short last batch draws nothing.
     """
     order = loader._order(rng)
-    bounds, flips = [], []
+    bounds, flips, hed = [], [], []
     for start in range(0, len(order), loader.batch_size):
         stop = min(start + loader.batch_size, len(order))
         if loader.drop_last and stop - start < loader.batch_size:
             break
         bounds.append((start, stop))
-        if loader.flip:
-            h = rng.random(stop - start) < 0.5
-            v = rng.random(stop - start) < 0.5
-            flips.append(np.stack([h, v], axis=1))
+        f, h = loader.draw(rng, stop - start)
+        flips.append(f)
+        hed.append(h)
     used = bounds[-1][1] if bounds else 0
-    if not loader.flip:
-        return order[:used], bounds, None
-    return order[:used], bounds, np.concatenate(flips) if flips else np.zeros((0, 2), bool)
 
-
-def flip_normalize(x: torch.Tensor, flips: Optional[torch.Tensor], channels_last: bool = False) -> torch.Tensor:
-    """uint8 NHWC batch on its device -> float32 NCHW (x / 255 - 0.5) / 0.5, with per-image flips.
-
-    `flips` is bool [n, 2] (horizontal, vertical). torch.where over flipped views keeps every step a
-    batched kernel with no data-dependent shapes (a boolean index would sync with the host).
-    """
-    if flips is not None:
-        x = torch.where(flips[:, 0, None, None, None], x.flip(2), x)
-        x = torch.where(flips[:, 1, None, None, None], x.flip(1), x)
-    n, h, w, c = x.shape
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    out = torch.empty((n, c, h, w), dtype=torch.float32, device=x.device).contiguous(memory_format=fmt)
-    out.copy_(x.permute(0, 3, 1, 2))
-    return out.div_(255).sub_(0.5).div_(0.5)
+    flips = None if not loader.flip else (np.concatenate(flips) if flips else np.zeros((0, 2), bool))
+    hed = None if not (loader.hed_scale or loader.hed_shift) else (
+        np.concatenate(hed) if hed else np.zeros((0, 2, 3), np.float32))
+    return order[:used], bounds, flips, hed
 
 
 def default_budget(device: torch.device) -> int:
@@ -117,21 +106,24 @@ class DeviceLoader(PackedLoader):
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order, bounds, flips = epoch_plan(self, rng)
-        # the only host -> device traffic of an epoch in resident mode: its order and flips
+        order, bounds, flips, hed = epoch_plan(self, rng)
+        # the only host -> device traffic of an epoch in resident mode: its order, flips and stain jitter
         order_dev = torch.from_numpy(order).to(self.device, non_blocking=True)
-        flips_dev = torch.from_numpy(flips).to(self.device, non_blocking=True) if flips is not None else None
+        draws = tuple(None if a is None else torch.from_numpy(a).to(self.device, non_blocking=True) for a in (flips, hed))
         if self.resident:  # a device gather of the batch's rows
-            yield from self._batches(lambda a, b: self.data[order_dev[a:b]], order_dev, flips_dev, bounds)
+            yield from self._batches(lambda a, b: self.data[order_dev[a:b]], order_dev, draws, bounds)
         else:
-            yield from self._streamed(order, order_dev, flips_dev, bounds)
+            yield from self._streamed(order, order_dev, draws, bounds)
 
-    def _batches(self, rows_of, order_dev, flips_dev, bounds):
+    def _batches(self, rows_of, order_dev, draws, bounds):
+        flips_dev, hed_dev = draws
         for start, stop in bounds:
             flips = None if flips_dev is None else flips_dev[start:stop]
-            yield flip_normalize(rows_of(start, stop), flips, self.channels_last), self.targets_dev[order_dev[start:stop]]
+            hed = None if hed_dev is None else hed_dev[start:stop]
+            yield (flip_normalize(rows_of(start, stop), flips, self.channels_last, hed),
+                   self.targets_dev[order_dev[start:stop]])
 
-    def _streamed(self, order, order_dev, flips_dev, bounds):
+    def _streamed(self, order, order_dev, draws, bounds):
         """Chunks of whole batches: chunk k+1 is gathered (thread) and copied (side stream) while k is used."""
         groups = [bounds[i:i + self.chunk_batches] for i in range(0, len(bounds), self.chunk_batches)]
         cuda = self.device.type == "cuda"
@@ -153,7 +145,7 @@ class DeviceLoader(PackedLoader):
                     torch.cuda.current_stream(self.device).wait_stream(copy_stream)
                     chunk.record_stream(torch.cuda.current_stream(self.device))
                 first = group[0][0]  # the chunk holds the group's rows in batch order: batches are slices
-                yield from self._batches(lambda a, b, c=chunk, f=first: c[a - f:b - f], order_dev, flips_dev, group)
+                yield from self._batches(lambda a, b, c=chunk, f=first: c[a - f:b - f], order_dev, draws, group)
 
 
 LOADERS = ("auto", "device", "packed")

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from idc.data.cache import load_or_build_cache
 from idc.errors import DataError
 from idc.explain.methods import METHODS
+from idc.inputs import run_cache
 from idc.markdown import markdown_to_html
 from idc.overview import missing_note, overview_html, run_title
 from idc.paths import BY_KEY, RunPaths, make_target
@@ -55,7 +55,9 @@ def patient_assets(cfg, table: pd.DataFrame, images, folder: Path, atlas=None) -
     for the page."""
     rows, paths = [], RunPaths.from_cfg(cfg)
     for pid, sub in tqdm(table.groupby("patient_id", sort=False), desc="viewer: patients", unit="patient"):
-        tissue = assets.tissue_image(sub, images[sub["cache_row"].to_numpy()], cfg.data.root, cfg.data.patch_size)
+        # with data.stain_normalize the tissue is the normalized cache throughout: edge patches too (shrunk back)
+        root = None if cfg.data.stain_normalize else cfg.data.root
+        tissue = assets.tissue_image(sub, images[sub["cache_row"].to_numpy()], root, cfg.data.patch_size)
         mask = assets.load_mask(cfg.data.masks_dir, pid)
         uris = {"tissue": assets.data_uri(assets.jpeg_bytes(tissue), "image/jpeg"),
                 "mask": assets.data_uri(None if mask is None else assets.mask_png_bytes(mask, tissue.shape[:2]), "image/png"),
@@ -114,7 +116,7 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
     if not pids:
         raise DataError(f"{paths.patches_csv} has no test patients and there are no predictions: nothing to view; "
                         "check data.test_size or re-run `make data`")
-    images = load_or_build_cache(inputs.patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
+    images = run_cache(cfg, paths, inputs.patches)  # the tissue the model saw: stain-normalized when it was
     table = patch_table(inputs.patches, inputs.predictions, inputs.explained, pids)
     patients = patient_assets(cfg, table, images, out / "assets", inputs.atlas)
     table = slide_columns(table, dict(zip(patients["pid"], patients["height"])))
