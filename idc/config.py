@@ -49,7 +49,7 @@ class DataConfig:
     edge_patch_prob: float = 0.02
     # How far IDC nuclei are from benign ones: 0 = very different (large, pleomorphic, vesicular),
     # 1 = drawn like benign nuclei (no signal). Default chosen by measurement (docs/data.md).
-    difficulty: float = 0.3
+    difficulty: float = 0.0
     # Planted shortcut (data=synthetic_shortcut): share of patches with an ink-dot cue, by class in
     # train/val patients, and for both classes alike in test patients. All 0 = no cue.
     cue_train_positive: float = 0.0
