@@ -3,16 +3,19 @@
 Three groups of nuclei are drawn (generator v7):
 
 - *decoys*, drawn first and without looking at the IDC region, so they are equally frequent in both
-  classes: lymphocytes infiltrating stroma and nests, entrapped benign epithelial nuclei in every nest,
-  and stromal fibroblasts. Their haematoxylin is remapped (ranks kept) onto the IDC nuclei's per-pixel
-  distribution of the slide, with a gain per kind that makes the *blurred* darkness (what the optics
-  leave of a small nucleus) match the IDC nuclei's, so darkness and edges do not tell them apart;
-- the benign nests' own nuclei (duct epithelium, crowded benign epithelium, lymphocyte clusters);
+  classes: small round lymphocytes (mostly in the stroma, some in the nests), a few entrapped benign
+  epithelial nuclei in every nest, and stromal nuclei; the lymphoid aggregates (nest type 3) are
+  decoys too (they stay in the IDC region). Every decoy kind's haematoxylin is remapped (ranks kept)
+  onto the IDC nuclei's per-pixel distribution of the slide, with a gain per kind that makes its
+  median darkness *after the optics' blur* (what the blur leaves of a small nucleus) equal the IDC
+  nuclei's, so darkness does not tell them apart (edges favour the decoys: they are smaller);
+- the benign epithelial nests' own nuclei (duct and crowded epithelium): oval, unlike both the round
+  decoys and the IDC nuclei, so that the decoys carry no information about the label;
 - the IDC nuclei in the IDC nests: larger, pleomorphic, ragged and vesicular, covering the benign
   nests' nuclear share, with the benign nuclei's per-pixel haematoxylin and nest mass.
 
 Every nucleus gets an id (pixels go to the nearest impulse of their population) and a kind
-(`KINDS`); `label` 1 marks IDC nuclei, 2 every other nucleus (the decoys of the label map).
+(`KINDS`); `labels` 1 marks IDC nuclei, 2 every other nucleus (the decoys of the label map).
 """
 from __future__ import annotations
 
@@ -24,19 +27,22 @@ from scipy.spatial import cKDTree
 
 from idc.data.fields import smooth_noise
 
-# Nucleus kinds (per nucleus id): the IDC nuclei, the decoys drawn alike in both classes (2-4), and the
-# benign nests' own nuclei (5-7). Label map: 1 = IDC nucleus, 2 = any other nucleus (a decoy).
+# Nucleus kinds (per nucleus id): the IDC nuclei, the decoys drawn alike in both classes (2-4 and the
+# lymphoid aggregates, 7), and the benign epithelial nests' own nuclei (5, 6). Label map: 1 = IDC
+# nucleus, 2 = any other nucleus (a decoy).
 KINDS = {1: "idc", 2: "lymphocyte", 3: "entrapped_epithelial", 4: "stromal",
-         5: "duct_epithelial", 6: "crowded_epithelial", 7: "lymphocyte_cluster"}
+         5: "duct_epithelial", 6: "crowded_epithelial", 7: "lymphoid_aggregate"}
 IDC, LYMPHOCYTE, ENTRAPPED, STROMAL, DUCT, CROWDED, CLUSTER = range(1, 8)
-DECOY_KINDS = (LYMPHOCYTE, ENTRAPPED, STROMAL)
+DECOY_KINDS = (LYMPHOCYTE, ENTRAPPED, STROMAL, CLUSTER)
 LABELS = {0: "background", 1: "idc_nucleus", 2: "decoy_nucleus"}
 # Decoys (chosen by measurement, docs/data.md, generator v7): impulse densities per pixel of their zone.
 # They make 30-50% of the nuclear area of an IDC-positive patch (the IDC nests hold the rest).
-LYMPHOCYTE_DENSITY = 0.012  # in all non-empty tissue, modulated by a smooth field (inflammation)
-ENTRAPPED_DENSITY = 0.016  # benign epithelial nuclei in every nest (entrapped in IDC nests)
+LYMPHOCYTE_DENSITY = (0.035, 0.004)  # in the stroma and in the nests, modulated by a smooth field (inflammation)
+ENTRAPPED_DENSITY = 0.003  # benign epithelial nuclei in every nest (entrapped in IDC nests)
+LYMPHOCYTE_SIGMA = 0.7  # lymphocytes are small, round and dense
+EPITHELIAL_SIGMA = (1.35, 0.65)  # benign epithelial nuclei: oval (major, minor), unlike the round decoys and IDC
 STROMAL_DENSITY = 0.009  # fibroblasts in the stroma
-CHROMATIN = 0.3  # per-pixel spread of plain nuclei's haematoxylin (coarse chromatin: edges inside nuclei)
+CHROMATIN = 0.15  # per-pixel spread of plain nuclei's haematoxylin (coarse chromatin: edges inside nuclei)
 REACH = 2  # px: how far the optics' blur spreads a nucleus (scipy's Gaussian radius int(4 * 0.6 + 0.5))
 OPTICS_SIGMA = 0.6  # the blur of tissue.stain, in pixels: decoy darkness is matched after it
 
@@ -45,13 +51,20 @@ def nuclei(rng, zone, density, sigma, amp, jitter, outline=None) -> tuple[np.nda
     """(bool nuclei, bool centres): impulses at random points of `zone` (`density` may be an array),
     each with a random amplitude in `amp` (so a random size), blurred by `sigma` and cut at 0.5 after a
     multiplicative outline noise of strength `jitter` (ragged outlines); clipped to the zone.
+    `sigma` = (major, minor) draws ovals instead, half of them lying along x, half along y.
     `outline`: the unit outline-noise field (populations in disjoint zones may share one: it is the
     costliest part of a whole-slide draw); None draws a new one."""
     shape = zone.shape
     centres = (rng.random(shape) < density) & zone
     impulses = np.zeros(shape, np.float32)
     impulses[centres] = rng.uniform(amp[0], amp[1], int(centres.sum()))
-    blob = ndi.gaussian_filter(impulses, sigma, mode="constant") * np.float32(2 * np.pi * sigma**2)
+    if np.ndim(sigma):  # ovals: two orientations, each a separable anisotropic Gaussian
+        major, minor = sigma
+        across = rng.random(shape) < 0.5
+        blob = sum(ndi.gaussian_filter(np.where(across == flip, impulses, 0), (minor, major)[::1 - 2 * flip],
+                                       mode="constant") for flip in (0, 1)) * np.float32(2 * np.pi * major * minor)
+    else:
+        blob = ndi.gaussian_filter(impulses, sigma, mode="constant") * np.float32(2 * np.pi * sigma**2)
     if jitter:
         blob *= 1 + jitter * (smooth_noise(rng, shape, 0.7) if outline is None else outline)
     return (blob > 0.5) & zone, centres
@@ -65,20 +78,20 @@ def chromatin(rng, mask, od) -> np.ndarray:
 
 
 def idc_morphology(difficulty: float) -> dict:
-    """How IDC nuclei are drawn; at difficulty 1 exactly like crowded benign nuclei."""
+    """How IDC nuclei are drawn; at difficulty 1 small, round and plain (like the round decoys)."""
     e = 1.0 - float(np.clip(difficulty, 0.0, 1.0))  # how different they are
     return {
-        "sigma": 0.85 + 0.45 * e,  # size
+        "sigma": 0.85 + 0.95 * e,  # size
         "amp": (1.3, 1.7 + 2.8 * e),  # pleomorphism: spread of sizes
         "jitter": 0.12 + 0.4 * e,  # ragged outline
         "interior": 1.0 - 0.55 * e,  # vesicular: pale chromatin ...
         "rim": 1.0 + 0.8 * e,  # ... dark nuclear membrane ...
         "nucleolus": 1.0 + 1.3 * e,  # ... and a dark nucleolus
         "texture": 0.15 + 0.3 * e,  # coarse, uneven chromatin
-        # Large nuclei keep their contrast through the optics' blur where small ones lose it; covering a
-        # bit more of the nest with (by the mass rescaling) paler nuclei keeps the patch's colour
-        # spread and dark share equal to benign nests'.
-        "coverage": 1.0 + 0.12 * e,
+        # Share of the nest the IDC nuclei cover, relative to the benign nuclei's: with the mass equalized,
+        # 1.0 keeps the colour statistics (spread, dark share) equal within slides (measured, v7; v6's
+        # smaller IDC nuclei needed 1 + 0.12 e, as the blur takes more contrast from small nuclei).
+        "coverage": 1.0,
     }
 
 
@@ -171,8 +184,9 @@ def decoy_populations(rng, tissue_zone, nest_zone, stroma_zone, inflammation, ou
     at the IDC region (their stain is set later by `match_decoys`)."""
     out, taken = [], np.zeros_like(tissue_zone)
     for kind, zone, density, sigma, amp in (
-        (LYMPHOCYTE, tissue_zone, LYMPHOCYTE_DENSITY * inflammation, 0.75, (1.4, 1.8)),
-        (ENTRAPPED, nest_zone, ENTRAPPED_DENSITY, 0.8, (1.3, 1.7)),
+        (LYMPHOCYTE, tissue_zone, np.where(nest_zone, LYMPHOCYTE_DENSITY[1], LYMPHOCYTE_DENSITY[0]) * inflammation,
+         LYMPHOCYTE_SIGMA, (1.5, 1.9)),
+        (ENTRAPPED, nest_zone, ENTRAPPED_DENSITY, EPITHELIAL_SIGMA, (1.3, 1.7)),
         (STROMAL, stroma_zone, STROMAL_DENSITY, 0.8, (1.1, 1.5)),
     ):
         mask, centres = nuclei(rng, zone & ~ndi.binary_dilation(taken), density, sigma, amp, 0.12, outline)

@@ -7,13 +7,14 @@ find them (generator v7):
 - the layout of the tissue (stroma, fat lobules, cracks, and the cellular "nests" where epithelial
   cells or lymphocytes sit) is drawn from fields that do not know where the IDC region is, so fat,
   lumen, cracks and cellularity are equally frequent inside and outside it;
-- outside the IDC region a nest is a benign look-alike: a normal duct (lumen ringed by small nuclei),
-  crowded benign epithelium (small, round, uniform nuclei) or a lymphocyte cluster (small, dense);
+- outside the IDC region a nest is a benign look-alike: a normal duct (lumen ringed by oval nuclei),
+  crowded benign epithelium (oval, uniform nuclei) or a lymphoid aggregate (small, dense; these stay
+  in the IDC region too);
 - inside it, the same nests hold IDC nuclei: larger, pleomorphic (random size, ragged outline),
   vesicular (pale chromatin, dark membrane, a nucleolus), in solid sheets with cribriform spaces of
   the same total area as the benign lumina (loss of duct architecture, same share of white);
-- decoy nuclei in both classes alike (idc.data.cells): lymphocytes, entrapped benign epithelial nuclei
-  and stromal fibroblasts, as dark after the optics' blur as the IDC nuclei;
+- decoy nuclei in both classes alike (idc.data.cells): lymphocytes, entrapped benign epithelial nuclei,
+  stromal nuclei and the lymphoid aggregates, as dark after the optics' blur as the IDC nuclei;
 - the IDC nuclei's stain amount is rescaled per slide so that IDC nests carry the same mean
   haematoxylin as benign nests ("more purple" is no cue); one stain (per patient) for the whole slide.
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from idc.data.cells import (CLUSTER, CROWDED, DUCT, IDC, OPTICS_SIGMA, NucleusLayer, Population, assemble,
+from idc.data.cells import (CLUSTER, CROWDED, DUCT, EPITHELIAL_SIGMA, IDC, LYMPHOCYTE_SIGMA, OPTICS_SIGMA, NucleusLayer, Population, assemble,
                             chromatin, decoy_populations, idc_nuclei, match_decoys, match_histogram, nuclei)
 from idc.data.fields import quantile_mask, smooth_noise
 
@@ -41,6 +42,10 @@ EOSIN = np.array([0.10, 0.95, 0.40])
 RESIDUAL = np.array([0.27, 0.57, 0.78])
 # Nest types in Slide.nests (0 = no nest: stroma, fat, background).
 NEST_TYPES = {1: "duct", 2: "crowded", 3: "lymphocytes", 4: "idc"}
+# Drawn shares of duct, crowded-epithelium and lymphoid-aggregate nests. In the IDC region the epithelial
+# ones (1, 2) become IDC nests; lymphoid aggregates stay (v7: decoys, equally frequent in both classes).
+NEST_KINDS = (0.5, 0.38, 0.12)
+EPITHELIAL_NESTS = (1, 2)
 # Layout constants, chosen by measurement (docs/data.md, generator v6): the label must be readable from
 # the nuclei, so most patches of the IDC region must hold IDC nests and the annotation must follow the
 # region closely. NEST_SHARE: share of the non-fat tissue in nests (per slide, uniform in the range);
@@ -99,18 +104,17 @@ def layout(rng, shape, tissue, region):
     nest_field = smooth_noise(rng, shape, 4.0) + NEST_CLUSTERING * smooth_noise(rng, shape, 40, coarse=5)
     nest = quantile_mask(nest_field, cellular, rng.uniform(*NEST_SHARE))
     labels, n = ndi.label(nest)
-    kind = rng.choice([1, 2, 3], size=n + 1, p=[0.45, 0.3, 0.25]).astype(np.uint8)
+    kind = rng.choice([1, 2, 3], size=n + 1, p=NEST_KINDS).astype(np.uint8)
     kind[0] = 0
     nests = kind[labels]
-    nests[nest & region] = IDC_NEST
+    nests[nest & region & (nests != 3)] = IDC_NEST  # lymphoid aggregates stay: decoys in both classes
     # Normal ducts: a lumen in the middle of the nest. IDC nests: cribriform spaces of the same share.
     depth = ndi.distance_transform_edt(nest).astype(np.float32)
     deepest = np.zeros(n + 1, np.float32)  # per-nest maximum depth; np.maximum.at is ~100x ndi.maximum here
     inside = labels > 0
     np.maximum.at(deepest, labels[inside], depth[inside])
     lumen = (nests == 1) & (depth > np.maximum(1.8, 0.5 * deepest[labels]))
-    benign = (nests > 0) & (nests < IDC_NEST)
-    share = lumen.sum() / max(benign.sum(), 1)
+    share = lumen.sum() / max(np.isin(nests, EPITHELIAL_NESTS).sum(), 1)
     idc = nests == IDC_NEST
     spaces = quantile_mask(smooth_noise(rng, shape, 1.3) + 0.25 * depth, idc, share)
     return fat, fat_zone, nests, lumen | spaces
@@ -128,22 +132,23 @@ def draw_nuclei(rng, tissue, nests, stroma, empty, difficulty) -> NucleusLayer:
     crowding = 1 / max(float(free[(nests > 0) & ok].mean()) if ((nests > 0) & ok).any() else 1.0, 0.5)
     main = []
     for kind, zone, density, sigma, amp, od in (
-        (DUCT, nests == 1, 0.08, 0.8, (1.3, 1.7), 0.9),  # duct epithelium (the lumen is in `empty`)
-        (CROWDED, nests == 2, 0.07, 0.8, (1.3, 1.7), 0.9),  # crowded benign epithelium
-        (CLUSTER, nests == 3, 0.09, 0.75, (1.4, 1.8), 1.1),  # lymphocyte clusters: small, dense
+        (DUCT, nests == 1, 0.08, EPITHELIAL_SIGMA, (1.3, 1.7), 0.9),  # duct epithelium (the lumen is in `empty`)
+        (CROWDED, nests == 2, 0.07, EPITHELIAL_SIGMA, (1.3, 1.7), 0.9),  # crowded benign epithelium
+        (CLUSTER, nests == 3, 0.12, LYMPHOCYTE_SIGMA, (1.5, 1.9), 1.1),  # lymphoid aggregates: small, dense
     ):
         mask, centres = nuclei(rng, zone & free, density * crowding, sigma, amp, 0.12, outline)
         main.append(Population(kind, mask, centres, chromatin(rng, mask, od)))
-    benign = (nests > 0) & (nests < IDC_NEST)
-    benign_nuclei = np.logical_or.reduce([p.mask for p in main])
-    benign_h = np.sum([p.h for p in main], axis=0)
+    epithelial = np.isin(nests, EPITHELIAL_NESTS)
+    benign_nuclei = main[0].mask | main[1].mask
+    benign_h = main[0].h + main[1].h
     h_idc, idc_mask, centres = idc_nuclei(rng, (nests == IDC_NEST) & free, nests == IDC_NEST, difficulty,
-                                          nuclear_share=benign_nuclei[benign].mean() if benign.any() else 0.3, outline=outline)
+                                          nuclear_share=benign_nuclei[epithelial].mean() if epithelial.any() else 0.3,
+                                          outline=outline)
     h_idc = match_histogram(h_idc, idc_mask, benign_h[benign_nuclei])
-    if idc_mask.any() and benign.any():  # and the same haematoxylin mass per nest area
-        h_idc *= np.float32(np.clip(benign_h[benign].mean() / h_idc[nests == IDC_NEST].mean(), 0.6, 1.3))
+    if idc_mask.any() and epithelial.any():  # and the same haematoxylin mass per nest area
+        h_idc *= np.float32(np.clip(benign_h[epithelial].mean() / h_idc[nests == IDC_NEST].mean(), 0.6, 1.3))
     idc = Population(IDC, idc_mask, centres, h_idc)
-    match_decoys(decoys, idc, fallback=benign_h[benign_nuclei])
+    match_decoys([*decoys, main[2]], idc, fallback=benign_h[benign_nuclei])
     return assemble([idc, *main, *decoys])
 
 
