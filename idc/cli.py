@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+import hydra
 from omegaconf.errors import MissingMandatoryValue
 
 from idc import config as _config  # noqa: F401  (registers the structured config schema)
@@ -36,8 +37,6 @@ def run_stage(stage: str, cfg):
 
 def stage_main(stage: str):
     """The Hydra app of one stage, for the thin scripts/<stage>.py entry points."""
-    import hydra
-
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
     def _app(cfg):
         return run_stage(stage, cfg)

@@ -199,17 +199,28 @@ class SanityConfig:
     random_labels_target: float = 0.95
     random_labels_lr: float = 0.001
     random_labels_batch_size: int = 128
-    localization: bool = True
-    # Cap on the IDC-positive test patches scored against the evidence mask (all eligible ones up to this).
-    localization_patches: int = 128
-    # Methods scored against the pixel ground truth: all eleven by default (null = the same as `methods`).
-    localization_methods: Optional[List[str]] = field(
+    hog_pixels_per_cell: int = 5
+    seed: int = 0
+
+
+@dataclass
+class LeaderboardConfig:
+    """`make leaderboard`: localization, faithfulness and shortcut scores of every method, variant and
+    control row (docs/attribution-evaluation.md). Its randomized-model control rows use the sanity
+    stage's fully randomized model (`sanity.cascade`, `sanity.reinit`, `sanity.seed`)."""
+
+    # false: skip the scores (sanity/localization.md says so).
+    enabled: bool = True
+    # Cap on the IDC-positive test patches scored (all eligible ones up to this).
+    num_patches: int = 128
+    # Methods scored: all eleven by default.
+    methods: List[str] = field(
         default_factory=lambda: [
             "lime", "vanilla_backprop", "guided_backprop", "integrated_gradients", "smoothgrad",
             "gradcam", "guided_gradcam", "gradcam_pp", "scorecam", "layercam", "rise",
         ]
     )
-    # Extra leaderboard rows: a method with explain overrides, "method:key=value[,key=value]".
+    # Extra rows: a method with explain overrides, "method:key=value[,key=value]" (keys the method reads).
     variants: List[str] = field(
         default_factory=lambda: [
             "gradcam:cam_layer=layer3", "gradcam_pp:cam_layer=layer3", "scorecam:cam_layer=layer3",
@@ -218,7 +229,9 @@ class SanityConfig:
     )
     # Score each method's maps from the fully randomized model as its own control row.
     randomized_controls: bool = True
-    hog_pixels_per_cell: int = 5
+    # The maps use explain.* with these two capped (null = no cap), as the sanity stage's.
+    lime_num_samples: Optional[int] = 300
+    rise_num_masks: Optional[int] = 500
     # Pointing game: a maximum within this many pixels of the ground-truth mask counts as a hit.
     pointing_tolerance: int = 2
     # Top-k intersection: k as a share of the patch's pixels.
@@ -232,12 +245,13 @@ class SanityConfig:
     road: bool = True
     road_patches: int = 32
     # Patient-clustered bootstrap replicates for every 95% CI.
-    bootstrap_samples: int = 1000
-    # Leaderboard: relevance variant shown (positive | absolute) and the score that sorts it and decides
-    # "beats every control" (pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k).
-    leaderboard_variant: str = "positive"
-    leaderboard_sort: str = "relevance_rank"
-    # A run dir of data=synthetic_shortcut whose sanity/localization.csv fills the shortcut column
+    bootstrap: int = 1000
+    # Relevance variant shown (positive | absolute) and the score that sorts the rows and decides
+    # "beats every control" (pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k | deletion |
+    # insertion | road).
+    variant: str = "positive"
+    sort: str = "relevance_rank"
+    # A run dir of data=synthetic_shortcut whose sanity/localization_summary.csv fills the shortcut columns
     # (null: this run's own cue scores, if its data has a cue layer).
     shortcut_run_dir: Optional[str] = None
     seed: int = 0
@@ -253,6 +267,7 @@ class Config:
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
+    leaderboard: LeaderboardConfig = field(default_factory=LeaderboardConfig)
     seed: int = 24
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
 

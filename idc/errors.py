@@ -15,3 +15,12 @@ class CheckpointError(IdcError):
 
 class ConfigError(IdcError):
     """A config value is out of range or inconsistent."""
+
+
+class IntegrityError(IdcError):
+    """A run-dir file is damaged, was changed after its stage wrote it, was made from other inputs, or
+    would hold NaN or infinite values."""
+
+
+class DiskFullError(IdcError):
+    """The disk filled up while a file was written; nothing half-written is left."""

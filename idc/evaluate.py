@@ -10,15 +10,16 @@ from sklearn.metrics import confusion_matrix
 
 from idc import colour_baseline
 from idc.errors import ConfigError
-from idc.inputs import load_run
+from idc.inputs import PREDICTION_COLUMNS, load_run
+from idc.integrity import check_finite, read_csv
+from idc.markdown import markdown_table
 from idc.metrics import always_positive_baseline, binary_scores, ranking_scores, table_5_1, table_5_1_markdown
 from idc.model import predict
-from idc.paths import RunPaths, require
+from idc.paths import RunPaths
 from idc.utils import write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 from idc.viz import curves
 
 log = logging.getLogger("idc")
-PREDICTION_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "proba", "pred"]
 
 
 def predict_split(cfg, split: str) -> pd.DataFrame:
@@ -28,6 +29,7 @@ def predict_split(cfg, split: str) -> pd.DataFrame:
         raise ConfigError(f"evaluate.split={split!r} has no patches in {run.paths.patches_csv}; use train, val or test")
     proba = predict(run.model, run.images, rows=sub.index.to_numpy(), batch_size=cfg.evaluate.batch_size,
                     desc=f"predict {split}")[:, 1]
+    check_finite(proba, f"the P(IDC) of {run.paths.best_pt} on the {split} split", "Retrain with `make train`.")
     out = sub.assign(proba=proba, pred=(proba >= 0.5).astype(int))[PREDICTION_COLUMNS]
     return out.reset_index(drop=True)
 
@@ -63,10 +65,9 @@ def colour_baseline_metrics(cfg, split: str) -> dict:
 
 def ranking_table(metrics: dict) -> str:
     """ROC-AUC and AP (ranking by P(IDC)) of the CNN and of the colour control."""
-    lines = ["| | ROC-AUC | AP |", "|---|---|---|"]
-    for name, key in (("CNN (ResNet-18)", "cnn"), (colour_baseline.NAME, "colour_baseline")):
-        lines.append(f"| {name} | {metrics[key]['roc_auc']:.3f} | {metrics[key]['average_precision']:.3f} |")
-    return "\n".join(lines) + "\n"
+    rows = [[name, f"{metrics[key]['roc_auc']:.3f}", f"{metrics[key]['average_precision']:.3f}"]
+            for name, key in (("CNN (ResNet-18)", "cnn"), (colour_baseline.NAME, "colour_baseline"))]
+    return markdown_table(["", "ROC-AUC", "AP"], rows) + "\n"
 
 
 def run(cfg) -> dict:
@@ -83,13 +84,12 @@ def run(cfg) -> dict:
     wrote(write_text_atomic(paths.table_5_1, f"# Table 5.1 ({cfg.evaluate.split} set, {len(pred)} patches)\n\n{table}"))
     log.info("Table 5.1 (%s set):\n%s", cfg.evaluate.split, table)
     if pred["target"].nunique() == 2:
-        curves.pr_curve(pred["target"], pred["proba"], paths.figures_dir / "chapter_05_pr_curve.png")
+        curves.pr_curve(pred["target"], pred["proba"], paths.figure("chapter_05_pr_curve"))
     else:
         log.warning("the %s split has only one class: no PR curve drawn", cfg.evaluate.split)
-    history = pd.read_csv(require(paths.history_csv))
-    curves.loss_curve_epoch(history, paths.figures_dir / "chapter_05_loss_curve_epoch.png")
-    curves.loss_curve_step(pd.read_csv(require(paths.history_steps_csv)),
-                           paths.figures_dir / "chapter_05_loss_curve_step.png")
+    history = read_csv(paths.history_csv)
+    curves.loss_curve_epoch(history, paths.figure("chapter_05_loss_curve_epoch"))
+    curves.loss_curve_step(read_csv(paths.history_steps_csv), paths.figure("chapter_05_loss_curve_step"))
     c = metrics["cnn"]
     log.info("CNN: accuracy %.3f, balanced accuracy %.3f, ROC-AUC %.3f, AP %.3f",
              c["accuracy"], c["balanced_accuracy"], c["roc_auc"], c["average_precision"])

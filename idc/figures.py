@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Dict, Optional
 
+from idc.markdown import markdown_table
 from idc.paths import FIGURES, MissingArtifactError, RunPaths, make_target
 from idc.utils import write_text_atomic, wrote
 
@@ -29,11 +30,11 @@ def expected_figures() -> Dict[str, str]:
     return dict(FIGURES)
 
 
-def check_figures(figures_dir: Path) -> Dict[str, Path]:
+def check_figures(paths: RunPaths) -> Dict[str, Path]:
     """{name: path} of every expected figure; a missing one raises naming the stage that draws it."""
     found, missing = {}, []
     for name, stage in expected_figures().items():
-        path = figures_dir / f"{name}.png"
+        path = paths.figure(name)
         if path.exists():
             found[name] = path
         else:
@@ -43,7 +44,7 @@ def check_figures(figures_dir: Path) -> Dict[str, Path]:
             f"{n}.png (drawn by the {s} stage: `{make_target(s)}`)" for n, s in missing
         )
         raise MissingArtifactError(
-            f"{len(missing)} figure(s) missing from {figures_dir}: {listing}. Re-run that stage with the same "
+            f"{len(missing)} figure(s) missing from {paths.figures_dir}: {listing}. Re-run that stage with the same "
             "run.dir and run.force=true (e.g. `make explain ARGS=\"run.force=true\"`)."
         )
     return found
@@ -63,16 +64,16 @@ def figure_index(figures_dir: Path, book_dir: Optional[Path]) -> str:
     """Markdown: each expected figure beside the book's (relative links); then any other figure of ours."""
     figures_dir = Path(figures_dir)
     has_book = book_dir is not None and Path(book_dir).is_dir()
-    head = "| figure | stage | ours |" + (" book |" if has_book else "")
-    lines = ["# Figures", "", "Our figures next to the book's published ones (same file names)." if has_book
-             else "The book's figures folder was not found, so only ours are listed.", "", head,
-             "|---|---|---|" + ("---|" if has_book else "")]
+    rows = []
     for name, stage in expected_figures().items():
-        row = f"| {name} | {stage} | ![{name}]({name}.png) |"
+        row = [name, stage, f"![{name}]({name}.png)"]
         if has_book:
             book = book_counterpart(name, Path(book_dir))
-            row += f" ![book]({Path(os.path.relpath(book, figures_dir)).as_posix()}) |" if book else " (none) |"
-        lines.append(row)
+            row.append(f"![book]({Path(os.path.relpath(book, figures_dir)).as_posix()})" if book else "(none)")
+        rows.append(row)
+    lines = ["# Figures", "", "Our figures next to the book's published ones (same file names)." if has_book
+             else "The book's figures folder was not found, so only ours are listed.", "",
+             markdown_table(["figure", "stage", "ours"] + (["book"] if has_book else []), rows)]
     extra = sorted(p.name for p in figures_dir.glob("*.png") if p.stem not in expected_figures())
     if extra:
         lines += ["", "## Other figures of ours", ""] + [f"- [{n}]({n})" for n in extra]
@@ -81,7 +82,7 @@ def figure_index(figures_dir: Path, book_dir: Optional[Path]) -> str:
 
 def run(cfg, book_dir: Optional[Path] = BOOK_FIGURES_DIR) -> Dict[str, Path]:
     paths = RunPaths.from_cfg(cfg)
-    found = check_figures(paths.figures_dir)
+    found = check_figures(paths)
     width = max(len(n) for n in found)
     log.info("figures:\n%s", "\n".join(f"  {n:<{width}}  {p}" for n, p in found.items()))
     book = Path(book_dir) if book_dir is not None and Path(book_dir).is_dir() else None

@@ -14,10 +14,11 @@ import pandas as pd
 
 from idc.errors import ConfigError
 from idc.inputs import load_run
+from idc.model import load_model, predict
 from idc.paths import require
 from idc.stitch import PATCH, original_tiles, stitch_values, tissue_and_idc
-from idc.utils import atomic_path, save_figure_atomic, wrote
-from idc.viz.style import subplots
+from idc.utils import atomic_path, wrote
+from idc.viz.style import save_figure_atomic, subplots
 
 log = logging.getLogger("idc")
 
@@ -37,8 +38,6 @@ def choose_patients(patches: pd.DataFrame, explicit, n: int, split: str) -> list
 
 def patient_probabilities(cfg, run, pids: list[int]) -> dict[int, np.ndarray]:
     """P(IDC) per patch (patches.csv order within the patient): from predictions.csv, else the model."""
-    from idc.model import load_model, predict
-
     preds = run.predictions.set_index("image_id")
     out, model = {}, None
     for pid in pids:
@@ -84,9 +83,9 @@ def run(cfg) -> list:
         sub = patches[patches["patient_id"] == pid]
         tiles = original_tiles(sub, images[sub.index.to_numpy()], cfg.data.root, cfg.data.patch_size)
         fig = landscape_figure(sub, tiles, probas[pid], pid, cfg.data.patch_size)
-        path = paths.figures_dir / f"chapter_05_patient{k}_breast_tissue_proba.png"
+        path = paths.path("landscape_book_png", k=k)
         written.append(wrote(save_figure_atomic(fig, path), f"patient {pid}"))
-        by_id = paths.figures_dir / f"landscape_{pid}.png"
+        by_id = paths.path("landscape_png", pid=pid)
         with atomic_path(by_id) as tmp:
             shutil.copyfile(path, tmp)
         written.append(wrote(by_id))

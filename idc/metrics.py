@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from idc.markdown import markdown_table
+
 
 def always_positive_baseline(y) -> np.ndarray:
     """The book's baseline: predict IDC-positive for every patch."""
@@ -46,7 +48,7 @@ def table_5_1(y, pred) -> list[dict]:
 
 
 def table_5_1_markdown(rows: list[dict]) -> str:
-    lines = ["| | Precision (%) | Recall (%) | F1 (%) |", "|---|---|---|---|"]
+    body = []
     for row in rows:
         cells = []
         for k in ("precision", "recall", "f1"):
@@ -54,5 +56,5 @@ def table_5_1_markdown(rows: list[dict]) -> str:
             if f"{k}_delta" in row:
                 cell += f" ({row[f'{k}_delta']:+.1f})"
             cells.append(cell)
-        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append([row["model"], *cells])
+    return markdown_table(["", "Precision (%)", "Recall (%)", "F1 (%)"], body) + "\n"

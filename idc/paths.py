@@ -1,15 +1,19 @@
 """The artifact registry: every file a stage writes under ``run.dir``, declared once with its producer.
 
 Stages never pass data in memory; they agree on these paths. `RunPaths` gives each artifact as an
-attribute (``paths.predictions_csv``); the producers map, each stage's inputs (`idc.pipeline`), the
-figure lists (`idc.figures`) and the report's sections (`idc.report`) are derived from `ARTIFACTS`
-and `FIGURES` below. `require` turns a missing input into one clear error naming its producer.
+attribute (``paths.predictions_csv``), a patterned one through `paths.path(key, pid=...)` and a figure
+through `paths.figure(name)` (an undeclared name is an error); the producers map, each stage's inputs
+(`idc.pipeline`), the figure lists (`idc.figures`), the report's sections (`idc.report`) and the viewer's
+notes are derived from `ARTIFACTS` and `FIGURES` below. `require` turns a missing input into one clear
+error naming its producer. Besides these, a run dir holds only Hydra's `logs/` and the stage records
+`.stages/` (a test runs every stage and checks that nothing else appears).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -27,9 +31,14 @@ def make_target(stage: str) -> str:
 @dataclass(frozen=True)
 class Artifact:
     key: str  # attribute of RunPaths
-    rel: str  # path relative to run.dir
+    rel: str  # path relative to run.dir; `{name}` fields make a pattern (e.g. figures/landscape_{pid}.png)
     stage: str  # the stage that writes it
     core: bool = True  # a stage is done only when all its core artifacts exist (directories are not core)
+    tracked: bool = True  # False: a kept copy (model/best.prev.pt) that the stage records do not follow
+
+    @property
+    def pattern(self) -> bool:
+        return "{" in self.rel
 
 
 ARTIFACTS: List[Artifact] = [
@@ -38,29 +47,51 @@ ARTIFACTS: List[Artifact] = [
     Artifact("patches_csv", "data/patches.csv", "prepare_data"),
     Artifact("summary_json", "data/summary.json", "prepare_data"),
     Artifact("cache_dir", "data/cache", "prepare_data", core=False),
+    Artifact("cache_npy", "data/cache/patches-{key}.npy", "prepare_data", core=False),  # idc.data.cache
     # train
     Artifact("model_dir", "model", "train", core=False),
     Artifact("best_pt", "model/best.pt", "train"),
     Artifact("last_pt", "model/last.pt", "train"),
     Artifact("history_csv", "model/history.csv", "train"),
     Artifact("history_steps_csv", "model/history_steps.csv", "train"),
+    Artifact("best_prev_pt", "model/best.prev.pt", "train", core=False, tracked=False),  # what a retrain replaced
     # evaluate
     Artifact("eval_dir", "eval", "evaluate", core=False),
     Artifact("predictions_csv", "eval/predictions.csv", "evaluate"),
     Artifact("metrics_json", "eval/metrics.json", "evaluate"),
     Artifact("table_5_1", "eval/table_5_1.md", "evaluate"),
+    # landscape: the k-th chosen patient under the book's name (k = 1, 2 are in FIGURES) and by patient id
+    Artifact("landscape_book_png", "figures/chapter_05_patient{k}_breast_tissue_proba.png", "landscape", core=False),
+    Artifact("landscape_png", "figures/landscape_{pid}.png", "landscape", core=False),
     # explain
     Artifact("explain_dir", "explain", "explain", core=False),
     Artifact("maps_npz", "explain/maps.npz", "explain"),
     Artifact("explain_index_csv", "explain/index.csv", "explain"),
+    Artifact("method_dir", "explain/{method}", "explain", core=False),  # one grey PNG per patch
+    Artifact("method_patch_png", "explain/{method}/{name}.png", "explain", core=False),
+    Artifact("shards_dir", "explain/shards", "explain", core=False),  # explain.num_shards > 1
+    Artifact("shard_file", "explain/shards/{shard}/{name}", "explain", core=False),
+    # visualize (also drawn by `make explain` with explain.visualize=true)
+    Artifact("visualize_dir", "explain/visualize", "visualize", core=False),
+    Artifact("activations_png", "explain/visualize/activations.png", "visualize"),
+    Artifact("filters_png", "explain/visualize/filters_{layer}.png", "visualize", core=False),
+    Artifact("gradcam_overlay_png", "explain/visualize/gradcam_overlay.png", "visualize"),
     # sanity
     Artifact("sanity_dir", "sanity", "sanity", core=False),
     Artifact("sanity_metrics_csv", "sanity/metrics.csv", "sanity"),
     Artifact("table_5_2", "sanity/table_5_2.md", "sanity"),
     Artifact("randomization_csv", "sanity/randomization.csv", "sanity"),  # verdicts (docs/sanity.md)
+    Artifact("logit_change_csv", "sanity/logit_change.csv", "sanity"),
+    Artifact("sanity_timing_json", "sanity/timing.json", "sanity"),  # wall seconds per phase (make bench)
+    Artifact("random_labels_json", "sanity/random_labels.json", "sanity"),  # the memorization record
+    Artifact("random_labels_dir", "sanity/random_labels_model", "sanity", core=False),
+    Artifact("random_labels_pt", "sanity/random_labels_model/model.pt", "sanity"),
     # leaderboard: localization, faithfulness and shortcut scores (issue 15), after the sanity checks
-    Artifact("localization_md", "sanity/localization.md", "leaderboard"),  # says "no masks" on real data
-    Artifact("leaderboard_md", "sanity/leaderboard.md", "leaderboard", core=False),  # data with masks only
+    Artifact("localization_md", "sanity/localization.md", "leaderboard"),  # says why when skipped
+    Artifact("localization_csv", "sanity/localization.csv", "leaderboard", core=False),  # per patch; not when skipped
+    Artifact("localization_summary_csv", "sanity/localization_summary.csv", "leaderboard", core=False),
+    Artifact("leaderboard_md", "sanity/leaderboard.md", "leaderboard", core=False),
+    Artifact("leaderboard_csv", "sanity/leaderboard.csv", "leaderboard", core=False),
     # figures (every stage's book figures land in this folder) and report
     Artifact("figures_dir", "figures", "figures", core=False),
     Artifact("figure_index_md", "figures/index.md", "figures"),
@@ -68,6 +99,7 @@ ARTIFACTS: List[Artifact] = [
     # view: the interactive page and its per-patient / per-patch assets
     Artifact("viewer_dir", "viewer", "view", core=False),
     Artifact("viewer_html", "viewer/index.html", "view"),
+    Artifact("viewer_assets", "viewer/assets/{path}", "view", core=False),
 ]
 
 # Every figure a complete run has under figures/, in the book's order, with the stage that draws it:
@@ -91,17 +123,45 @@ FIGURES: Dict[str, str] = {
     "chapter_05_smooth_grad": "explain",
     "chapter_05_grad_cam": "explain",
     "chapter_05_guided_grad_cam": "explain",
+    "explain_overview": "explain",
     "sanity_cascading_randomization": "sanity",
     "sanity_independent_randomization": "sanity",
     "sanity_randomization_examples": "sanity",
 }
-BOOK_FIGURES = {name: stage for name, stage in FIGURES.items() if name.startswith("chapter_05_")}
-OUR_FIGURES = {name: stage for name, stage in FIGURES.items() if name not in BOOK_FIGURES}
-# Drawn only on some runs (pixel ground truth exists for synthetic data only): never required.
-OPTIONAL_FIGURES: Dict[str, str] = {"sanity_localization_examples": "leaderboard", "chapter_05_method_leaderboard": "leaderboard"}
+# Drawn only on some runs, never required: the non-book methods' figures (when in explain.methods) and the
+# leaderboard's (skipped with leaderboard.enabled=false).
+OPTIONAL_FIGURES: Dict[str, str] = {
+    "chapter_05_gradcam_pp": "explain",
+    "chapter_05_score_cam": "explain",
+    "chapter_05_layer_cam": "explain",
+    "chapter_05_rise": "explain",
+    "sanity_localization_examples": "leaderboard",
+    "chapter_05_method_leaderboard": "leaderboard",
+}
+ALL_FIGURES: Dict[str, str] = {**FIGURES, **OPTIONAL_FIGURES}
 
 BY_KEY: Dict[str, Artifact] = {a.key: a for a in ARTIFACTS}
-PRODUCERS: Dict[str, str] = {a.rel: a.stage for a in ARTIFACTS}
+PRODUCERS: Dict[str, str] = {a.rel: a.stage for a in ARTIFACTS if not a.pattern}
+
+
+BY_REL: Dict[str, Artifact] = {a.rel: a for a in ARTIFACTS if not a.pattern}
+
+
+def _regex(rel: str) -> "re.Pattern":
+    """A pattern artifact's path as a regex: `{path}` matches the rest of a path, any other `{field}` one
+    path component (no '/')."""
+    return re.compile("".join((".+" if part == "{path}" else "[^/]+") if part.startswith("{") else re.escape(part)
+                              for part in re.split(r"(\{\w+\})", rel)) + "$")
+
+
+# most specific first: fewer fields, then longer
+PATTERNS = [(_regex(a.rel), a) for a in sorted((a for a in ARTIFACTS if a.pattern),
+                                              key=lambda a: (a.rel.count("{"), -len(a.rel)))]
+
+
+def declared(rel: str) -> Optional[Artifact]:
+    """The artifact `rel` (relative to run.dir, '/'-separated) is, or matches as a pattern; None if undeclared."""
+    return BY_REL.get(rel) or next((a for rx, a in PATTERNS if rx.match(rel)), None)
 
 
 def file_name(key: str) -> str:
@@ -128,11 +188,19 @@ class RunPaths:
         return cls(Path(str(cfg.run.dir)))
 
     def __getattr__(self, key: str) -> Path:  # only called for names that are not real attributes
-        if key in BY_KEY:
+        if key in BY_KEY and not BY_KEY[key].pattern:
             return self.root / BY_KEY[key].rel
-        raise AttributeError(f"RunPaths has no artifact {key!r}; declare it in idc.paths.ARTIFACTS")
+        raise AttributeError(f"RunPaths has no artifact {key!r}; declare it in idc.paths.ARTIFACTS"
+                             + (" (a pattern: use paths.path(key, field=...))" if key in BY_KEY else ""))
+
+    def path(self, key: str, **fields) -> Path:
+        """A pattern artifact's path, e.g. `paths.path("landscape_png", pid=12930)`."""
+        return self.root / BY_KEY[key].rel.format(**fields)
 
     def figure(self, name: str) -> Path:
+        """figures/<name>.png of a declared figure (`FIGURES` or `OPTIONAL_FIGURES`)."""
+        if name not in ALL_FIGURES:
+            raise KeyError(f"figure {name!r} is not declared; add it to idc.paths.FIGURES or OPTIONAL_FIGURES")
         return self.root / "figures" / f"{name}.png"
 
     @property
@@ -146,11 +214,10 @@ class RunPaths:
             rel = Path(path).relative_to(self.root).as_posix()
         except ValueError:
             return None
-        if rel in PRODUCERS:
-            return PRODUCERS[rel]
-        if rel.startswith("figures/") and rel.endswith(".png"):
-            return {**FIGURES, **OPTIONAL_FIGURES}.get(rel[len("figures/"):-len(".png")])
-        return None
+        if rel.startswith("figures/") and rel.endswith(".png") and rel[len("figures/"):-len(".png")] in ALL_FIGURES:
+            return ALL_FIGURES[rel[len("figures/"):-len(".png")]]
+        artifact = declared(rel)
+        return artifact.stage if artifact else None
 
 
 def require(path: Path, what: str | None = None, root: Path | None = None) -> Path:
@@ -170,5 +237,10 @@ def require(path: Path, what: str | None = None, root: Path | None = None) -> Pa
 
 def _guess_root(path: Path) -> Path:
     """The run dir holding `path`: the parent of its top-level artifact folder (data/, model/, ...)."""
-    top = {a.rel.split("/")[0] for a in ARTIFACTS if "/" in a.rel}
+    top = {a.rel.split("/")[0] for a in ARTIFACTS if "/" in a.rel and not a.rel.startswith("{")}
     return next((p.parent for p in path.parents if p.name in top), path.parent)
+
+
+def producer_of(path: Path, root: Path | None = None) -> str | None:
+    """The stage that writes `path` (`root`: its run dir; guessed from the path when not given), if declared."""
+    return RunPaths(Path(root) if root is not None else _guess_root(Path(path))).producer(path)

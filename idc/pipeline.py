@@ -7,6 +7,9 @@ same sha256 of every input file (e.g. the checkpoint and data/patches.csv), the 
 config keys that shape them, the same records of the stages it follows, and its outputs all exist.
 An up-to-date stage never runs again (``run.force=true`` re-runs the requested one). With
 ``run.auto=false`` a missing or stale input is an error naming the make target that produces it.
+The record also holds the digest of each output, so a file changed after its stage wrote it (hand-edited,
+cut, replaced) makes that stage out of date; it is written only by a run that wrote (or vouched for)
+all of the stage's outputs itself, never by one explain shard of several.
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from typing import Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
+from idc.integrity import changed_output, file_digest, identity, output_digest
 from idc.paths import (ARTIFACTS, BY_KEY, OPTIONAL_FIGURES, MissingArtifactError, RunPaths, make_target,
                        stage_artifacts, stage_figures)
-from idc.utils import write_json_atomic
+from idc.utils import recording_outputs, write_json_atomic
 
 log = logging.getLogger("idc")
 
@@ -38,11 +42,6 @@ class Stage:
     ignore: Tuple[str, ...] = ()  # sub-keys of `config` that do not (resume, sharding, ...)
 
 
-# sanity.* keys only the leaderboard stage reads: changing them does not re-run the randomization tests
-LEADERBOARD_ONLY = ("localization", "localization_patches", "localization_methods", "variants", "randomized_controls",
-                    "pointing_tolerance", "top_k_fraction", "deletion_fill",
-                    "blur_sigma", "road", "road_patches", "bootstrap_samples", "leaderboard_variant",
-                    "leaderboard_sort", "shortcut_run_dir")
 _EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity", "leaderboard")
 STAGES: Dict[str, Stage] = {s.name: s for s in [
     Stage("prepare_data", "idc.prepare_data", config=("data", "seed"), ignore=("data.workers",)),
@@ -57,16 +56,16 @@ STAGES: Dict[str, Stage] = {s.name: s for s in [
           config=("explain",), ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "predictions_csv"),
           config=("sanity", "explain", "train", "seed"),
-          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index",
-                  *(f"sanity.{k}" for k in LEADERBOARD_ONLY))),
-    # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts
-    Stage("leaderboard", "idc.sanity.leaderboard", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
-          config=("sanity", "explain", "seed"),
+          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index")),
+    # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts and randomizes
+    # the model as the sanity stage does (its randomized-model control rows)
+    Stage("leaderboard", "idc.leaderboard.stage", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
+          config=("leaderboard", "explain", "sanity.cascade", "sanity.reinit", "sanity.seed", "seed"),
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("figures", "idc.figures", after=_EVERY_RESULT),
     Stage("report", "idc.report", after=_EVERY_RESULT),
     # the viewer shows predictions, maps and sanity scores: those stages run first when missing or out of date
-    Stage("view", "idc.viewer", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
+    Stage("view", "idc.viewer.stage", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
           config=("data.masks_dir",)),
 ]}
 assert {a.stage for a in ARTIFACTS} <= set(STAGES), "an artifact names an unknown stage"
@@ -80,20 +79,6 @@ def producers(stage: str) -> List[str]:
 
 
 # ---------------------------------------------------------------- records
-_HASHES: Dict[Tuple[str, int, int], str] = {}
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, memoized on (path, size, mtime) so a checkpoint is hashed once per process."""
-    from idc.utils import file_sha256
-
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        _HASHES[key] = file_sha256(path)
-    return _HASHES[key]
-
-
 def config_values(stage: str, cfg) -> dict:
     """{key: resolved value} of the config keys that shape the stage's outputs."""
     s, out = STAGES[stage], {}
@@ -142,17 +127,25 @@ def input_hashes(paths: RunPaths, stage: str) -> Dict[str, str]:
     return dict(record.get("inputs", {})) if record else {}
 
 
-def write_record(stage: str, cfg, paths: RunPaths) -> Path:
-    """After a successful run: the inputs' hashes, the config values and the outputs that exist now."""
+def write_record(stage: str, cfg, paths: RunPaths, vouched=()) -> Path:
+    """After a successful run: the inputs' hashes, the config values and the digest of each output that
+    exists now (declared artifacts and figures, and the files the run vouched for, e.g. the packed cache)."""
     record = expected_record(stage, cfg, paths)
     figures = stage_figures(stage) + [n for n, s in OPTIONAL_FIGURES.items() if s == stage]
-    outputs = [a.rel for a in stage_artifacts(stage, core_only=False)] + [f"figures/{n}.png" for n in figures]
-    record["outputs"] = [o for o in outputs if (paths.root / o).is_file()]
+    outputs = [a.rel for a in stage_artifacts(stage, core_only=False) if a.tracked]
+    outputs += [f"figures/{n}.png" for n in figures]
+    root = os.path.abspath(paths.root)
+    outputs += sorted(Path(os.path.relpath(v, root)).as_posix() for v in vouched if v.startswith(root + os.sep))
+    record["outputs"] = {o: output_digest(paths.root / o) for o in dict.fromkeys(outputs) if (paths.root / o).is_file()}
     return write_json_atomic(record_path(paths, stage), record)
 
 
+class Changed(str):
+    """A stale reason saying that an output was changed after its stage wrote it (logged as a warning)."""
+
+
 def stale_reason(stage: str, cfg, paths: RunPaths) -> Optional[str]:
-    """Why `stage` must run (its outputs are missing or out of date), or None when they are up to date."""
+    """Why `stage` must run (its outputs are missing, changed or out of date), or None when they are up to date."""
     missing = [a.rel for a in stage_artifacts(stage) if not (paths.root / a.rel).exists()]
     if missing:
         return f"{missing[0]} not found"
@@ -162,6 +155,9 @@ def stale_reason(stage: str, cfg, paths: RunPaths) -> Optional[str]:
     gone = [o for o in record.get("outputs", []) if not (paths.root / o).exists()]
     if gone:
         return f"{gone[0]} not found"
+    changed = changed_output(record, paths.root, make_target(stage))
+    if changed:
+        return Changed(changed)
     want = expected_record(stage, cfg, paths)
     for rel, digest in want["inputs"].items():
         if record.get("inputs", {}).get(rel) != digest:
@@ -190,10 +186,19 @@ def _distributed() -> bool:
 
 
 def run_one(stage: str, cfg, paths: RunPaths):
-    result = importlib.import_module(STAGES[stage].module).run(cfg)
-    if int(os.environ.get("RANK", "0")) == 0 and not any(
-            not (paths.root / a.rel).exists() for a in stage_artifacts(stage)):
-        write_record(stage, cfg, paths)
+    """Run a stage; write its record only if this run wrote (or vouched for) every core output itself,
+    so that e.g. one explain shard of several never claims the maps.npz an earlier run left."""
+    core = [paths.root / a.rel for a in stage_artifacts(stage)]
+    before = {p: identity(p) for p in core}
+    with recording_outputs() as vouched:
+        result = importlib.import_module(STAGES[stage].module).run(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        kept = [p for p in core
+                if identity(p) is None or (identity(p) == before[p] and os.path.abspath(p) not in vouched)]
+        if kept:
+            log.info("%s: no record written: this run did not write %s (e.g. one shard of several)", stage, kept[0])
+        else:
+            write_record(stage, cfg, paths, vouched)
     return result
 
 
@@ -227,7 +232,11 @@ def build(stage: str, cfg) -> Dict[str, object]:
         elif not auto:
             raise stale_error(name, reason, paths)
         why = reason or "run.force=true"
-        log.info("pipeline: running %s (%s)%s", name, why, "" if requested else f" before {stage}")
+        if isinstance(reason, Changed):  # say what will be rebuilt before rebuilding it
+            log.warning("pipeline: %s; running %s writes it again%s", reason, name,
+                        "" if requested else f" before {stage}")
+        else:
+            log.info("pipeline: running %s (%s)%s", name, why, "" if requested else f" before {stage}")
         ran[name] = run_one(name, cfg, paths)
 
     ensure(stage, True)

@@ -12,17 +12,19 @@ from pathlib import Path
 import pandas as pd
 
 from idc.data import PATCH_COLUMNS
-from idc.data.cache import load_or_build_cache
+from idc.data.cache import identical_patches, load_or_build_cache
 from idc.data.index import index_with_report
 from idc.data.split import SPLITS, split_patients
+from idc.data.synthetic import generate_synthetic
 from idc.errors import ConfigError
 from idc.paths import RunPaths
-from idc.utils import write_csv_atomic, write_json_atomic, wrote
+from idc.utils import vouch_output, write_csv_atomic, write_json_atomic, wrote
+from idc.viz.eda import write_eda_figures
 
 log = logging.getLogger("idc")
 
 
-def summarize(df: pd.DataFrame, root: Path, source: str, report) -> dict:
+def summarize(df: pd.DataFrame, root: Path, source: str, report, identical: dict) -> dict:
     per_split = {}
     for split in SPLITS:
         sub = df[df["split"] == split]
@@ -44,6 +46,7 @@ def summarize(df: pd.DataFrame, root: Path, source: str, report) -> dict:
         "positive_rate": round(float(df["target"].mean()), 4),
         "splits": per_split,
         **report.counts(),
+        "identical_pixels": identical,
         "warnings": single_class_warnings(per_split),
     }
 
@@ -64,8 +67,6 @@ def single_class_warnings(per_split: dict) -> list[str]:
 def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
     d = cfg.data
     if d.source == "synthetic":
-        from idc.data.synthetic import generate_synthetic
-
         root = Path(generate_synthetic(d))
     elif d.source == "kaggle":
         root = Path(str(d.root))
@@ -76,17 +77,29 @@ def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
     return df[PATCH_COLUMNS], report, root
 
 
+def same_index(path: Path, df: pd.DataFrame) -> bool:
+    """Whether `path` holds exactly `df` (a damaged or edited file does not: it is written again)."""
+    try:
+        return path.exists() and pd.read_csv(path).equals(df)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError):
+        return False
+
+
 def run(cfg) -> pd.DataFrame:
     paths = RunPaths.from_cfg(cfg)
     df, report, root = build_index(cfg)
     # Before the index is written: a corrupt pixel stream found while packing must not leave a
     # complete-looking patches.csv and summary.json behind.
-    images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size)
-    if paths.patches_csv.exists() and pd.read_csv(paths.patches_csv).equals(df):
-        log.info("index unchanged: kept %s", paths.patches_csv)
+    images = load_or_build_cache(df, root, paths.cache_dir, size=cfg.data.patch_size, producer=True)
+    if same_index(paths.patches_csv, df):
+        log.info("index unchanged: kept %s", vouch_output(paths.patches_csv))
     else:
         wrote(write_csv_atomic(df, paths.patches_csv), f"{len(df)} patches")
-    summary = summarize(df, root, cfg.data.source, report)
+    identical = identical_patches(images, df["image_id"])
+    if identical["files"]:
+        log.warning("%d patches have a pixel-identical twin (%d groups, e.g. %s): kept, counted in %s",
+                    identical["files"], identical["groups"], identical["examples"][0], paths.summary_json)
+    summary = summarize(df, root, cfg.data.source, report, identical)
     wrote(write_json_atomic(paths.summary_json, summary), "counts per split and class")
     for split in SPLITS:
         s = summary["splits"][split]
@@ -95,7 +108,5 @@ def run(cfg) -> pd.DataFrame:
     for warning in summary["warnings"]:
         log.warning(warning)
     if cfg.data.eda_figures:
-        from idc.viz.eda import write_eda_figures
-
-        write_eda_figures(df, images, paths.figures_dir, seed=cfg.seed, root=root, patch=cfg.data.patch_size)
+        write_eda_figures(df, images, paths, seed=cfg.seed, root=root, patch=cfg.data.patch_size)
     return df

@@ -3,20 +3,24 @@
 Inline CSS, no script, no remote resource; every image and link is relative to run.dir, so the run
 folder can be moved or zipped as a whole. A section whose input is missing says which make target
 produces it instead of failing, so the report of a partial run is still useful. The interactive page
-of the same run is `make view` (idc.viewer); the report links to it and shares its overview tables.
+of the same run is `make view` (idc.viewer); the report links to it and shares its overview tables
+(`idc.overview`). File names and the make target behind a missing one come from the registry (`idc.paths`).
 """
 from __future__ import annotations
 
 import html
 import logging
 import os
-import re
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, Optional
 
-from idc.paths import FIGURES, OPTIONAL_FIGURES, RunPaths, make_target, stage_figures
+import pandas as pd
+
+from idc.integrity import read_csv
+from idc.markdown import markdown_table, markdown_to_html
+from idc.overview import TABLE_CSS, missing_note, overview_html, run_title
+from idc.paths import ALL_FIGURES, BY_KEY, OPTIONAL_FIGURES, RunPaths, make_target, stage_figures
 from idc.utils import write_text_atomic, wrote
-from idc.viewer.overview import TABLE_CSS, missing_note, overview_html, run_title
 
 log = logging.getLogger("idc")
 
@@ -28,68 +32,17 @@ figure img { max-width: 100%; border: 1px solid #ddd; } figcaption { font-size: 
 """ + TABLE_CSS
 
 
-def _inline(text: str) -> str:
-    """Escape, then render **bold** and `code` (the only inline markdown our tables use)."""
-    out = html.escape(text)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
-
-
-def _table_html(rows: List[str]) -> str:
-    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
-    cells = [c for c in cells if not all(re.fullmatch(r":?-{3,}:?", x) for x in c)]  # drop the rule line
-    head, body = cells[0], cells[1:]
-    out = ["<table>", "<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
-    return "\n".join(out + ["</table>"])
-
-
-def markdown_to_html(md: str, heading_offset: int = 2) -> str:
-    """The small markdown subset our stages write: headings, pipe tables, paragraphs, bullet lists."""
-    blocks, table, para = [], [], []
-
-    def flush():
-        if table:
-            blocks.append(_table_html(table))
-            table.clear()
-        if para:
-            items = [p for p in para if p.startswith("- ")]
-            if items and len(items) == len(para):
-                blocks.append("<ul>" + "".join(f"<li>{_inline(p[2:])}</li>" for p in para) + "</ul>")
-            else:
-                blocks.append(f"<p>{_inline(' '.join(para))}</p>")
-            para.clear()
-
-    for line in md.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("|"):
-            if para:
-                flush()
-            table.append(stripped)
-        elif stripped.startswith("#"):
-            flush()
-            level = min(6, len(stripped) - len(stripped.lstrip("#")) + heading_offset)
-            blocks.append(f"<h{level}>{_inline(stripped.lstrip('#').strip())}</h{level}>")
-        elif not stripped:
-            flush()
-        else:
-            if table:
-                flush()
-            para.append(stripped)
-    flush()
-    return "\n".join(blocks)
-
-
 def _rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def figure_gallery(names: Iterable[str], figures_dir: Path, root: Path, target: str) -> str:
+def figure_gallery(names: Iterable[str], paths: RunPaths, target: str) -> str:
+    """The figures that exist; a note naming `target` for each that does not."""
     parts = []
     for name in names:
-        path = figures_dir / f"{name}.png"
+        path = paths.figure(name) if name in ALL_FIGURES else paths.figures_dir / f"{name}.png"
         if path.exists():
-            src = html.escape(_rel(path, root))
+            src = html.escape(_rel(path, paths.root))
             parts.append(f'<figure><a href="{src}"><img src="{src}" alt="{html.escape(name)}"></a>'
                          f"<figcaption>{html.escape(name)}</figcaption></figure>")
         else:
@@ -97,48 +50,68 @@ def figure_gallery(names: Iterable[str], figures_dir: Path, root: Path, target: 
     return "\n".join(parts)
 
 
-def _optional_figure(name: str, figures_dir: Path, root: Path) -> str:
-    """A figure that only some runs have (e.g. synthetic-only); nothing when absent."""
-    return figure_gallery([name], figures_dir, root, "") if (figures_dir / f"{name}.png").exists() else ""
-
-
-def markdown_section(path: Path, target: str) -> str:
+def markdown_section(paths: RunPaths, key: str) -> str:
+    """A stage's markdown artifact as HTML, or a note naming the make target that writes it."""
+    path = getattr(paths, key)
     if not path.exists():
-        return missing_note(path.name, target)
+        return missing_note(path.name, make_target(BY_KEY[key].stage))
     log.info("read %s", path)
     return markdown_to_html(path.read_text(), heading_offset=2)
 
 
+TRAINING_FIGURES = ("chapter_05_loss_curve_epoch", "chapter_05_loss_curve_step")  # drawn by evaluate
+HISTORY_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_precision", "val_recall", "val_f1", "test_loss",
+                   "seconds", "images_per_s")
+
+
+def history_table(history: pd.DataFrame) -> str:
+    """model/history.csv as markdown: one row per epoch (1-based), losses and scores to 3 decimals."""
+    cols = [c for c in HISTORY_COLUMNS if c in history]
+    rows = [[int(r["epoch"]) + 1] + [f"{r[c]:.0f}" if c in ("seconds", "images_per_s") else f"{r[c]:.3f}" for c in cols]
+            for _, r in history.iterrows()]
+    return markdown_table(["epoch", *(c.replace("_", " ") for c in cols)], rows)
+
+
+def training_section(paths: RunPaths) -> str:
+    """The training history (model/history.csv: loss and scores per epoch) and the loss curves."""
+    if paths.history_csv.exists():
+        log.info("read %s", paths.history_csv)
+        table = markdown_to_html(history_table(read_csv(paths.history_csv)))
+    else:
+        table = missing_note(paths.history_csv.name, make_target(BY_KEY["history_csv"].stage))
+    return table + figure_gallery(TRAINING_FIGURES, paths, make_target("evaluate"))
+
+
 def viewer_link(paths: RunPaths) -> str:
     """The interactive page of the same run (tissue, layers, attribution maps), or how to make it."""
-    page = paths.viewer_html
+    page, rel = paths.viewer_html, BY_KEY["viewer_html"].rel
     if not page.exists():
-        return missing_note("The interactive viewer (viewer/index.html)", "make view")
+        return missing_note(f"The interactive viewer ({rel})", make_target(BY_KEY["viewer_html"].stage))
     return (f'<p>Interactive viewer (pan and zoom the tissue, layers, every attribution map): '
-            f'<a href="{html.escape(_rel(page, paths.root))}">viewer/index.html</a></p>')
+            f'<a href="{html.escape(_rel(page, paths.root))}">{html.escape(rel)}</a></p>')
 
 
 def build_report(paths: RunPaths, title: Optional[str] = None) -> str:
-    root, figs = paths.root, paths.figures_dir
-    shown = set(FIGURES) | set(OPTIONAL_FIGURES)
-    others = sorted(p.stem for p in figs.glob("*.png") if p.stem not in shown) if figs.is_dir() else []
+    figs = paths.figures_dir
+    others = sorted(p.stem for p in figs.glob("*.png") if p.stem not in ALL_FIGURES) if figs.is_dir() else []
 
-    def gallery(stage: str) -> str:  # the stage's figures, as the registry lists them
-        return figure_gallery(stage_figures(stage), figs, root, make_target(stage))
+    def gallery(stage: str, skip=()) -> str:  # the stage's figures as the registry lists them, optional ones if drawn
+        optional = [n for n, s in OPTIONAL_FIGURES.items() if s == stage and paths.figure(n).exists()]
+        names = [n for n in stage_figures(stage) if n not in skip] + optional
+        return figure_gallery(names, paths, make_target(stage))
 
     sections = [
         ("Data", overview_html(paths) + gallery("prepare_data")),
-        ("Training", gallery("train")),
-        ("Table 5.1: test-set performance", markdown_section(paths.table_5_1, make_target("evaluate"))
-         + gallery("evaluate")),
+        ("Training", training_section(paths)),
+        ("Table 5.1: test-set performance", markdown_section(paths, "table_5_1") + gallery("evaluate", TRAINING_FIGURES)),
         ("Probability landscapes", gallery("landscape")),
         ("Attribution maps", gallery("explain")),
-        ("Table 5.2: sanity checks", markdown_section(paths.table_5_2, make_target("sanity")) + gallery("sanity")),
-        ("Localization and faithfulness", markdown_section(paths.localization_md, make_target("leaderboard"))
-         + "".join(_optional_figure(n, figs, root) for n in OPTIONAL_FIGURES)),
+        ("Table 5.2: sanity checks", markdown_section(paths, "table_5_2") + gallery("sanity")),
+        ("Which attribution method? Leaderboard", markdown_section(paths, "leaderboard_md") + gallery("leaderboard")),
+        ("Localization and faithfulness", markdown_section(paths, "localization_md")),
     ]
     if others:
-        sections.append(("Other figures", figure_gallery(others, figs, root, "make figures")))
+        sections.append(("Other figures", figure_gallery(others, paths, "make figures")))
     title = title or run_title(paths)
     body = "\n".join(f'<section id="s{i}"><h2>{html.escape(h)}</h2>\n{content}</section>'
                      for i, (h, content) in enumerate(sections))

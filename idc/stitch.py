@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from idc.data.dataset import load_rgb
 
 PATCH = 50  # the Kaggle grid: patches every 50 px
 MAX_CANVAS_SIDE = 2048  # px; a larger slide is drawn downsampled (matplotlib turns a 2048^2 image into 130 MB of floats)
@@ -98,10 +100,6 @@ def original_tiles(sub, images, root=None, size: int = 50) -> list:
     """One uint8 tile per row of `sub` (patches.csv rows; `images` = their packed-cache rows): patches of
     the standard size from the cache, edge patches at their original size read from `root` (the cache
     holds them stretched to size x size, as the transforms see them), shrunk back when the file is gone."""
-    from PIL import Image
-
-    from idc.data.dataset import load_rgb
-
     tiles = list(np.asarray(images))
     w = sub["width"].to_numpy() if "width" in sub else np.full(len(sub), size)
     h = sub["height"].to_numpy() if "height" in sub else np.full(len(sub), size)

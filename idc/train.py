@@ -25,10 +25,11 @@ from idc import distributed as D
 from idc.data.device_loader import eval_inputs, make_loader
 from idc.errors import CheckpointError, ConfigError, IdcError
 from idc.inputs import load_run
+from idc.integrity import keep_previous
 from idc.metrics import binary_scores
 from idc.model import amp_settings, as_dict, autocast, build_model, predict, read_checkpoint, save_checkpoint
 from idc.paths import RunPaths, file_name
-from idc.utils import ensure_writable, resolve_device, seed_everything, write_csv_atomic, wrote
+from idc.utils import ensure_writable, resolve_device, seed_everything, vouch_output, write_csv_atomic, wrote
 
 log = logging.getLogger("idc")
 
@@ -175,8 +176,7 @@ def evaluate(model, images, rows, targets, meter: StepMeter, batch_size: int, am
 
 
 # ---------------------------------------------------------------- checkpoints
-def resume(last_pt: Path, data_hash: str, model, optimizer, scaler, device,
-           by_f1: bool = True) -> Tuple[int, float, list, list]:
+def resume(last_pt: Path, data_hash: str, model, optimizer, scaler, device) -> Tuple[int, float, list, list]:
     """Restore model, optimizer, scaler and RNG state from last.pt: (next epoch, best score, history, steps)."""
     afresh = f"delete {last_pt} or set train.resume=false to start afresh"  # `make train` alone fails again
     ckpt = read_checkpoint(last_pt, device, fix=afresh)
@@ -194,7 +194,7 @@ def resume(last_pt: Path, data_hash: str, model, optimizer, scaler, device,
     restore_rng(ckpt["rng"])
     start = ckpt["epoch"] + 1
     log.info("resumed from %s at epoch %d", last_pt, start + 1)
-    best = ckpt.get("best_score", ckpt.get("best_val_f1", -1.0) if by_f1 else -np.inf)  # older files: F1 only
+    best = ckpt["best_score"]
     return (start, best, [r for r in ckpt.get("history", []) if r["epoch"] < start],
             [r for r in ckpt.get("steps", []) if r["epoch"] < start])
 
@@ -224,6 +224,24 @@ def save_epoch(cfg, model_dir: Path, model, optimizer, scaler, history: list, st
     return best
 
 
+def start(resume_run: bool, model_dir: Path, data_hash: str, model, optimizer, scaler, device,
+          is_main: bool) -> Tuple[int, float, list, list]:
+    """(first epoch, best score, history, steps): from last.pt with train.resume=true, else from scratch,
+    keeping the best.pt a new training replaces as best.prev.pt."""
+    last_pt, best_pt = model_dir / file_name("last_pt"), model_dir / file_name("best_pt")
+    if resume_run and last_pt.exists():
+        out = resume(last_pt, data_hash, model, optimizer, scaler, device)
+        for key in ("best_pt", "last_pt", "history_csv", "history_steps_csv"):  # this training's, continued
+            vouch_output(model_dir / file_name(key))
+        return out
+    if resume_run:
+        log.warning("train.resume=true but %s does not exist: starting from scratch", last_pt)
+    previous = model_dir / file_name("best_prev_pt")
+    if is_main and keep_previous(best_pt, previous):
+        log.info("a new training replaces %s: the previous one is kept as %s", best_pt, previous)
+    return 0, -np.inf, [], []
+
+
 # ---------------------------------------------------------------- the loop
 def setup_device(cfg, info) -> torch.device:
     device = resolve_device(cfg.device)
@@ -250,6 +268,34 @@ def load_data(cfg, info):
     return data, rows
 
 
+def setup_training(cfg, info, device, images, targets: np.ndarray, train_rows: np.ndarray) -> tuple:
+    """(model, net = model wrapped for DDP / compile, optimizer, criterion, loader, scaler, amp dtype,
+    channels_last), seeded with cfg.seed, as `fit` trains them."""
+    t = cfg.train
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model).to(device)
+    amp_dtype, scaler = amp_settings(device, t.amp)
+    channels_last = device.type == "cuda" and t.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model.parameters())
+    weights = class_weights(targets[train_rows])
+    criterion = nn.CrossEntropyLoss(weight=weights.to(device) if t.balance == "class_weights" else None)
+    # drop_last: a last batch of a handful of images (or one: BatchNorm1d fails) gives a noisy step.
+    # train.loader: the cache resident on the GPU (default on CUDA) or gathered per batch on the host; both
+    # give the same batches and flips for the same seed (tests/test_device_loader.py)
+    loader = make_loader(t.loader, images, targets, train_rows, t.batch_size, shuffle=True, flip=True,
+                         seed=cfg.seed, rank=info.rank, world_size=info.world_size,
+                         drop_last=len(train_rows) > t.batch_size, device=device,
+                         memory_budget_gb=t.device_memory_gb, channels_last=channels_last,
+                         sample_weights=weights.numpy()[targets[train_rows]] if t.balance == "sampler" else None)
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if info.enabled else model
+    if t.compile:  # after DDP, as torch recommends; checkpoints keep saving the plain `model`
+        net = torch.compile(net)
+    return model, net, optimizer, criterion, loader, scaler, amp_dtype, channels_last
+
+
 def fit(cfg, model_dir) -> dict:
     """Train per cfg.train into `model_dir` (best.pt, last.pt, history.csv, history_steps.csv).
     Returns a summary with the best epoch, its val F1 and the final train accuracy. (The sanity stage's
@@ -267,37 +313,15 @@ def fit(cfg, model_dir) -> dict:
         log.warning("the val split holds one class only (%d patches): val F1 is undefined or meaningless; best.pt "
                     "is chosen by the lowest val loss. Use more patients or another data.split_seed", len(rows["val"]))
 
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model).to(device)
-    amp_dtype, scaler = amp_settings(device, t.amp)
-    channels_last = device.type == "cuda" and t.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg, model.parameters())
-    weights = class_weights(targets[rows["train"]])
-    criterion = nn.CrossEntropyLoss(weight=weights.to(device) if t.balance == "class_weights" else None)
-    # drop_last: a last batch of a handful of images (or one: BatchNorm1d fails) gives a noisy step.
-    # train.loader: the cache resident on the GPU (default on CUDA) or gathered per batch on the host; both
-    # give the same batches and flips for the same seed (tests/test_device_loader.py)
-    loader = make_loader(t.loader, data.images, targets, rows["train"], t.batch_size, shuffle=True, flip=True,
-                         seed=cfg.seed, rank=info.rank, world_size=info.world_size,
-                         drop_last=len(rows["train"]) > t.batch_size, device=device,
-                         memory_budget_gb=t.device_memory_gb, channels_last=channels_last,
-                         sample_weights=weights.numpy()[targets[rows["train"]]] if t.balance == "sampler" else None)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if info.enabled else model
-    if t.compile:  # after DDP, as torch recommends; checkpoints keep saving the plain `model`
-        net = torch.compile(net)
+    model, net, optimizer, criterion, loader, scaler, amp_dtype, channels_last = setup_training(
+        cfg, info, device, data.images, targets, rows["train"])
     # only rank 0 evaluates: with the device loader on a GPU its val and test rows go there once
     eval_images, eval_rows, eval_targets = eval_inputs(t.loader, data.images, rows, targets, device, t.device_memory_gb) \
         if info.is_main else (data.images, rows, targets)
 
-    history, steps, start_epoch, best = [], [], 0, -np.inf
     last_pt = model_dir / file_name("last_pt")
-    if t.resume and last_pt.exists():
-        start_epoch, best, history, steps = resume(last_pt, data.data_hash, model, optimizer, scaler, device, by_f1)
-    elif t.resume:
-        log.warning("train.resume=true but %s does not exist: starting from scratch", last_pt)
+    start_epoch, best, history, steps = start(t.resume, model_dir, data.data_hash, model, optimizer, scaler, device,
+                                              info.is_main)
 
     sync_every = 1 if device.type == "cpu" else 50  # read losses back in blocks on a GPU (no per-step sync)
     last_step = {sp: max([r["step"] for r in steps if r["split"] == sp], default=0) for sp in ("train", "val", "test")}

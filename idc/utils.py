@@ -2,27 +2,36 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
+import shutil
 import socket
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
+import torch
+
+from idc.errors import ConfigError, DiskFullError
 
 log = logging.getLogger("idc")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, size_hint: Optional[int] = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
     Nothing half-written is ever left under the final name: readers see the old file or the new one.
+    A full disk ends in one `DiskFullError` line ("disk full while writing X; free N MB"); `size_hint`
+    (the bytes the file needs, when the caller knows) makes N exact.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,9 +44,75 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         # mkstemp creates 0600; give the artifact the mode any new file of this user gets (0644 for umask 022)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        full = disk_full_error(err, path, tmp, size_hint)
+        if full is None:
+            raise
+        raise full from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def disk_full_error(err: Exception, path: Path, tmp: Path, size_hint: Optional[int]) -> Optional[DiskFullError]:
+    """The one-line error for a write that failed because the disk is full (ENOSPC, a quota, or an error
+    raised while less than 1 MB was left), else None."""
+    try:
+        st = tmp.stat() if tmp.exists() else None
+        # the bytes on disk: a sparse file (a memory-mapped cache) has fewer than its size
+        written = 0 if st is None else min(st.st_size, st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size)
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    no_space = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not no_space and free >= 1 << 20:
+        return None
+    free_after = free + written  # the temp file is removed below
+    mount = next((p for p in path.parents if os.path.ismount(p)), path.parent)
+    if size_hint and size_hint > free_after:
+        return DiskFullError(f"disk full while writing {path}; free {math.ceil((size_hint - free_after) / 1e6)} MB on "
+                             f"{mount} (the file needs about {math.ceil(size_hint / 1e6)} MB, "
+                             f"{free_after / 1e6:.1f} MB are free) and re-run")
+    return DiskFullError(f"disk full while writing {path}; free more than {max(1, math.ceil(written / 1e6))} MB on "
+                         f"{mount} (the disk filled after {written / 1e6:.1f} MB of it were written) and re-run")
+
+
+@contextlib.contextmanager
+def temp_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """A new folder beside `final`, named like the temp files (host and pid in the name), removed when
+    the block ends; the caller renames it onto `final` when complete. A process killed meanwhile (SIGTERM,
+    SIGKILL) leaves it behind, and the next start removes it (`clean_stale_temp`)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_temp_tag()}", suffix=".tmpdir", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp creates 0700; the folder becomes `final`
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# The files a stage run vouches for without rewriting them (an unchanged index it kept, a cache it checked):
+# idc.pipeline lists them, with the files the run wrote, in the stage's record.
+_VOUCHED: list = []
+
+
+@contextlib.contextmanager
+def recording_outputs() -> Iterator[set]:
+    """Collect the absolute paths passed to `vouch_output` inside the block."""
+    vouched: set = set()
+    _VOUCHED.append(vouched)
+    try:
+        yield vouched
+    finally:
+        _VOUCHED.remove(vouched)
+
+
+def vouch_output(path: str | os.PathLike) -> Path:
+    """Count `path` as an output of the running stage although this run did not rewrite it."""
+    for vouched in _VOUCHED:
+        vouched.add(os.path.abspath(path))
+    return Path(path)
 
 
 # Temp files are named .<final name>.idctmp-<host>-<pid>-<random><suffix>, so that a later run can tell
@@ -63,20 +138,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temp(root: str | os.PathLike) -> list[Path]:
-    """Delete the temp files under `root` left by killed processes of this host (e.g. `kill -9` during a
-    checkpoint save); temp files of live processes and of other hosts are kept. Returns what was removed."""
+def clean_stale_temp(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete the temp files and folders under `root` (or directly in it) left by killed processes of this
+    host (e.g. `kill -9` during a checkpoint save, SIGTERM while the viewer was built); those of live
+    processes and of other hosts are kept. Returns what was removed."""
     removed, host = [], _host()
-    for dirpath, _, files in os.walk(root):
-        for name in files:
+    for dirpath, dirs, files in os.walk(root):
+        for name in [*files, *dirs]:
             m = _TEMP_RE.match(name)
             if m and m["host"] == host and not _pid_alive(int(m["pid"])):
                 path = Path(dirpath) / name
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                if name in dirs:
+                    dirs.remove(name)  # not walked into
+                    shutil.rmtree(path, ignore_errors=True)
                     removed.append(path)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed.append(path)
+        if not recursive:
+            break
     if removed:
-        log.warning("removed %d stale temp file(s) of killed runs under %s, e.g. %s", len(removed), root, removed[0])
+        log.warning("removed %d stale temp file(s) or folder(s) of killed runs under %s, e.g. %s", len(removed), root,
+                    removed[0])
     return removed
 
 
@@ -94,8 +178,6 @@ def current_umask() -> int:
 def ensure_writable(folder: str | os.PathLike, key: str) -> Path:
     """Create `folder` and check that a file can be written in it, before any long work; else one clear
     error naming the config key that chose it."""
-    from idc.errors import ConfigError
-
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -109,10 +191,9 @@ def ensure_writable(folder: str | os.PathLike, key: str) -> Path:
 def write_npz_atomic(path: str | os.PathLike, arrays: dict, compress: bool = True) -> Path:
     """np.savez(_compressed) with fixed zip timestamps, so the same arrays give a byte-identical file
     (numpy stamps each member with the current time). Arrays are written in the order given."""
-    import zipfile
-
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with atomic_path(path, suffix=".tmp.npz") as tmp:
+    size = sum(np.asanyarray(v).nbytes for v in arrays.values())  # at most, uncompressed
+    with atomic_path(path, suffix=".tmp.npz", size_hint=size) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
             for key, value in arrays.items():
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
@@ -123,7 +204,7 @@ def write_npz_atomic(path: str | os.PathLike, arrays: dict, compress: bool = Tru
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size_hint=len(text.encode())) as tmp:
         tmp.write_text(text)
     return Path(path)
 
@@ -150,40 +231,20 @@ def write_csv_atomic(df, path: str | os.PathLike, **kwargs) -> Path:
     return Path(path)
 
 
-def save_figure_atomic(fig, path: str | os.PathLike, dpi: int = 100, **kwargs) -> Path:
-    """Save a matplotlib figure via a temp file and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    with atomic_path(path, suffix=".tmp" + path.suffix) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", **kwargs)
-    plt.close(fig)
-    return path
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    torch.manual_seed(seed)
 
 
 def resolve_device(name: str = "auto"):
     """'auto' picks cuda > mps > cpu; anything else is passed to torch.device."""
-    import torch
-
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    from idc.errors import ConfigError
-
     if not DEVICE_RE.match(str(name)):
         raise ConfigError(f"device={name} is not known; use auto, cpu, cuda, cuda:<index> or mps")
     dev = torch.device(name)

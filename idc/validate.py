@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from idc.errors import ConfigError
+from idc.utils import clean_stale_temp, ensure_writable, resolve_device
 
 # key: (low, high, low_open, high_open, nullable). None = unbounded on that side.
 RANGES = {
@@ -40,8 +41,8 @@ RANGES = {
     "explain.num_shards": (1, None, False, False, False),
     "sanity.num_patches": (1, None, False, False, False),
     "sanity.random_labels_epochs": (1, None, False, False, False),
-    "sanity.random_labels_max_batches": (1, None, False, False, True),
-    "sanity.localization_patches": (1, None, False, False, False),
+    "leaderboard.num_patches": (1, None, False, False, False),
+    "leaderboard.bootstrap": (1, None, False, False, False),
 }
 _ABSENT = object()
 
@@ -85,6 +86,8 @@ def validate_config(cfg) -> None:
         if value is not _ABSENT:
             check_range(key, value, *spec)
     e = cfg.get("explain")
+    for outcome, count in dict(OmegaConf.select(cfg, "explain.select", default=None) or {}).items():
+        check_range(f"explain.select.{outcome}", count, 0, None, False, False, False)  # -1 meant "all but one"
     if e is not None and "shard_index" in e and not 0 <= e.shard_index < e.num_shards:
         raise ConfigError(f"explain.shard_index={e.shard_index} is out of range: use 0 .. explain.num_shards-1 "
                           f"({e.num_shards - 1})")
@@ -92,9 +95,7 @@ def validate_config(cfg) -> None:
 
 def preflight(cfg) -> None:
     """Everything a stage checks before it reads data: config ranges, device, writable run.dir; then the
-    temp files of killed runs under run.dir are removed."""
-    from idc.utils import clean_stale_temp, ensure_writable, resolve_device
-
+    temp files and folders of killed runs under run.dir are removed."""
     validate_config(cfg)
     resolve_device(cfg.device)
     run_dir = ensure_writable(Path(str(cfg.run.dir)), "run.dir")
@@ -122,8 +123,6 @@ class RunDirCheck(Callback):
     def on_run_start(self, config, **kwargs) -> None:
         stage = OmegaConf.select(config, "hydra.job.name", default="idc")
         try:
-            from idc.utils import ensure_writable
-
             ensure_writable(Path(str(config.run.dir)), "run.dir")
         except ConfigError as err:
             print(f"[idc][ERROR] {stage}: {err}", file=sys.stderr)

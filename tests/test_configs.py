@@ -15,7 +15,7 @@ CONFIGS = REPO / "configs"
 OPTIONS = sorted((p.parent.name, p.stem) for p in CONFIGS.glob("*/*.yaml"))
 SECTIONS = {"data": schema.DataConfig, "model": schema.ModelConfig, "train": schema.TrainConfig,
             "evaluate": schema.EvaluateConfig, "landscape": schema.LandscapeConfig,
-            "explain": schema.ExplainConfig, "sanity": schema.SanityConfig}
+            "explain": schema.ExplainConfig, "sanity": schema.SanityConfig, "leaderboard": schema.LeaderboardConfig}
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -40,3 +40,7 @@ def test_group_files_do_not_repeat_the_dataclass_defaults(group, option):
 def test_dead_and_test_only_keys_are_gone():
     keys = {f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)}
     assert not {"train.num_workers", "data.packed_cache", "train.crash_after_steps"} & keys
+    # the leaderboard's keys live in its own group (one bootstrap key per stage), not in the sanity stage's
+    assert not {"sanity.bootstrap_samples", "sanity.localization", "sanity.localization_patches", "sanity.variants",
+                "sanity.leaderboard_sort", "sanity.road"} & keys
+    assert {"leaderboard.bootstrap", "leaderboard.variants", "leaderboard.sort", "sanity.bootstrap"} <= keys

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from idc.sanity import controls
-from idc.sanity.bootstrap import cluster_bootstrap, paired_difference
-from idc.sanity.localization import pixel_auroc
+from idc.scores import controls
+from idc.scores.bootstrap import cluster_bootstrap, paired_difference
+from idc.scores.localization import pixel_auroc
 
 
 def test_bootstrap_recovers_a_known_spread_between_patients():

@@ -71,7 +71,7 @@ def _maps(model, images, targets, methods, device):
 
     cfg = OmegaConf.structured(ExplainConfig)
     cfg.merge_with({"lime_num_samples": 200, "rise_num_masks": 256, "ig_steps": 16, "smoothgrad_samples": 16,
-                    "batch_size": 8})
+                    "batch_size": 8, "rise_fill": "grey"})  # the default fill (mean) needs reference patches
     return compute_maps(model.to(device).eval(), images, targets, methods, cfg, device)[0]
 
 

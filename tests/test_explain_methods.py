@@ -1,54 +1,41 @@
 """Attribution methods on models with known answers, plus agreement with captum / grad-cam."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from captum.attr import GuidedGradCam
+from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from idc.config import ExplainConfig
-from idc.explain import METHODS, attribute, resolve_targets, to_grayscale
-from idc.explain.methods import rise_masks
+from idc.data.dataset import normalize_batch
 from idc.errors import ConfigError
+from idc.explain import METHODS, attribute, compute_maps, method_kwargs, resolve_targets, to_grayscale
+from idc.explain.figures import map_title
+from idc.explain.methods import Reference, ig_baselines, integrated_gradients, no_inplace_relu, rise_fill, rise_masks
+from idc.model import build_model
+from idc.utils import write_npz_atomic
+from tests.helpers.models import REGION, RegionModel
 
-REGION = (slice(0, 20), slice(30, 50))  # the only pixels the toy model looks at
-
-
-class Masked(nn.Module):
-    def __init__(self, mask):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, a):
-        return a * self.mask
-
-
-class RegionModel(nn.Module):
-    """logit(IDC) = (sum of ReLU(conv) over a fixed region - a constant) / 4; logit(normal) = its negative.
-    `layer4` (conv, then the region mask) is what CAMs hook; the scale keeps the softmax unsaturated
-    so that perturbation methods (RISE, LIME) see the output move."""
-
-    def __init__(self):
-        super().__init__()
-        conv = nn.Conv2d(3, 2, kernel_size=5, stride=5, bias=False)
-        with torch.no_grad():
-            conv.weight.fill_(0.05)
-        mask = torch.zeros(1, 1, 10, 10)
-        mask[:, :, 0:4, 6:10] = 1.0  # the 20x20 pixel region in 5x5 cells
-        self.layer4 = nn.Sequential(conv, Masked(mask))
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        s = (self.relu(self.layer4(x)).sum(dim=(1, 2, 3)) - 40.0) / 4.0
-        return torch.stack([-s, s], dim=1)
+# Fast settings per method (keyword arguments, as the driver passes them; every other argument at its default).
+FAST = {"lime": dict(num_samples=200), "integrated_gradients": dict(steps=32), "smoothgrad": dict(samples=8, batch_size=8),
+        "gradcam_pp": dict(batch_size=8), "scorecam": dict(batch_size=8), "layercam": dict(batch_size=8),
+        "rise": dict(num_masks=400, fill="grey", batch_size=8)}
 
 
-def cfg(**kw):
-    base = OmegaConf.structured(ExplainConfig)
-    base.merge_with({"lime_num_samples": 200, "rise_num_masks": 400, "ig_steps": 32, "smoothgrad_samples": 8,
-                     "batch_size": 8, "rise_fill": "grey", **kw})
-    return base
+def kw(method: str, **extra) -> dict:
+    return {**FAST.get(method, {}), **extra}
+
+
+def settings(**overrides) -> dict:
+    """The explain settings the driver reads (a plain mapping: the driver needs no config node)."""
+    return {**dataclasses.asdict(ExplainConfig()), "lime_num_samples": 200, "rise_num_masks": 400, "ig_steps": 32,
+            "smoothgrad_samples": 8, "batch_size": 8, "rise_fill": "grey", **overrides}
 
 
 def batch(n=2, seed=0):
@@ -62,7 +49,7 @@ def batch(n=2, seed=0):
     ("rise", 1.5),  # RISE maps carry a baseline of p * E[f] everywhere, by construction
 ])
 def test_mass_lands_in_the_region_the_model_uses(method, ratio):
-    gray = to_grayscale(attribute(RegionModel(), batch(), [1, 1], method, cfg()))
+    gray = to_grayscale(attribute(RegionModel(), batch(), [1, 1], method, **kw(method)))
     inside = gray[:, REGION[0], REGION[1]].mean()
     outside = np.delete(gray.reshape(2, -1), np.ravel_multi_index(np.mgrid[0:20, 30:50].reshape(2, -1), (50, 50)), 1).mean()
     assert inside > ratio * outside + 1e-6, (method, inside, outside)
@@ -72,7 +59,7 @@ def test_integrated_gradients_completeness():
     """Against the zero (grey) baseline, where f(baseline) is easy to write down; every baseline: below."""
     model = RegionModel()
     x = batch()
-    raw = attribute(model, x, [1, 1], "integrated_gradients", cfg(ig_steps=64, ig_baseline="grey"))
+    raw = integrated_gradients(model, x, torch.tensor([1, 1]), steps=64, baseline="grey").numpy()
     with torch.no_grad():
         gap = (model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]).numpy()
     assert np.abs(gap).min() > 1.0
@@ -80,12 +67,10 @@ def test_integrated_gradients_completeness():
 
 
 def test_integrated_gradients_completeness_on_a_resnet():
-    from idc.model import build_model
-
     torch.manual_seed(0)
     model = build_model({"head": [16], "dropout": 0.0}).eval()
     x = batch(1)
-    raw = attribute(model, x, [1], "integrated_gradients", cfg(ig_steps=300, ig_internal_batch_size=300, ig_baseline="grey"))
+    raw = attribute(model, x, [1], "integrated_gradients", steps=300, internal_batch_size=300, baseline="grey")
     with torch.no_grad():
         gap = (model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]).item()
     assert abs(raw.sum() - gap) < 0.05 * abs(gap) + 1e-3
@@ -95,27 +80,22 @@ def test_vanilla_backprop_is_the_input_gradient():
     model = RegionModel()
     x = batch().requires_grad_(True)
     model(x)[:, 1].sum().backward()
-    assert np.allclose(attribute(model, x.detach(), [1, 1], "vanilla_backprop", cfg()), x.grad.numpy(), atol=1e-6)
+    assert np.allclose(attribute(model, x.detach(), [1, 1], "vanilla_backprop"), x.grad.numpy(), atol=1e-6)
 
 
 @pytest.mark.parametrize("layer", ["layer4", "layer3"])
 def test_guided_gradcam_agrees_with_captum(layer):
     """As published: upsampled ReLU'd CAM x guided backprop, no normalization in between = captum's GuidedGradCam."""
-    from captum.attr import GuidedGradCam
-
-    from idc.explain.methods import no_inplace_relu
-    from idc.model import build_model
-
     torch.manual_seed(1)
     model = no_inplace_relu(build_model({"head": [32]}).eval())
-    x, c = batch(), cfg(cam_layer=layer)
-    ours = attribute(model, x, [0, 1], "guided_gradcam", c)
+    x = batch()
+    ours = attribute(model, x, [0, 1], "guided_gradcam", layer=layer)
     theirs = GuidedGradCam(model, model.get_submodule(layer)).attribute(
         x, target=torch.tensor([0, 1]), interpolate_mode="bilinear").detach().numpy()
     assert np.abs(theirs).max() > 0
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * np.abs(theirs).max())
     # and not the book's min-max-normalized Grad-CAM times guided backprop (a different map scale per patch)
-    book = attribute(model, x, [0, 1], "gradcam", c)[:, None] * attribute(model, x, [0, 1], "guided_backprop", c)
+    book = attribute(model, x, [0, 1], "gradcam", layer=layer)[:, None] * attribute(model, x, [0, 1], "guided_backprop")
     assert not np.allclose(ours, book, rtol=1e-3)
 
 
@@ -123,39 +103,34 @@ def test_guided_gradcam_agrees_with_captum(layer):
 def test_integrated_gradients_baselines_are_complete(baseline):
     """IG's completeness for each `explain.ig_baseline`: attributions sum to f(x) - f(baseline), averaged
     over the baselines for `expected`."""
-    from idc.explain.methods import Context, Reference, ig_baselines
-
     model = RegionModel()
     x = torch.full((2, 3, 50, 50), -0.8)
     x[:, :, REGION[0], REGION[1]] = 0.8  # an edge that blurring moves, far from every other baseline
     x[1] *= 0.9
     ref = Reference(mean_rgb=np.full(3, 128.0, np.float32),
                     patches=np.random.default_rng(0).integers(0, 256, (5, 50, 50, 3)).astype(np.uint8))
-    c = cfg(ig_steps=256, ig_baseline=baseline, ig_expected_k=3)
     with torch.random.fork_rng():
-        torch.manual_seed(c.seed)
-        raw = attribute(model, x, [1, 1], "integrated_gradients", c, reference=ref)
-        torch.manual_seed(c.seed)
-        bases = ig_baselines(x, Context(cfg=c, reference=ref))
+        torch.manual_seed(0)
+        raw = attribute(model, x, [1, 1], "integrated_gradients", steps=256, baseline=baseline, expected_k=3, reference=ref)
+        torch.manual_seed(0)
+        bases = ig_baselines(x, baseline, expected_k=3, reference=ref)
     assert len(bases) == (3 if baseline == "expected" else 1)
     with torch.no_grad():
         gap = np.mean([(model(x)[:, 1] - model(b)[:, 1]).numpy() for b in bases], axis=0)
     assert np.abs(gap).min() > 0.1, gap
     np.testing.assert_allclose(raw.reshape(2, -1).sum(1), gap, rtol=2e-2, atol=1e-3)
     with pytest.raises(ConfigError, match="ig_baseline"):
-        attribute(model, x, [1, 1], "integrated_gradients", cfg(ig_baseline="white"))
+        attribute(model, x, [1, 1], "integrated_gradients", baseline="white")
 
 
 def test_rise_fills_masked_pixels_with_the_data_sets_mean_colour():
-    from idc.explain.methods import Context, Reference, rise_fill
-
     ref = Reference(mean_rgb=np.array([204.0, 102.0, 153.0], np.float32), patches=np.zeros((1, 50, 50, 3), np.uint8))
     x = batch()
-    fill = rise_fill(x, Context(cfg=cfg(rise_fill="mean"), reference=ref))
+    fill = rise_fill(x, "mean", reference=ref)
     np.testing.assert_allclose(fill.flatten().numpy(), [0.8, 0.4, 0.6], rtol=1e-6)
-    assert rise_fill(x, Context(cfg=cfg(rise_fill="black"))).sum() == 0
+    assert rise_fill(x, "black").sum() == 0
     with pytest.raises(ConfigError, match="reference"):
-        attribute(RegionModel(), x, [1, 1], "rise", cfg(rise_fill="mean"))
+        attribute(RegionModel(), x, [1, 1], "rise", **kw("rise", fill="mean"))
     # a model that only sees how far the region is from the fill colour: RISE with that fill finds the region
     class FromFill(nn.Module):
         def forward(self, a):
@@ -164,7 +139,7 @@ def test_rise_fills_masked_pixels_with_the_data_sets_mean_colour():
             return torch.stack([-s, s], 1)
 
     def contrast(fill_kind):
-        sal = attribute(FromFill(), x, [1, 1], "rise", cfg(rise_fill=fill_kind), reference=ref)
+        sal = attribute(FromFill(), x, [1, 1], "rise", **kw("rise", fill=fill_kind), reference=ref)
         inside = np.zeros((50, 50), bool)
         inside[REGION] = True
         return sal[:, inside].mean() - sal[:, ~inside].mean()
@@ -176,11 +151,8 @@ def test_rise_fills_masked_pixels_with_the_data_sets_mean_colour():
 def test_maps_are_seeded_and_npz_byte_identical(tmp_path):
     """Same config -> byte-identical maps.npz, whatever the global RNG did before (SmoothGrad noise,
     uniform IG baseline, RISE masks)."""
-    from idc.explain.driver import compute_maps
-    from idc.utils import write_npz_atomic
-
     images = np.random.default_rng(0).integers(0, 256, (3, 50, 50, 3)).astype(np.uint8)
-    c = cfg(ig_baseline="uniform", ig_steps=4, smoothgrad_samples=3, rise_num_masks=16)
+    c = settings(ig_baseline="uniform", ig_steps=4, smoothgrad_samples=3, rise_num_masks=16)
     written = []
     for i, draw in enumerate([0, 5]):
         torch.manual_seed(draw)
@@ -193,15 +165,10 @@ def test_maps_are_seeded_and_npz_byte_identical(tmp_path):
 
 
 def test_gradcam_agrees_with_pytorch_grad_cam():
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    from idc.model import build_model
-
     torch.manual_seed(2)
     model = build_model({"head": [32]}).eval()
     x = batch(3)
-    ours = attribute(model, x, [1, 1, 0], "gradcam", cfg(cam_layer="layer3"))
+    ours = attribute(model, x, [1, 1, 0], "gradcam", layer="layer3")
     theirs = GradCAM(model=model, target_layers=[model.layer3])(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in (1, 1, 0)])
     compared = [(a, b) for a, b in zip(ours, theirs) if a.std() > 0 and b.std() > 0]
     assert compared, "every map was flat: nothing compared"
@@ -212,14 +179,10 @@ def test_gradcam_agrees_with_pytorch_grad_cam():
 def test_guided_backprop_agrees_with_pytorch_grad_cam():
     """captum's GuidedBackprop (ours) and pytorch-grad-cam's guided ReLU model are two implementations
     of the same rule: gradients through ReLUs only where both the input and the gradient are positive."""
-    from pytorch_grad_cam import GuidedBackpropReLUModel
-
-    from idc.model import build_model
-
     torch.manual_seed(3)
     model = build_model({"head": [32]}).eval()
     x = batch(2)
-    ours = attribute(model, x, [1, 0], "guided_backprop", cfg())
+    ours = attribute(model, x, [1, 0], "guided_backprop")
     for i, t in enumerate((1, 0)):
         theirs = GuidedBackpropReLUModel(model, device="cpu")(x[i:i + 1].clone(), target_category=t)
         assert np.abs(theirs).max() > 0
@@ -227,17 +190,15 @@ def test_guided_backprop_agrees_with_pytorch_grad_cam():
 
 
 def test_lime_explains_the_region():
-    from idc.data.dataset import normalize_batch
-
     rng = np.random.default_rng(0)
     images = rng.integers(90, 110, (1, 50, 50, 3)).astype(np.uint8)  # dull background
     images[0, REGION[0], REGION[1]] = rng.integers(200, 215, (20, 20, 3))  # a bright region: its own superpixels
-    extras = {}
-    raw = attribute(RegionModel(), normalize_batch(images), [1], "lime", cfg(), images=images, extras=extras)[0]
+    vis = []
+    raw = attribute(RegionModel(), normalize_batch(images), [1], "lime", **kw("lime"), images=images, vis=vis)[0]
     outside = np.ones((50, 50), bool)
     outside[REGION] = False
     assert raw[REGION].mean() > 0 and raw[REGION].mean() > 5 * abs(raw[outside].mean())
-    assert extras["lime_vis"][0].shape == (50, 50, 3)
+    assert vis[0].shape == (50, 50, 3)
 
 
 def test_rise_masks_are_shifted_soft_grids():
@@ -262,14 +223,12 @@ def test_targets_and_unknown_names():
     with pytest.raises(ConfigError, match="explain.target"):
         resolve_targets("best", [0], [0])
     with pytest.raises(ConfigError, match="explain.methods"):
-        attribute(RegionModel(), batch(), [1, 1], "gradcamm", cfg())
+        attribute(RegionModel(), batch(), [1, 1], "gradcamm")
     assert len(METHODS) == 11
 
 
 def test_map_title_names_the_explained_class():
     import pandas as pd
-
-    from idc.explain.figures import map_title
 
     fp = pd.Series({"target": 0, "pred": 1, "proba": 0.8, "explained_class": 1})
     assert map_title("lime", fp) == "LIME Explanation (explains: IDC Positive)\nModel Confidence: 80.0%"
@@ -279,8 +238,6 @@ def test_map_title_names_the_explained_class():
 def test_lime_figure_shows_the_explained_class(monkeypatch):
     """LIME's boundary image comes from the explained class's weights, not from LIME's top label."""
     import lime.lime_image as li
-
-    from idc.data.dataset import normalize_batch
 
     asked = []
     original = li.ImageExplanation.get_image_and_mask
@@ -293,7 +250,7 @@ def test_lime_figure_shows_the_explained_class(monkeypatch):
     images = np.random.default_rng(0).integers(90, 110, (1, 50, 50, 3)).astype(np.uint8)
     images[0, REGION[0], REGION[1]] = 210
     for t in (0, 1):  # the model prefers class 1 here; explaining class 0 must still show class 0
-        attribute(RegionModel(), normalize_batch(images), [t], "lime", cfg(lime_num_samples=50), images=images, extras={})
+        attribute(RegionModel(), normalize_batch(images), [t], "lime", num_samples=50, images=images, vis=[])
     assert asked == [0, 1]
 
 
@@ -301,8 +258,6 @@ def test_lime_figure_shows_the_explained_class(monkeypatch):
 def test_lime_hide_color_reaches_lime(monkeypatch, fill, passed):
     """explain.lime_hide_color: black = 0 (the book), mean = None (lime's default: each superpixel's mean colour)."""
     import lime.lime_image as li
-
-    from idc.data.dataset import normalize_batch
 
     seen = []
     original = li.LimeImageExplainer.explain_instance
@@ -314,10 +269,29 @@ def test_lime_hide_color_reaches_lime(monkeypatch, fill, passed):
     monkeypatch.setattr(li.LimeImageExplainer, "explain_instance", spy)
     images = np.random.default_rng(0).integers(90, 110, (1, 50, 50, 3)).astype(np.uint8)
     images[0, REGION[0], REGION[1]] = 210
-    raw = attribute(RegionModel(), normalize_batch(images), [1], "lime", cfg(lime_num_samples=50, lime_hide_color=fill),
-                    images=images, extras={})[0]
+    raw = attribute(RegionModel(), normalize_batch(images), [1], "lime", num_samples=50, hide_color=fill, images=images)[0]
     assert seen == [passed]
     # a uniform bright region hidden with its own mean colour looks unchanged: the fill decides its weight
     assert (raw[REGION].mean() > 0) if fill == "black" else abs(raw[REGION].mean()) < 0.05
     with pytest.raises(ConfigError, match="explain.lime_hide_color"):
-        attribute(RegionModel(), normalize_batch(images), [1], "lime", cfg(lime_hide_color="white"), images=images)
+        attribute(RegionModel(), normalize_batch(images), [1], "lime", hide_color="white", images=images)
+
+
+def test_method_defaults_are_the_explain_config_defaults():
+    """Every keyword argument a method reads from explain.* defaults to ExplainConfig's value (idc/config.py
+    stays the one place for defaults), and the driver passes exactly those arguments."""
+    defaults = dataclasses.asdict(ExplainConfig())
+    for name, m in METHODS.items():
+        params = inspect.signature(m.fn).parameters
+        for arg, key in m.params.items():
+            assert params[arg].default == defaults[key], (name, arg, key)
+        assert method_kwargs(name, defaults) == {arg: defaults[key] for arg, key in m.params.items()}
+
+
+def test_method_kwargs_turn_explain_keys_into_arguments_and_take_overrides():
+    e = settings(cam_layer="layer3", ig_steps=7)
+    assert method_kwargs("gradcam", e) == {"layer": "layer3"}
+    assert method_kwargs("integrated_gradients", e)["steps"] == 7
+    assert method_kwargs("gradcam", e, {"layer": "layer2"}) == {"layer": "layer2"}  # a leaderboard variant
+    with pytest.raises(ConfigError, match="gradcam takes no argument"):
+        method_kwargs("gradcam", e, {"steps": 3})

@@ -11,25 +11,17 @@ import numpy as np
 import pytest
 
 from idc import figures, report
-from idc.paths import MissingArtifactError, RunPaths
-
+from idc.paths import MissingArtifactError, RunPaths, declared
 from tests.helpers import compose_cfg, copy_run
+from tests.helpers.kaggle import write_png
 
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-def write_png(path: Path, value: int = 120) -> Path:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(path, np.full((8, 8, 3), value, np.uint8))
-    return path
 
 
 def fake_figures(figures_dir: Path, skip: str | None = None) -> None:
     for name in figures.expected_figures():
         if name != skip:
-            write_png(figures_dir / f"{name}.png")
+            write_png(figures_dir / f"{name}.png", size=(8, 8), value=120)
 
 
 class Links(HTMLParser):
@@ -50,19 +42,20 @@ def referenced_files(html_path: Path) -> list[Path]:
 
 
 def test_missing_figure_names_its_stage(tmp_path):
-    fake_figures(tmp_path, skip="chapter_05_pr_curve")
+    paths = RunPaths(tmp_path)
+    fake_figures(paths.figures_dir, skip="chapter_05_pr_curve")
     with pytest.raises(MissingArtifactError, match=r"chapter_05_pr_curve.png \(drawn by the evaluate stage: `make evaluate`\)"):
-        figures.check_figures(tmp_path)
-    write_png(tmp_path / "chapter_05_pr_curve.png")
-    assert len(figures.check_figures(tmp_path)) == len(figures.expected_figures())
+        figures.check_figures(paths)
+    write_png(paths.figure("chapter_05_pr_curve"))
+    assert len(figures.check_figures(paths)) == len(figures.expected_figures())
 
 
 def test_index_pairs_with_book_figures_by_relative_path(tmp_path):
     figs, book = tmp_path / "run" / "figures", tmp_path / "ref" / "book-figures"
     fake_figures(figs)
-    write_png(figs / "landscape_12930.png")
-    write_png(book / "chapter_05_pr_curve.png")
-    write_png(book / "chapter_05_patient2_breast_tissue.png")  # the book repo's name for our *_proba
+    write_png(figs / "landscape_12930.png", size=(8, 8))
+    write_png(book / "chapter_05_pr_curve.png", size=(8, 8))
+    write_png(book / "chapter_05_patient2_breast_tissue.png", size=(8, 8))  # the book repo's name for our *_proba
     md = figures.figure_index(figs, book)
     assert "| chapter_05_pr_curve | evaluate | ![chapter_05_pr_curve](chapter_05_pr_curve.png) | " \
            "![book](../../ref/book-figures/chapter_05_pr_curve.png) |" in md
@@ -126,10 +119,14 @@ def fake_run(root: Path) -> RunPaths:
         "skipped": {"bad_name": 2}, "skipped_examples": {"bad_name": ["<b>odd.png"]}}))
     paths.eval_dir.mkdir()
     paths.table_5_1.write_text("| | precision % | recall % |\n|---|---|---|\n| baseline | 28.6 | 100 |\n")
+    paths.model_dir.mkdir()
+    paths.history_csv.write_text("epoch,train_loss,train_acc,seconds,images_per_s,val_loss,val_f1\n0,0.5,0.8,12.5,400,0.4,0.7\n")
     paths.sanity_dir.mkdir()
-    (paths.sanity_dir / "table_5_2.md").write_text("# Table 5.2\n\n| method | ours |\n|---|---|\n| Grad-CAM | pass |\n")
+    paths.table_5_2.write_text("# Table 5.2\n\n| method | ours |\n|---|---|\n| Grad-CAM | pass |\n")
+    paths.leaderboard_md.write_text("# Which attribution method should I use? (leaderboard)\n\n| row | kind |\n|---|---|\n"
+                                    "| Grad-CAM | method |\n")
     fake_figures(paths.figures_dir, skip="chapter_05_loss_curve_step")
-    write_png(paths.figures_dir / "landscape_7.png", value=30)
+    write_png(paths.path("landscape_png", pid=7), size=(8, 8), value=30)
     return paths
 
 
@@ -144,6 +141,9 @@ def test_report_is_static_with_relative_links_that_exist(tmp_path):
     assert "<td>skipped: bad name</td><td>2</td><td>&lt;b&gt;odd.png</td>" in page
     assert "viewer/index.html) not found: run <code>make view</code>" in page
     assert "<td>baseline</td><td>28.6</td><td>100</td>" in page and "<td>Grad-CAM</td><td>pass</td>" in page
+    # the leaderboard, and the training history beside the loss curves
+    assert "Which attribution method" in page and "<td>Grad-CAM</td><td>method</td>" in page
+    assert "<th>epoch</th><th>train loss</th>" in page and "<td>1</td><td>0.500</td><td>0.800</td>" in page
     assert "chapter_05_loss_curve_step.png not found: run <code>make evaluate</code>" in page
     assert "localization.md not found" in page and "landscape_7" in page
     (paths.root / "viewer").mkdir()
@@ -176,8 +176,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def test_figures_and_report_stages_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
     # the sanity stage's own tests cover every method; here it only has to produce its files, quickly
-    cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam]", "sanity.localization_methods=[gradcam]",
-                      "sanity.randomized_controls=false", data_dir=tiny_data_dir)
+    cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam]", "leaderboard.methods=[gradcam]",
+                      "leaderboard.randomized_controls=false", data_dir=tiny_data_dir)
     from idc.pipeline import build
 
     ran = build("figures", cfg)  # the stages the tiny run lacks, then the figures stage
@@ -191,3 +191,8 @@ def test_figures_and_report_stages_on_the_tiny_run(tiny_evaluated, tiny_data_dir
     # every section it reports on is there; only the viewer (make view, not run here) is absent
     text = page.read_text().replace("viewer/index.html) not found: run <code>make view</code>", "")
     assert "not found: run" not in text
+    # the registry declares every file the stages wrote (besides Hydra's logs/ and the stage records .stages/)
+    written = [p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()]
+    undeclared = [rel for rel in written if not rel.startswith((".stages/", "logs/")) and declared(rel) is None
+                  and RunPaths(run_dir).producer(run_dir / rel) is None]
+    assert written and not undeclared, undeclared

@@ -41,7 +41,8 @@ def test_bad_inputs_are_counted_not_dropped_silently(tmp_path, caplog):
     df, report = index_with_report(root)
     skipped = report.counts()["skipped"]
     assert skipped == {"bad_name": 1, "class_folder_mismatch": 1, "patient_folder_mismatch": 1, "unreadable": 1,
-                       "truncated": 1, "coordinate_out_of_range": 0, "conflicting_labels": 0}
+                       "truncated": 1, "coordinate_out_of_range": 0, "conflicting_labels": 0,
+                       "unreadable_entry": 0, "too_large": 0}
     assert report.counts()["non_rgb_converted"] == {"L": 1}
     assert report.counts()["non_50x50_kept"] == {"41x50": 1}
     assert len(df) == 20

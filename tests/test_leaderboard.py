@@ -5,10 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idc.sanity import leaderboard as lb
-from idc.sanity.scoring import RANDOMIZED_SUFFIX, map_sources, parse_variant, summarize
-
-from conftest import compose_cfg, copy_run
+from idc.errors import ConfigError
+from idc.leaderboard import board as lb
+from idc.leaderboard import stage
+from idc.leaderboard.scoring import score_source, summarize
+from idc.leaderboard.sources import RANDOMIZED_SUFFIX, MapSource, map_sources, parse_variant
+from tests.helpers import compose_cfg, copy_run
 
 
 def fake_scores(rng, method_mean: float) -> pd.DataFrame:
@@ -34,12 +36,12 @@ def test_beats_controls_needs_a_paired_ci_above_zero(mean, beats):
 def test_one_patient_gives_an_invalid_verdict_not_a_no(tmp_path):
     cfg = compose_cfg(tmp_path)
     pp = fake_scores(np.random.default_rng(0), 0.8)
-    board = lb.build_leaderboard(cfg, pp, summarize(pp, n_boot=200), None)
+    board = lb.build_leaderboard(cfg.leaderboard, pp, summarize(pp, n_boot=200), None)
     assert board.set_index("row").at["M", "beats every control"] == "yes"
     one = pp.assign(patient_id=0)  # the same scores from one patient: no clustered CI, so no verdict
-    board = lb.build_leaderboard(cfg, one, summarize(one, n_boot=200), None)
+    board = lb.build_leaderboard(cfg.leaderboard, one, summarize(one, n_boot=200), None)
     assert board.set_index("row").at["M", "beats every control"] == "invalid (1 patient: no CI)"
-    md = lb.markdown(board, cfg, 48, 1, {})
+    md = lb.markdown(board, cfg.leaderboard, "tiny", 48, 1, {})
     assert "cannot be decided" in md and "Methods that beat every control" not in md
 
 
@@ -51,22 +53,26 @@ def test_summary_has_clustered_cis():
     assert row["n"] == 48
 
 
-def test_variants_parse_and_reject_unknown_keys(tmp_path):
-    from idc.errors import ConfigError
-
-    cfg = compose_cfg(tmp_path)
-    assert parse_variant("gradcam:cam_layer=layer3", cfg.explain) == ("gradcam", (("cam_layer", "layer3"),))
-    for bad in ("gradcam:cam_layr=layer3", "gradcam", "gradcam:cam_layer"):
-        with pytest.raises(ConfigError, match="sanity.variants"):
-            parse_variant(bad, cfg.explain)
-    titles = {"gradcam": "Grad-CAM", "lime": "LIME"}
-    cfg.sanity.localization_methods = ["gradcam"]
-    cfg.sanity.variants = ["gradcam:cam_layer=layer3"]
-    kinds = [(s.title, s.kind) for s in map_sources(cfg.sanity, cfg.explain, titles)]
+def test_variants_parse_and_reject_unknown_keys():
+    assert parse_variant("gradcam:cam_layer=layer3") == ("gradcam", (("cam_layer", "layer3"),))
+    # keys of explain the method does not read, no override, no value, a value of the wrong type
+    for bad in ("gradcam:cam_layr=layer3", "gradcam:lime_kernel_size=2", "gradcam", "gradcam:cam_layer",
+                "lime:lime_kernel_size=big"):
+        with pytest.raises(ConfigError, match="leaderboard.variants"):
+            parse_variant(bad)
+    # a variant is an argument override: explain.<key> -> the method's keyword argument, typed by the schema
+    assert MapSource("LIME (lime_kernel_size=2)", "method", "lime", (("lime_kernel_size", "2"),)).arguments() \
+        == {"kernel_size": 2.0}
+    kinds = [(s.title, s.kind) for s in map_sources(["gradcam"], ["gradcam:cam_layer=layer3"], True)]
     assert kinds[:4] == [("Grad-CAM", "method"), ("Grad-CAM (cam_layer=layer3)", "method"),
                          ("Grad-CAM" + RANDOMIZED_SUFFIX, "randomized"),
                          ("Grad-CAM (cam_layer=layer3)" + RANDOMIZED_SUFFIX, "randomized")]
     assert [k for _, k in kinds[4:]] == ["control"] * 3
+
+
+def test_unknown_sort_or_variant_fails_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="leaderboard.sort one of"):  # no run dir, no model: nothing was read
+        stage.run(compose_cfg(tmp_path, "leaderboard.sort=pointing"))
 
 
 def test_wins_cell_counts_and_names_the_scores_won():
@@ -86,15 +92,15 @@ def test_randomization_cells_read_the_sanity_csv_or_say_not_run():
 @pytest.mark.slow
 def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "sanity.localization_methods=[gradcam,vanilla_backprop]",
-                      'sanity.variants=["gradcam:cam_layer=layer3"]', "sanity.bootstrap_samples=50",
-                      "sanity.road=false", data_dir=tiny_data_dir)
-    lb.run(cfg)
+    cfg = compose_cfg(run_dir, "leaderboard.methods=[gradcam,vanilla_backprop]",
+                      'leaderboard.variants=["gradcam:cam_layer=layer3"]', "leaderboard.bootstrap=50",
+                      "leaderboard.road=false", data_dir=tiny_data_dir)
+    stage.run(cfg)
     md = (run_dir / "sanity" / "leaderboard.md").read_text()
     board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv")
     assert len(board) == 3 * 2 + 3  # 3 method rows, their randomized rows, 3 controls
     assert "Grad-CAM (cam_layer=layer3)" in md and "not run" in md and "beats every control" in md
-    assert (run_dir / "figures" / f"{lb.FIGURE}.png").stat().st_size > 1000
+    assert (run_dir / "figures" / "chapter_05_method_leaderboard.png").stat().st_size > 1000
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert set(per_patch["variant"]) == {"positive", "absolute"}
     assert per_patch.loc[per_patch["variant"] == "positive", "deletion"].notna().all()
@@ -104,9 +110,9 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
 def test_leaderboard_without_masks_scores_faithfulness_only(tiny_evaluated, tiny_data_dir, tmp_path):
     """The real set has no pixel ground truth: deletion / insertion against the same controls, sorted by deletion."""
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "sanity.localization_methods=[vanilla_backprop]", "sanity.variants=[]",
-                      "sanity.bootstrap_samples=50", "sanity.road=false", "data.masks_dir=null", data_dir=tiny_data_dir)
-    lb.run(cfg)
+    cfg = compose_cfg(run_dir, "leaderboard.methods=[vanilla_backprop]", "leaderboard.variants=[]",
+                      "leaderboard.bootstrap=50", "leaderboard.road=false", "data.masks_dir=null", data_dir=tiny_data_dir)
+    stage.run(cfg)
     board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv")
     assert len(board) == 2 + 3  # the method, its randomized row, 3 controls
     assert lb.SCORE_TITLES["deletion"] in board and lb.SCORE_TITLES["insertion"] in board
@@ -125,8 +131,6 @@ def test_shortcut_mass_only_on_patches_that_carry_the_cue():
     from types import SimpleNamespace
 
     import torch
-
-    from idc.sanity.scoring import score_source
 
     s = SimpleNamespace(top_k_fraction=0.1, pointing_tolerance=0, deletion_fill="mean", blur_sigma=2.0,
                         road=False, road_patches=0, seed=0)

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from idc.sanity import faithfulness as faith
-from idc.sanity import localization as loc
+from idc.scores import faithfulness as faith
+from idc.scores import localization as loc
+from tests.helpers.models import RegionModel
 
 
 def square_mask(n=2, size=20, r0=5, c0=5, side=10):
@@ -119,12 +119,10 @@ def test_relevance_order_ties_are_random_not_raster():
     np.testing.assert_array_equal(faith.top_fraction_masks(ramp, [0.25])[0, 0].ravel(), np.arange(16) >= 12)
 
 
-class RegionModel(nn.Module):
-    """P(class 1) rises with the mean intensity of the top-left 5x5 corner."""
-
-    def forward(self, x):
-        score = 4 * x[:, :, :5, :5].mean(dim=(1, 2, 3))
-        return torch.stack([torch.zeros_like(score), score], dim=1)
+def corner_model():
+    """P(class 1) rises with the intensity of the top-left 5x5 corner of a 20x20 input (logit +-3.75 when the
+    corner is 1 / -1): the shared toy model with its region in that corner."""
+    return RegionModel(region=(slice(0, 5), slice(0, 5)), size=20, offset=3.75, scale=1.0)
 
 
 @pytest.mark.parametrize("fill", faith.FILLS)
@@ -135,10 +133,11 @@ def test_deletion_and_insertion_reward_the_map_on_the_evidence(fill):
     good = np.zeros((2, 20, 20))
     good[:, :5, :5] = 1.0
     bad = 1.0 - good
-    model = RegionModel()
+    model = corner_model()
     curves = faith.deletion_curves(model, x, good, target, fill=fill, batch_size=7)
     assert curves.shape == (2, len(faith.DEFAULT_FRACTIONS))
-    assert curves[0, 0] == pytest.approx(torch.sigmoid(torch.tensor(4.0)).item(), rel=1e-5)
+    intact = torch.softmax(model(x), 1)[0, 1].item()  # nothing deleted yet: the model's P on the patch
+    assert 0.99 < intact and curves[0, 0] == pytest.approx(intact, rel=1e-5)
     area = lambda c: faith.curve_area(faith.DEFAULT_FRACTIONS, c)  # noqa: E731
     assert (area(curves) < area(faith.deletion_curves(model, x, bad, target, fill=fill)) - 0.2).all()
     ins_good = area(faith.insertion_curves(model, x, good, target, sigma=3.0))
@@ -158,6 +157,6 @@ def test_curve_area_and_fills():
 
 def test_faithfulness_scores_report_every_score():
     x = torch.randn(2, 3, 20, 20)
-    out = faith.faithfulness_scores(RegionModel(), x, square_mask().astype(float), torch.ones(2, dtype=torch.long))
+    out = faith.faithfulness_scores(corner_model(), x, square_mask().astype(float), torch.ones(2, dtype=torch.long))
     assert set(out) == {"deletion", "insertion", "road"}
     assert all(v.shape == (2,) and np.isfinite(v).all() for v in out.values())

@@ -8,7 +8,9 @@ import re
 import pytest
 
 from idc import pipeline
-from idc.paths import ARTIFACTS, BY_KEY, FIGURES, MissingArtifactError, RunPaths, make_target, require
+from idc.explain.methods import METHODS
+from idc.paths import ALL_FIGURES, ARTIFACTS, BY_KEY, FIGURES, MissingArtifactError, RunPaths, make_target, require
+from idc.sanity.plots import FIGURE_NAMES
 from tests.helpers import REPO, compose_cfg, copy_run
 
 FAST = ["train.max_batches=2", "explain.methods=[gradcam]", "explain.visualize=false"]
@@ -44,7 +46,9 @@ def test_retrained_model_makes_predictions_stale(tiny_evaluated, tiny_data_dir, 
     from idc import landscape
 
     run = copy_run(tiny_evaluated, tmp_path / "retrained")
+    old = (run / "model" / "best.pt").read_bytes()
     pipeline.build("train", compose_cfg(run, "train.max_batches=1", data_dir=tiny_data_dir))
+    assert (run / "model" / "best.prev.pt").read_bytes() == old  # the model a retrain replaces is kept
     strict = compose_cfg(run, "train.max_batches=1", "run.auto=false", data_dir=tiny_data_dir)
     with pytest.raises(MissingArtifactError, match=r"model/best.pt changed .* Run `make evaluate`"):
         pipeline.build("landscape", strict)
@@ -86,12 +90,26 @@ def test_registry_is_consistent_with_stages_make_and_figure_producers():
     targets = set(re.search(r"^STAGES := (.*)$", makefile, re.M).group(1).split())
     targets |= set(re.findall(r"^([a-z_]+):", makefile, re.M))
     assert {make_target(name).split()[1] for name in pipeline.STAGES} <= targets  # every stage has its target
-    from idc.explain.methods import METHODS
-    from idc.sanity.plots import FIGURE_NAMES
-
     assert set(FIGURE_NAMES.values()) <= {n for n, s in FIGURES.items() if s == "sanity"}
-    book = {m.figure for m in METHODS.values() if m.figure in FIGURES}
-    assert book == {n for n, s in FIGURES.items() if s == "explain"}
+    # every method's figure is declared (the book's seven are required, the others optional), and the overview
+    assert {m.figure for m in METHODS.values()} | {"explain_overview"} == {n for n, s in ALL_FIGURES.items() if s == "explain"}
+    assert {m.figure for m in METHODS.values() if m.figure in FIGURES} | {"explain_overview"} == \
+        {n for n, s in FIGURES.items() if s == "explain"}
+
+
+def test_patterned_artifacts_and_figures_come_from_the_registry(tmp_path):
+    paths = RunPaths(tmp_path)
+    assert paths.path("landscape_png", pid=12930) == tmp_path / "figures" / "landscape_12930.png"
+    assert paths.producer(tmp_path / "figures" / "landscape_12930.png") == "landscape"
+    assert paths.producer(tmp_path / "explain" / "gradcam" / "000_7_tp.png") == "explain"
+    assert paths.producer(tmp_path / "explain" / "visualize" / "filters_layer1.png") == "visualize"
+    assert paths.producer(tmp_path / "viewer" / "assets" / "explain" / "0000_patch.png") == "view"
+    assert paths.producer(tmp_path / "sanity" / "leaderboard.csv") == "leaderboard"
+    assert paths.producer(tmp_path / "sanity" / "unknown.csv") is None
+    with pytest.raises(KeyError, match="not declared"):
+        paths.figure("chapter_05_not_a_figure")
+    with pytest.raises(AttributeError, match="a pattern"):
+        paths.landscape_png
 
 
 def test_require_names_the_producing_stage(tmp_path):

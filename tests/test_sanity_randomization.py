@@ -1,4 +1,4 @@
-"""Model parameter randomization (idc.sanity.randomization): cascading and independent copies."""
+"""Model parameter randomization (idc.scores.randomization): cascading and independent copies."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from idc.sanity.randomization import (block_names, cascade_models, logit_change, logits_of, randomize_cascading,
+from idc.scores.randomization import (block_names, cascade_models, logit_change, logits_of, randomize_cascading,
                                       randomize_independent, uncovered_parameters)
 
 BLOCKS = ["fc", "layer1", "conv1+bn1"]

@@ -7,21 +7,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from idc.explain.select import select_balanced
+from idc.leaderboard import stage as leaderboard
+from idc.leaderboard.scoring import summarize
+from idc.markdown import frame_table
 from idc.sanity import stage as sanity
-from idc.sanity.scoring import RANDOM_BASELINE, markdown_table, summarize
-
 from tests.helpers import compose_cfg, copy_run
 
 
 def test_select_balanced_is_reproducible_and_balanced():
     df = pd.DataFrame({"target": [0] * 30 + [1] * 5})
-    a = sanity.select_balanced(df, 8, seed=1)
+    a = select_balanced(df, 8, seed=1)
     assert len(a) == 8 and a["target"].sum() == 4
-    assert a.index.equals(sanity.select_balanced(df, 8, seed=1).index)
-    few_pos = sanity.select_balanced(df, 14, seed=0)
+    assert a.index.equals(select_balanced(df, 8, seed=1).index)
+    few_pos = select_balanced(df, 14, seed=0)
     assert few_pos["target"].sum() == 5 and len(few_pos) == 14
     only_pos = pd.DataFrame({"target": [1] * 6}, index=np.arange(10, 16))
-    assert len(sanity.select_balanced(only_pos, 4, seed=0)) == 4
+    assert len(select_balanced(only_pos, 4, seed=0)) == 4
 
 
 def test_localization_summary_sorted_with_baseline():
@@ -33,7 +35,7 @@ def test_localization_summary_sorted_with_baseline():
     table = summarize(per_patch)
     assert list(table["method"]) == ["B", "A", "random map (baseline)"]
     assert table.loc[1, "pixel_auroc"] == pytest.approx(0.8) and table.loc[0, "n"] == 2
-    md = markdown_table(table)
+    md = frame_table(table)
     assert md.splitlines()[0] == "| method | n | pointing_game | pixel_auroc |"
     assert "| B | 2 | 1.000 | 0.950 |" in md
 
@@ -43,9 +45,8 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     """Both randomization tests, sMPRT, eMPRT and data randomization on the tiny run. TINY caps the
     random-label training at 1 epoch, so data randomization must come out "invalid", not pass/fail."""
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam,rise]", "sanity.smprt_samples=2", 
+    cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam,rise]", "sanity.smprt_samples=2",
                       "sanity.smprt_patches=2", "sanity.random_labels_patches=32", "sanity.bootstrap=200",
-                      "sanity.localization_methods=[gradcam]", "sanity.randomized_controls=false", "sanity.road=false",
                       data_dir=tiny_data_dir)  # localization has its own tests (test_leaderboard, test_localization)
     out = sanity.run(cfg)
     sdir = run_dir / "sanity"
@@ -101,13 +102,12 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
 
 
 def test_localization_skipped_when_disabled(tiny_evaluated, tiny_data_dir, tmp_path):
-    """`sanity.localization=false`: a note saying why, no scores. (Without masks the stage scores
+    """`leaderboard.enabled=false`: a note saying why, no scores. (Without masks the stage scores
     faithfulness only: tests/test_leaderboard.py.)"""
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
-    cfg = compose_cfg(run_dir, "sanity.localization=false", data_dir=tiny_data_dir)
-    from idc.sanity import leaderboard
+    cfg = compose_cfg(run_dir, "leaderboard.enabled=false", data_dir=tiny_data_dir)
     leaderboard.run(cfg)
-    assert "Skipped: disabled by `sanity.localization=false`" in (run_dir / "sanity" / "localization.md").read_text()
+    assert "Skipped: disabled by `leaderboard.enabled=false`" in (run_dir / "sanity" / "localization.md").read_text()
     assert not (run_dir / "sanity" / "localization.csv").exists()
 
 

@@ -1,8 +1,8 @@
-"""Known answers for the Adebayo similarity measures (idc.sanity.similarity)."""
+"""Known answers for the Adebayo similarity measures (idc.scores.similarity)."""
 import numpy as np
 import pytest
 
-from idc.sanity import similarity as sim
+from idc.scores import similarity as sim
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idc import viewer
 from idc.viewer import browser
-from idc.paths import RunPaths
+from idc.viewer import stage as viewer
+from idc.paths import RunPaths, declared
 from idc.viewer.inputs import patch_table, viewer_patients
 from idc.viewer.panels import method_rows, patch_panel
 
@@ -67,6 +67,8 @@ def test_page_and_assets(viewer_run):
         assert label in text
     assert "make sanity" in text  # scores and verdicts: absent, named by their make target
     assert not list(run_dir.glob(".viewer.*")), "temporary folders left behind"
+    viewer_files = [p.relative_to(run_dir).as_posix() for p in (run_dir / "viewer").rglob("*") if p.is_file()]
+    assert viewer_files and all(declared(rel) for rel in viewer_files)  # the registry declares the page and assets
 
 
 def test_absent_predictions_and_explanations_are_notes(tiny_prepared, tiny_data_dir, tmp_path):

@@ -8,7 +8,10 @@ import time
 
 import numpy as np
 import torch
+from captum import attr
 from omegaconf import OmegaConf
+from pytorch_grad_cam import GradCAMPlusPlus, LayerCAM, ScoreCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from idc.bench.loader import command
 from idc.config import ExplainConfig
@@ -22,10 +25,6 @@ log = logging.getLogger("idc")
 
 def bare_call(method: str, model, x, target, cfg):
     """The library's own call on the whole batch, with its defaults where the book used them."""
-    from captum import attr
-    from pytorch_grad_cam import GradCAMPlusPlus, LayerCAM, ScoreCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
     xg = x.clone().requires_grad_(True)
     t = target
     targets = [ClassifierOutputTarget(int(i)) for i in t]
@@ -49,7 +48,7 @@ def bare_call(method: str, model, x, target, cfg):
 
 def lime_default_batches(model, x, cfg):
     """LIME as the book calls it: explain_instance with lime's default classifier batch of 10."""
-    from lime.lime_image import LimeImageExplainer
+    from lime.lime_image import LimeImageExplainer  # optional heavy package: imported when used
 
     images = ((x * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
 
@@ -84,16 +83,15 @@ def run(quick: bool) -> str:
     target = np.arange(n) % 2
     x = normalize_batch(images)
     compute_maps(model, images[:2], target[:2], ["vanilla_backprop"], cfg, "cpu")  # warm-up
-    rows = ["| method | driver, batch of %d (ms/patch) | per-image loop (ms/patch) | speed-up | bare library call (ms/patch) | driver / bare |" % n,
-            "|---|---|---|---|---|---|"]
+    rows = []
     for m in METHODS:
         ours = timed(lambda: compute_maps(model, images, target, [m], cfg, "cpu")) / n
         loop = timed(lambda: [compute_maps(model, images[i:i + 1], target[i:i + 1], [m], cfg, "cpu") for i in range(n)]) / n
         call = bare_call(m, model, x, torch.as_tensor(target), cfg)
         bare = timed(call) / n if call else None
         ratio = f"{ours / bare:.2f}" if bare else "n/a (ours)"
-        rows.append(f"| {m} | {1000 * ours:.1f} | {1000 * loop:.1f} | {loop / ours:.1f}x | "
-                    f"{'' if bare is None else f'{1000 * bare:.1f}'} | {ratio} |")
+        rows.append([m, f"{1000 * ours:.1f}", f"{1000 * loop:.1f}", f"{loop / ours:.1f}x",
+                     "" if bare is None else f"{1000 * bare:.1f}", ratio])
         log.info("bench explain %s: %.1f ms/patch (loop %.1f)", m, 1000 * ours, 1000 * loop)
     return "\n".join([
         "## Attribution methods",
@@ -101,7 +99,8 @@ def run(quick: bool) -> str:
         f"Command: `{command('explain', quick)}` — untrained ResNet-18 with the book's head, {n} random 50x50 patches, "
         "book settings (LIME 1,000 samples, IG 50 steps, SmoothGrad 25 samples, RISE 2,000 masks, layer4 CAMs).",
         "",
-        *rows,
+        markdown_table(["method", f"driver, batch of {n} (ms/patch)", "per-image loop (ms/patch)", "speed-up",
+                        "bare library call (ms/patch)", "driver / bare"], rows),
         "",
         "The per-image loop calls the same driver with one patch at a time, as the chapter does. LIME's bare call is "
         "lime's `explain_instance` with its default classifier batch of 10 (ours: 500). LIME, Score-CAM and RISE "

@@ -25,7 +25,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from idc.bench.loader import command, compose, load_note, prepare, prepared
+from idc.bench.loader import command, compose, load_note, packed_loader, prepare, prepared, time_loader
+from idc.bench.train import inference, interleaved
+from idc.landscape import landscape_figure
+from idc.markdown import markdown_table
+from idc.paths import RunPaths, file_name
+from idc.stitch import original_tiles
+from idc.train import fit
+from idc.viz.style import close_all, save_figure_atomic
 
 log = logging.getLogger("idc")
 
@@ -35,20 +42,18 @@ BIG_BATCH = 512
 
 def fit_wall(overrides: list[str]) -> tuple[float, pd.DataFrame]:
     """(seconds, history) of idc.train.fit for `overrides`, into a temporary model dir (removed after)."""
-    from idc.train import fit
-
     cfg = compose(overrides)
     model_dir = Path(tempfile.mkdtemp(prefix="idc-bench-fit-"))
     try:
         tic = time.perf_counter()
         fit(cfg, model_dir)
         seconds = time.perf_counter() - tic
-        return seconds, pd.read_csv(model_dir / "history.csv")
+        return seconds, pd.read_csv(model_dir / file_name("history_csv"))
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
 
 
-def gpu_rows(overrides: list[str], epochs: int, max_batches) -> list[str]:
+def gpu_rows(overrides: list[str], epochs: int, max_batches) -> list[list]:
     lr = 0.002
     cases = [(64, lr), (BIG_BATCH, lr * math.sqrt(BIG_BATCH / 64))]
     rows = []
@@ -58,9 +63,9 @@ def gpu_rows(overrides: list[str], epochs: int, max_batches) -> list[str]:
             extra.append(f"train.max_batches={max_batches}")
         seconds, hist = fit_wall([*overrides, *extra])
         last = hist.iloc[-1]
-        rows.append(f"| {batch} | {rate:.4g} | {epochs} | {seconds:.1f} | {hist['seconds'].sum():.1f} | "
-                    f"{hist['images_per_s'].median():,.0f} | {last['val_f1']:.3f} |")
-        log.info("bench fullsize: %s", rows[-1])
+        rows.append([batch, f"{rate:.4g}", epochs, f"{seconds:.1f}", f"{hist['seconds'].sum():.1f}",
+                     f"{hist['images_per_s'].median():,.0f}", f"{last['val_f1']:.3f}"])
+        log.info("bench fullsize: %s", " | ".join(map(str, rows[-1])))
     return rows
 
 
@@ -70,12 +75,6 @@ def landscape_times(p) -> dict:
     The figure's cost does not depend on the probability values, and a full-size model may not exist on
     the machine, so the patch labels stand in for P(IDC); inference is timed on its own elsewhere.
     """
-    import matplotlib.pyplot as plt
-
-    from idc.landscape import landscape_figure
-    from idc.stitch import original_tiles
-    from idc.utils import save_figure_atomic
-
     test = p.df[p.df["split"] == "test"]
     out = Path(tempfile.mkdtemp(prefix="idc-bench-landscape-"))
     times = []
@@ -85,7 +84,7 @@ def landscape_times(p) -> dict:
             tiles = original_tiles(sub, p.images[sub.index.to_numpy()], p.root, p.cfg.data.patch_size)
             fig = landscape_figure(sub, tiles, sub["target"].to_numpy(dtype=float), int(pid))
             save_figure_atomic(fig, out / f"landscape_{pid}.png")
-            plt.close("all")
+            close_all()
             times.append(time.perf_counter() - tic)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -100,22 +99,19 @@ def landscape_line(t: dict) -> str:
             "inference is not included.")
 
 
-def cpu_rows(p, steps: int, rounds: int) -> tuple[list[str], float, float, list, float]:
+def cpu_rows(p, steps: int, rounds: int) -> tuple[list[list], float, float, list, float]:
     """(table rows, our training images/s, median ours / compute-only over alternating rounds, the ratios,
     milliseconds per batch of the loader alone)."""
-    from idc.bench.loader import packed_loader, time_loader
-    from idc.bench.train import inference, interleaved
-
     il = interleaved(p, steps, rounds)
     (ours_n, ours_s), (comp_n, comp_s) = il["ours"], il["compute"]
     load_n, load_s = time_loader(packed_loader(p, drop_last=True), 200 * 64, "loading alone")
     inf_n, inf_s = inference(p, 4096)
     rate = ours_n / ours_s
-    rows = [f"| ours: PackedLoader + Adamax step, batch 64 | {ours_n} | {ours_s:.2f} | {rate:,.0f} |",
-            f"| compute only: one fixed batch | {comp_n} | {comp_s:.2f} | {comp_n / comp_s:,.0f} |",
-            f"| loading alone: PackedLoader, shuffled and flipped batches of 64, no model | {load_n} | {load_s:.2f} | "
-            f"{load_n / load_s:,.0f} |",
-            f"| inference: `predict_proba`, batch 256 | {inf_n} | {inf_s:.2f} | {inf_n / inf_s:,.0f} |"]
+    rows = [["ours: PackedLoader + Adamax step, batch 64", ours_n, f"{ours_s:.2f}", f"{rate:,.0f}"],
+            ["compute only: one fixed batch", comp_n, f"{comp_s:.2f}", f"{comp_n / comp_s:,.0f}"],
+            ["loading alone: PackedLoader, shuffled and flipped batches of 64, no model", load_n, f"{load_s:.2f}",
+             f"{load_n / load_s:,.0f}"],
+            ["inference: `predict_proba`, batch 256", inf_n, f"{inf_s:.2f}", f"{inf_n / inf_s:,.0f}"]]
     return rows, rate, float(pd.Series(il["ratios"]).median()), il["ratios"], 1000 * load_s / (load_n / 64)
 
 
@@ -129,8 +125,6 @@ def run(quick: bool, overrides: tuple = ()) -> str:
     else:
         overrides = [*BASE, *overrides]
         cfg = compose(overrides)
-        from idc.paths import RunPaths
-
         if not cuda and not RunPaths.from_cfg(cfg).patches_csv.exists():
             return "\n".join([
                 "## Full size", "", f"Command: `{command('fullsize', quick)}`.", "",
@@ -152,9 +146,8 @@ def run(quick: bool, overrides: tuple = ()) -> str:
             "## Full size", "", *head, "",
             f"`idc.train.fit` on {torch.cuda.get_device_name(0)} (its defaults on CUDA), {epochs} epoch(s), "
             "evaluation of val and test after every epoch included in the wall time.", "",
-            "| Batch | lr | Epochs | Wall s (fit call) | Training s (sum of epochs) | Images/s (median epoch) | Val F1, last epoch |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-            *rows, "",
+            markdown_table(["Batch", "lr", "Epochs", "Wall s (fit call)", "Training s (sum of epochs)",
+                            "Images/s (median epoch)", "Val F1, last epoch"], rows, align="rrrrrrr"), "",
             "The book's target on one H100: 5 epochs in < 60 s (>= 14k images/s sustained, evaluation included).",
             landscape_line(land),
         ])
@@ -167,7 +160,7 @@ def run(quick: bool, overrides: tuple = ()) -> str:
         f"CPU: {rounds} alternating rounds (ours, then compute only) of {steps} training steps each (after 2 warm-up "
         "steps per round), a fraction of one epoch, over the full memory-mapped cache; the compute-only loop repeats "
         "one fixed batch. Alternating rounds in one process make a drift in the machine's speed hit both loops.", "",
-        "| Loop | Images | Seconds | Images/s |", "|---|---:|---:|---:|", *rows, "",
+        markdown_table(["Loop", "Images", "Seconds", "Images/s"], rows, align="lrrr"), "",
         f"- Ours / compute only, median of {rounds} rounds: **{ratio:.1%}** (rounds: "
         + ", ".join(f"{r:.0%}" for r in ratios) + "). The loading-alone row is the direct cost of the data path: "
         f"{load_ms:.1f} ms per batch of 64.",

@@ -12,7 +12,17 @@ import time
 import numpy as np
 import torch
 
+from omegaconf import OmegaConf
+
 from idc.bench.loader import BATCH, command, load_note, prepared
+from idc.bench.train import fresh
+from idc.config import ExplainConfig
+from idc.data.device_loader import DeviceLoader
+from idc.explain.driver import compute_maps
+from idc.explain.methods import METHODS
+from idc.markdown import markdown_table
+from idc.model import amp_settings, build_model
+from idc.train import train_step
 
 log = logging.getLogger("idc")
 
@@ -34,11 +44,6 @@ def no_cuda_section(title: str, section: str, what: str) -> str:
 def train_rate(p, batch: int, compiled: bool, steps: int) -> dict:
     """Images/s of the training step on CUDA as idc.train runs it there, plus the first step's seconds
     (compilation for `torch.compile`, cuDNN autotuning for both)."""
-    from idc.bench.train import fresh
-    from idc.data.device_loader import DeviceLoader
-    from idc.model import amp_settings
-    from idc.train import train_step
-
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     model, opt, crit = fresh(p.cfg, device)
@@ -82,15 +87,9 @@ def train_rate(p, batch: int, compiled: bool, steps: int) -> dict:
 
 def explain_rate(p, n: int) -> list[tuple[str, float]]:
     """Seconds of each method over `n` patches of the bench set, batched by the explain driver on CUDA."""
-    from omegaconf import OmegaConf
-
-    from idc.config import ExplainConfig
-    from idc.explain.driver import compute_maps
-    from idc.explain.methods import METHODS
-    from idc.model import build_model
-
     device = torch.device("cuda")
     cfg = OmegaConf.structured(ExplainConfig)
+    cfg.rise_fill = "grey"  # no reference patches passed here; the fill colour does not change RISE's cost
     torch.manual_seed(0)
     model = build_model(p.cfg.model).to(device).eval()
     images = np.asarray(p.images[:n])
@@ -120,12 +119,12 @@ def run(quick: bool) -> str:
         for compiled in (False, True):
             try:
                 r = train_rate(p, batch, compiled, steps)
-                rows.append(f"| {batch} | {'torch.compile' if compiled else 'eager'} | {r['images']} | "
-                            f"{r['seconds']:.2f} | {r['rate']:,.0f} | {r['first_step_s']:.1f} |")
+                rows.append([batch, "torch.compile" if compiled else "eager", r["images"], f"{r['seconds']:.2f}",
+                             f"{r['rate']:,.0f}", f"{r['first_step_s']:.1f}"])
             except Exception as err:  # report, don't hide, a GPU path that fails
-                rows.append(f"| {batch} | {'torch.compile' if compiled else 'eager'} | failed: "
-                            f"{type(err).__name__}: {str(err)[:120]} | | | |")
-            log.info("bench gpu: %s", rows[-1])
+                rows.append([batch, "torch.compile" if compiled else "eager",
+                             f"failed: {type(err).__name__}: {str(err)[:120]}", "", "", ""])
+            log.info("bench gpu: %s", " | ".join(map(str, rows[-1])))
     n = 64 if quick else EXPLAIN_PATCHES
     methods = explain_rate(p, n)
     total = sum(s for _, s in methods)
@@ -139,16 +138,13 @@ def run(quick: bool) -> str:
         f"6 warm-up steps, then {steps} timed steps per row. 'First step' is the first step's wall time "
         "(compilation for `torch.compile`, cuDNN autotuning for both).",
         "",
-        "| Batch | Mode | Images | Seconds | Images/s | First step (s) |",
-        "|---:|---|---:|---:|---:|---:|",
-        *rows,
+        markdown_table(["Batch", "Mode", "Images", "Seconds", "Images/s", "First step (s)"], rows, align="rlrrrr"),
         "",
         f"Attribution, untrained ResNet-18, {n:,} patches of the bench set, book settings, explain driver "
         f"batch {64}: seconds per method (all {len(methods)}: {total:.1f} s).",
         "",
-        "| Method | Seconds | ms/patch |",
-        "|---|---:|---:|",
-        *[f"| {m} | {s:.2f} | {1000 * s / n:.2f} |" for m, s in methods],
+        markdown_table(["Method", "Seconds", "ms/patch"], [[m, f"{s:.2f}", f"{1000 * s / n:.2f}"] for m, s in methods],
+                       align="lrr"),
         "",
         f"Host: {load_note()}",
     ])

@@ -18,7 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+from idc import prepare_data
+from idc.cli import CONFIG_DIR  # also registers the structured config schema
+from idc.data.cache import PackedLoader, load_or_build_cache
+from idc.data.dataset import PatchDataset, train_transform
+from idc.markdown import markdown_table
+from idc.paths import RunPaths
+from idc.stitch import stitch_patches
 
 log = logging.getLogger("idc")
 
@@ -43,10 +54,6 @@ def command(section: str, quick: bool) -> str:
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from idc.cli import CONFIG_DIR  # also registers the structured config schema
-
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
 
@@ -71,10 +78,6 @@ def prepared(quick: bool, overrides: tuple = ()) -> Prepared:
 
 def prepare(cfg) -> Prepared:
     """Run the data stage for `cfg` (idempotent: reuses the generated set, the index and the packed cache)."""
-    from idc import prepare_data
-    from idc.data.cache import load_or_build_cache
-    from idc.paths import RunPaths
-
     log.info("bench data: preparing %s in %s", cfg.data.name, cfg.run.dir)
     df = prepare_data.run(cfg)
     images = load_or_build_cache(df, cfg.data.root, RunPaths.from_cfg(cfg).cache_dir, size=cfg.data.patch_size)
@@ -96,17 +99,11 @@ def load_note() -> str:
 
 def book_loader(p: Prepared):
     """The book's loader, verbatim: PatchDataset + train_transform, batch 64, shuffled, no workers."""
-    from torch.utils.data import DataLoader
-
-    from idc.data.dataset import PatchDataset, train_transform
-
     train_df = p.df.iloc[p.train_rows].reset_index(drop=True)
     return DataLoader(PatchDataset(train_df, p.root, train_transform()), batch_size=BATCH, shuffle=True, num_workers=0)
 
 
 def packed_loader(p: Prepared, **kw):
-    from idc.data.cache import PackedLoader
-
     return PackedLoader(p.images, p.targets, p.train_rows, BATCH, shuffle=True, flip=True, seed=int(p.cfg.seed), **kw)
 
 
@@ -134,8 +131,6 @@ def time_loader(loader, n_images: int, desc: str, min_seconds: float = 0.0) -> t
 
 
 def time_stitch(p: Prepared, reps: int = 5) -> dict:
-    from idc.stitch import stitch_patches
-
     pid = int(p.df["patient_id"].value_counts().idxmax())
     sub = p.df[p.df["patient_id"] == pid]
     rows = sub.index.to_numpy()
@@ -167,11 +162,10 @@ def run(quick: bool) -> str:
         f"Command: `{command('loader', quick)}`. Data: {p.label}. Batch {BATCH}, shuffled, random h/v flips, "
         "one process (`num_workers=0`), first batch excluded.",
         "",
-        "| Loader | Images timed | Seconds | Images/s |",
-        "|---|---:|---:|---:|",
-        f"| book: `DataLoader(PatchDataset(..., train_transform()))` | {book_n} | {book_s:.2f} | {book_rate:,.0f} |",
-        f"| ours: `PackedLoader(..., shuffle=True, flip=True)` | {packed_n} | {packed_s:.2f} | {packed_rate:,.0f} |",
-        f"| **ratio ours / book** | | | **{ratio:.1f}x** |",
+        markdown_table(["Loader", "Images timed", "Seconds", "Images/s"], [
+            ["book: `DataLoader(PatchDataset(..., train_transform()))`", book_n, f"{book_s:.2f}", f"{book_rate:,.0f}"],
+            ["ours: `PackedLoader(..., shuffle=True, flip=True)`", packed_n, f"{packed_s:.2f}", f"{packed_rate:,.0f}"],
+            ["**ratio ours / book**", "", "", f"**{ratio:.1f}x**"]], align="lrrr"),
         "",
         f"`stitch_patches` on the largest patient ({st['patient']}: {st['patches']} patches, "
         f"{st['shape'][0]}x{st['shape'][1]} px canvas): {st['ms']:.2f} ms (median of 5).",

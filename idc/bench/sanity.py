@@ -18,14 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from idc.bench.loader import command
+from idc.bench.loader import command, compose
+from idc.markdown import markdown_table
+from idc.paths import RunPaths
 
 BUDGET_S = 20 * 60  # issue 10: make sanity within 20 minutes on 2 CPU cores, memorization included
 QUICK = ["data=tiny", "train.epochs=1", "sanity.num_patches=4", "sanity.smprt_patches=2", "sanity.smprt_samples=1",
          "sanity.random_labels_patches=32", "sanity.random_labels_epochs=2", "sanity.bootstrap=50",
-         "sanity.bootstrap_samples=50", "sanity.localization_patches=4", "sanity.road_patches=1",
-         "sanity.variants=[]", "sanity.lime_num_samples=50", "sanity.rise_num_masks=50",
-         "sanity.localization_methods=[gradcam]", "explain.ig_steps=4", "explain.smoothgrad_samples=2"]
+         "leaderboard.bootstrap=50", "leaderboard.num_patches=4", "leaderboard.road_patches=1",
+         "leaderboard.variants=[]", "sanity.lime_num_samples=50", "sanity.rise_num_masks=50",
+         "leaderboard.lime_num_samples=50", "leaderboard.rise_num_masks=50",
+         "leaderboard.methods=[gradcam]", "explain.ig_steps=4", "explain.smoothgrad_samples=2"]
 
 
 def _stage(script: str, overrides: list[str]) -> subprocess.CompletedProcess:
@@ -56,14 +59,12 @@ def run(quick: bool, overrides: tuple = ()) -> str:
         board = _timed("leaderboard", overrides)
         run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.dir=")), None)
         if run_dir is None:
-            from idc.bench.loader import compose
-
             run_dir = str(compose(overrides).run.dir)
-        timing = json.loads((Path(run_dir) / "sanity" / "timing.json").read_text())
+        timing = json.loads(RunPaths(Path(run_dir)).sanity_timing_json.read_text())
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    rows = [f"| `make sanity`: {phase} | {seconds:.0f} |" for phase, seconds in timing.items() if phase != "total"]
+    rows = [[f"`make sanity`: {phase}", f"{seconds:.0f}"] for phase, seconds in timing.items() if phase != "total"]
     verdict = ("within" if sanity[0] <= BUDGET_S else "over") + f" the {BUDGET_S // 60}-minute budget of issue 10"
     shown = " ".join(overrides) if not quick else "quick=1 (data=tiny, small settings)"
     return "\n".join([
@@ -77,7 +78,5 @@ def run(quick: bool, overrides: tuple = ()) -> str:
         f"- `make leaderboard`: **{board[0] / 60:.1f} min wall** ({board[0]:.0f} s), {board[1]:.0f} CPU-s, "
         f"peak RSS {board[2]:.0f} MB (largest child process so far).",
         "",
-        "| Phase (sanity/timing.json) | Wall s |",
-        "|---|---|",
-        *rows,
+        markdown_table(["Phase (sanity/timing.json)", "Wall s"], rows),
     ])

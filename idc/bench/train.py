@@ -11,9 +11,13 @@ import time
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from idc.bench.loader import BATCH, book_loader, command, cycle, load_note, packed_loader, prepared
+from idc.data.device_loader import DeviceLoader
+from idc.markdown import markdown_table
+from idc.model import build_model, predict
 from idc.train import StepMeter, train_step
 
 log = logging.getLogger("idc")
@@ -26,8 +30,6 @@ MATMUL_N = 2048
 
 def fresh(cfg, device="cpu"):
     """(model in train mode, Adamax, CrossEntropy), as idc.train builds them, same seed every time."""
-    from idc.model import build_model
-
     torch.manual_seed(int(cfg.seed))
     model = build_model(cfg.model).to(device).train()
     return model, torch.optim.Adamax(model.parameters(), lr=float(cfg.train.lr)), nn.CrossEntropyLoss()
@@ -51,8 +53,6 @@ def ours(p, steps: int, loader: str = "packed") -> tuple[int, float]:
     model, opt, crit = fresh(p.cfg)
     drop_last = len(p.train_rows) > BATCH
     if loader == "device":
-        from idc.data.device_loader import DeviceLoader
-
         loader = DeviceLoader(p.images, p.targets, p.train_rows, BATCH, shuffle=True, flip=True, seed=int(p.cfg.seed),
                               drop_last=drop_last)
     else:
@@ -109,8 +109,6 @@ def compute_only(p, steps: int) -> tuple[int, float]:
 
 
 def flops_per_image(p) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
     model, _, crit = fresh(p.cfg)
     x, y = next(iter(packed_loader(p)))
     with FlopCounterMode(display=False) as counter:
@@ -131,8 +129,6 @@ def matmul_flops(reps: int = 5) -> float:
 
 
 def inference(p, n: int) -> tuple[int, float]:
-    from idc.model import predict
-
     model, _, _ = fresh(p.cfg)
     images = p.images[: min(n, len(p.images))]
     predict(model, images[:256], batch_size=256, desc="warm-up")
@@ -157,9 +153,9 @@ def interleaved(p, steps: int, rounds: int) -> dict:
     return out
 
 
-def row(name: str, n: int, s: float, bound: float | None = None) -> str:
+def row(name: str, n: int, s: float, bound: float | None = None) -> list:
     frac = f"{n / s / bound:.0%}" if bound else ""
-    return f"| {name} | {n} | {s:.2f} | {n / s:,.0f} | {frac} | {os.getloadavg()[0]:.1f} |"
+    return [name, n, f"{s:.2f}", f"{n / s:,.0f}", frac, f"{os.getloadavg()[0]:.1f}"]
 
 
 def run(quick: bool) -> str:
@@ -196,9 +192,8 @@ def run(quick: bool) -> str:
         "process, default torch threads. The last column is the 1-minute load average when the row ended "
         f"({os.cpu_count()} cores).",
         "",
-        "| Loop | Images | Seconds | Images/s | Fraction of FLOP bound | Load after row |",
-        "|---|---:|---:|---:|---:|---:|",
-        *rows,
+        markdown_table(["Loop", "Images", "Seconds", "Images/s", "Fraction of FLOP bound", "Load after row"], rows,
+                       align="lrrrrr"),
         "",
         f"- Ours / compute only, median of {rounds} alternating rounds: **{ratio:.1%}** (rounds: "
         + ", ".join(f"{r:.1%} at load {ld:.1f}" for r, ld in zip(il["ratios"], il["loads"]))

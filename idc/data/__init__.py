@@ -1,17 +1,20 @@
 """Data layer: synthetic generator, Kaggle index, patient split, PatchDataset, packed cache."""
 from __future__ import annotations
 
+import importlib
 import logging
 
+import numpy as np
 import pandas as pd
 
 from idc.errors import DataError
+from idc.integrity import read_csv
 from idc.paths import RunPaths, require
 
 log = logging.getLogger("idc")
 
 # The public API by name, imported on first use: `from idc.data import PatchDataset` works, while
-# `import idc.data.synthetic` (generator worker processes) does not pay for torch and torchvision.
+# `import idc.data` alone (e.g. for `load_patches`) does not pay for torch and torchvision.
 _EXPORTS = {
     "index_patches": "index", "index_with_report": "index", "parse_name": "index",
     "split_patients": "split", "split_patient_ids": "split", "assert_disjoint": "split",
@@ -25,8 +28,6 @@ __all__ = ["load_patches", "PATCH_COLUMNS", *_EXPORTS]
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(f"idc.data.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'idc.data' has no attribute {name!r}")
 
@@ -35,20 +36,16 @@ PATCH_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "split", "width",
 
 
 def load_patches(paths: RunPaths) -> pd.DataFrame:
-    """Read `data/patches.csv` (clear error naming `make data` when it is missing or malformed)."""
+    """Read `data/patches.csv`: one clear error naming `make data` when it is missing, empty, cut or
+    lacks columns (written by an older version)."""
     path = require(paths.patches_csv)
-    df = pd.read_csv(path)
-    missing = [c for c in PATCH_COLUMNS[:6] if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks columns {missing}; it was not written by this version: re-run `make data`")
+    df = read_csv(path, PATCH_COLUMNS[:6])
     log.info("read %s (%d patches)", path, len(df))
     return df
 
 
 def cache_rows(patches: pd.DataFrame, image_ids, source: str = "the input") -> "np.ndarray":
     """Row of each image id in patches.csv (= its row in the packed cache); stale ids are an error."""
-    import numpy as np
-
     rows = pd.Series(np.arange(len(patches)), index=patches["image_id"].to_numpy()).reindex(list(image_ids))
     if rows.isna().any():
         missing = rows.index[rows.isna()][:3].tolist()

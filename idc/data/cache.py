@@ -6,8 +6,10 @@ so a batch from the cache is bit-identical to the PatchDataset tensors (tests/te
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
@@ -17,8 +19,9 @@ import torch
 
 from idc.data.dataset import load_rgb, normalize_batch, normalize_inplace, resize_transform
 from idc.data.index import threaded_map
-from idc.errors import DataError
-from idc.utils import atomic_path
+from idc.errors import DataError, IntegrityError
+from idc.integrity import open_npy
+from idc.utils import atomic_path, vouch_output
 
 log = logging.getLogger("idc")
 CACHE_VERSION = 1
@@ -43,16 +46,30 @@ def _try_decode(path, size: int):
         return None
 
 
-def load_or_build_cache(df: pd.DataFrame, images_dir, cache_dir, size: int = 50, workers: int = 8) -> np.ndarray:
-    """Memory-mapped uint8 array aligned with `df`, built (atomically) on first use."""
+def load_or_build_cache(df: pd.DataFrame, images_dir, cache_dir, size: int = 50, workers: int = 8,
+                        producer: bool = False) -> np.ndarray:
+    """Memory-mapped uint8 array aligned with `df`, built (atomically) on first use.
+
+    A damaged cache file (cut, foreign) is one line naming it; `producer=True` (make data, which owns the
+    cache) rebuilds it instead, vouches for it in the stage record and deletes the caches of older indexes.
+    """
     cache_dir = Path(cache_dir)
     path = cache_dir / f"patches-{cache_key(df, images_dir, size)}.npy"
+    shape = (len(df), size, size, 3)
     if path.exists():
-        log.info("read packed cache %s (%d patches)", path, len(df))
-        return np.load(path, mmap_mode="r")
+        try:
+            arr = open_npy(path, shape, fix="delete it (the next stage rebuilds it) or run `make data` (same overrides)")
+        except IntegrityError as err:
+            if not producer:
+                raise
+            log.warning("%s: rebuilding it", str(err).split(";")[0])
+        else:
+            log.info("read packed cache %s (%d patches)", path, len(df))
+            return _vouched(arr, path, producer)
     images_dir = Path(images_dir)
-    with atomic_path(path, suffix=".tmp.npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(df), size, size, 3))
+    with atomic_path(path, suffix=".tmp.npy", size_hint=int(np.prod(shape)) + 128) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        reserve(tmp)  # a full disk fails here, with one line, not with a SIGBUS while the pages are filled
         paths = [images_dir / i for i in df["image_id"]]
         failed = []
         for i, img in enumerate(threaded_map(lambda p: _try_decode(p, size), paths, workers, "pack patches", 256)):
@@ -67,11 +84,45 @@ def load_or_build_cache(df: pd.DataFrame, images_dir, cache_dir, size: int = 50,
                 f"{len(failed)} patch(es) have an intact header but cannot be decoded, e.g. {failed[:5]}; "
                 "delete or replace them and re-run `make data`"
             )
-    for stale in cache_dir.glob("patches-*.npy"):  # one cache per run dir: drop those of older indexes
-        if stale != path:
-            stale.unlink()
+    if producer:  # one cache per run dir: drop those of older indexes (a reader never deletes one)
+        for stale in cache_dir.glob("patches-*.npy"):
+            if stale != path:
+                stale.unlink()
     log.info("wrote packed cache %s (%d patches, %.1f MB)", path, len(df), path.stat().st_size / 1e6)
-    return np.load(path, mmap_mode="r")
+    return _vouched(np.load(path, mmap_mode="r"), path, producer)
+
+
+def _vouched(arr: np.ndarray, path: Path, producer: bool) -> np.ndarray:
+    if producer:
+        vouch_output(path)  # make data's record keeps its digest: a cut cache makes `make data` rebuild it
+    return arr
+
+
+def reserve(path: Path) -> None:
+    """Allocate a sparse file's blocks now (posix_fallocate): ENOSPC here, not a SIGBUS from a memory map."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # file systems without fallocate (EOPNOTSUPP, EINVAL): the pages are allocated as they are written
+
+
+def identical_patches(images: np.ndarray, image_ids, examples: int = 5) -> dict:
+    """Patches whose pixels (as the model sees them: the packed cache) equal another patch's: counted for
+    summary.json, kept. {'files': patches with a twin, 'groups': sets of identical patches, 'examples'}."""
+    groups: dict = {}
+    for start in range(0, len(images), 4096):  # the cache is memory-mapped: read it in slices
+        block = np.ascontiguousarray(images[start:start + 4096])
+        for i, row in enumerate(block.reshape(len(block), -1)):
+            groups.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), []).append(start + i)
+    twins = [g for g in groups.values() if len(g) > 1]
+    ids = np.asarray(image_ids)
+    return {"files": sum(len(g) for g in twins), "groups": len(twins),
+            "examples": [[str(ids[i]) for i in g[:3]] for g in twins[:examples]]}
 
 
 def _flip_(batch: np.ndarray, hflip: np.ndarray, vflip: np.ndarray) -> np.ndarray:

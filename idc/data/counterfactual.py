@@ -23,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from idc.data.cells import IDC, REACH, footprints
+from idc.data.dataset import resize_transform
 from idc.data.synthetic import PATCH, load_masks
 
 TRUTH_KEYS = ("labels", "nucleus_id", "nucleus_kind", "free_delta", "tissue")
@@ -118,8 +119,6 @@ def model_view(image: np.ndarray, size: int = PATCH) -> np.ndarray:
     """uint8 [size, size, 3]: what the model sees of a PNG-sized image (the cache's Resize)."""
     if image.shape[:2] == (size, size):
         return image
-    from idc.data.dataset import resize_transform  # torch: only when an edge patch needs it
-
     return np.asarray(resize_transform(size)(Image.fromarray(image)), np.uint8)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from idc.data.cache import PackedLoader
+from idc.errors import ConfigError
 
 log = logging.getLogger("idc")
 
@@ -161,8 +162,6 @@ LOADERS = ("auto", "device", "packed")
 def resolve_loader(kind: str, device: torch.device) -> str:
     """`train.loader`: auto = device-resident on CUDA, packed (host gather per batch) elsewhere."""
     if kind not in LOADERS:
-        from idc.errors import ConfigError
-
         raise ConfigError(f"train.loader={kind!r} is not known; use one of {', '.join(LOADERS)}")
     if kind == "auto":
         return "device" if torch.device(device).type == "cuda" else "packed"

@@ -25,10 +25,12 @@ from tqdm import tqdm
 
 from idc.data.counterfactual import PatchTruth, load_truths, model_view, remove_nuclei, replace_tissue
 from idc.data.synthetic import load_masks, patch_labels, patch_nucleus_ids
+from idc.integrity import read_csv
 from idc.model import load_model, predict
-from idc.sanity.bootstrap import cluster_bootstrap
-from idc.sanity.controls import model_free_controls
-from idc.sanity.localization import relevance_rank_accuracy
+from idc.paths import RunPaths
+from idc.scores.bootstrap import cluster_bootstrap
+from idc.scores.controls import model_free_controls
+from idc.scores.localization import relevance_rank_accuracy
 from idc.scores.nuclei import (evidence_verification, idc_area_share, nuclear_auroc, nuclear_mass,
                                nucleus_rank_correlation, nucleus_relevance)
 
@@ -125,13 +127,14 @@ def nucleus_control_scores(model, truths, images, ids, patients, seed: int = 0) 
 
 def run(run_dir: Path, data_dir: Path, nuclei: int = 0, seed: int = 0) -> dict:
     root, masks_dir = data_dir / "IDC_regular_ps50_idx5", data_dir / "masks"
-    preds = pd.read_csv(run_dir / "eval" / "predictions.csv")
+    paths = RunPaths(Path(run_dir))
+    preds = read_csv(paths.predictions_csv, columns=("image_id", "patient_id", "x", "y", "target", "proba"))
     pos = preds[preds["target"] == 1].reset_index(drop=True)
     labels, ids = model_view_truth(pos, masks_dir)
     keep = ((labels == 1).any(axis=(1, 2)) & (labels == 2).any(axis=(1, 2))).nonzero()[0]
     pos, labels, ids = pos.iloc[keep].reset_index(drop=True), labels[keep], ids[keep]
     log.info("%d IDC-positive test patches with IDC and decoy nuclei", len(pos))
-    model, _ = load_model(run_dir / "model" / "best.pt")
+    model, _ = load_model(paths.best_pt)
     truths = load_truths(pos, root, masks_dir)
     patients = pos["patient_id"].to_numpy()
     images = np.stack([model_view(t.image) for t in truths])

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from idc.metrics import binary_scores, ranking_scores
 
@@ -29,8 +30,6 @@ def cue_subsets(predictions: pd.DataFrame, patch_info: pd.DataFrame) -> dict[str
 
 def patient_bootstrap_ci(df: pd.DataFrame, n: int = 1000, seed: int = 0) -> list[float]:
     """95% interval of ROC-AUC, resampling whole patients (patches of a patient are not independent)."""
-    from sklearn.metrics import roc_auc_score
-
     rng = np.random.default_rng(seed)
     y, p = df["target"].to_numpy(), df["proba"].to_numpy()
     groups = [np.flatnonzero(m) for m in (df["patient_id"].to_numpy()[None] == df["patient_id"].unique()[:, None])]

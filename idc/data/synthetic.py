@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -30,10 +29,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from idc.data.cells import footprints
+from idc.data.dataset import resize_transform
 from idc.data.split import split_patient_ids
 from idc.data.tissue import NEST_TYPES, render_slide
 from idc.errors import DataError
-from idc.utils import write_csv_atomic, write_json_atomic
+from idc.integrity import read_npz
+from idc.utils import clean_stale_temp, temp_dir, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger("idc")
 GENERATOR_VERSION = 7  # v7: decoy nuclei, label map, nucleus ids, nucleus-free rendering (issue 22)
@@ -165,6 +166,14 @@ def _params(stored: dict) -> dict:
     return {k: v for k, v in stored.items() if k not in ("patches", "positive", "cue_patches")}
 
 
+def _stored_params(manifest_path: Path):
+    """The parameters in manifest.json; None when it is missing or damaged (the set is generated again)."""
+    try:
+        return _params(json.loads(manifest_path.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _is_generated(root: Path, manifest_path: Path) -> bool:
     return manifest_path.exists() or not root.exists() or not any(root.iterdir())
 
@@ -177,20 +186,20 @@ def generate_synthetic(d) -> Path:
         raise DataError(f"data.num_patients={d.num_patients} is too small for a synthetic set; use >= 3")
     manifest = manifest_for(d)
     manifest_path = root.parent / "manifest.json"
-    if manifest_path.exists() and _params(json.loads(manifest_path.read_text())) == manifest and root.is_dir() and masks_dir.is_dir():
+    for folder in dict.fromkeys((root.parent, masks_dir.parent)):
+        if folder.is_dir():
+            clean_stale_temp(folder, recursive=False)
+    if _stored_params(manifest_path) == manifest and root.is_dir() and masks_dir.is_dir():
         log.info("synthetic set up to date: %s (manifest %s)", root, manifest_path)
         return root
     if not _is_generated(root, manifest_path):
         raise DataError(f"data.root={root} exists and holds files that idc did not generate (no {manifest_path}); "
                         "refusing to overwrite them. Point data.root elsewhere, or use data=kaggle to index them.")
-    tag = uuid.uuid4().hex[:8]
-    tmp_root, tmp_masks = root.parent / f".{root.name}.tmp-{tag}", masks_dir.parent / f".{masks_dir.name}.tmp-{tag}"
-    tmp_root.mkdir(parents=True)
-    tmp_masks.mkdir(parents=True, exist_ok=True)
     plans = patient_plan(manifest)
     workers = d.workers or os.cpu_count() or 1
     t0 = time.perf_counter()
-    try:
+    # temp folders named like temp files: those of a killed generator are removed above, at the next start
+    with temp_dir(root) as tmp_root, temp_dir(masks_dir) as tmp_masks:
         jobs = [(p, manifest, tmp_root, tmp_masks) for p in plans]
         if workers > 1:
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
@@ -203,10 +212,6 @@ def generate_synthetic(d) -> Path:
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
-    finally:
-        for tmp in (tmp_root, tmp_masks):
-            if tmp.exists():
-                shutil.rmtree(tmp)
     write_csv_atomic(info, root.parent / "patch_info.csv")
     pos = int(info["target"].sum())
     neg = len(info) - pos
@@ -226,17 +231,19 @@ def load_masks(masks_dir, pid: int, keys=None) -> dict:
     path = Path(masks_dir) / f"{int(pid)}.npz"
     if not path.exists():
         raise DataError(f"no ground-truth mask {path}; masks exist only for the synthetic set (data.masks_dir)")
-    with np.load(path) as z:
-        version = int(z["generator_version"]) if "generator_version" in z.files else None
-        if (version or "nests" in z.files) and version != GENERATOR_VERSION:
-            raise DataError(f"{path} was written by synthetic generator v{version or '6 or older'}, this is "
-                            f"v{GENERATOR_VERSION} (label map, nucleus ids, nucleus-free rendering): regenerate the "
-                            "set with `make data` (delete its manifest.json if the data root was copied)")
-        missing = [k for k in (keys or ()) if k not in z.files]
-        if missing:
-            raise DataError(f"{path} lacks {missing} (it holds {z.files}); label maps, nucleus ids and "
-                            "counterfactuals exist for the synthetic set (`make data`)")
-        return {k: z[k] for k in (keys or z.files)}
+    z = read_npz(path, keys=None if keys is None else (*keys, "generator_version", "nests"),
+                 fix=f"the synthetic set is incomplete: delete {masks_dir} (idc generated it) and run "
+                     "`make data ARGS=run.force=true` (same overrides) to generate it again")
+    version = int(z["generator_version"]) if "generator_version" in z else None
+    if (version or "nests" in z) and version != GENERATOR_VERSION:
+        raise DataError(f"{path} was written by synthetic generator v{version or '6 or older'}, this is "
+                        f"v{GENERATOR_VERSION} (label map, nucleus ids, nucleus-free rendering): regenerate the "
+                        "set with `make data` (delete its manifest.json if the data root was copied)")
+    missing = [k for k in (keys or ()) if k not in z]
+    if missing:
+        raise DataError(f"{path} lacks {missing}; label maps, nucleus ids and counterfactuals exist for the "
+                        "synthetic set (`make data`)")
+    return {k: z[k] for k in (keys or z)}
 
 
 def stretch_mask(crop: np.ndarray, size: int = PATCH) -> np.ndarray:
@@ -247,8 +254,6 @@ def stretch_mask(crop: np.ndarray, size: int = PATCH) -> np.ndarray:
         return crop.copy()
     if crop.size == 0:
         return np.zeros((size, size), bool)
-    from idc.data.dataset import resize_transform  # torch: not needed by the generator's worker processes
-
     stretched = resize_transform(size)(Image.fromarray(crop.astype(np.float32), mode="F"))
     return np.asarray(stretched) > 0.5
 

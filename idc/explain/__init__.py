@@ -1,5 +1,7 @@
-"""Attribution methods (one registry), the batched driver, book-style figures and the explain stage."""
-from idc.explain.driver import attribute, compute_maps, resolve_targets, to_grayscale
+"""Attribution methods (one registry), the batched driver, patch selection, book-style figures and the
+explain stage (`idc.explain.stage`)."""
+from idc.explain.driver import attribute, capped, compute_maps, method_kwargs, resolve_targets, to_grayscale
 from idc.explain.methods import METHODS, get_method
 
-__all__ = ["METHODS", "attribute", "compute_maps", "get_method", "resolve_targets", "to_grayscale"]
+__all__ = ["METHODS", "attribute", "capped", "compute_maps", "get_method", "method_kwargs", "resolve_targets",
+           "to_grayscale"]

@@ -1,16 +1,21 @@
-"""The batched driver: targets, batches, device, grey-scaling — shared by every method."""
+"""The batched driver: targets, batches, device, grey-scaling — shared by every method — and the map
+settings: `explain.*` turned into each method's keyword arguments (`method_kwargs`), with the caps the
+sanity and leaderboard stages put on the costly ones (`capped`)."""
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from idc.data.dataset import normalize_batch
 from idc.errors import ConfigError
-from idc.explain.methods import Context, Reference, get_method
+from idc.explain.methods import Reference, get_method
 
 log = logging.getLogger("idc")
 
@@ -44,26 +49,58 @@ def dataset_reference(images: np.ndarray, patches, k: int, seed: int) -> Referen
 
 def patch_batch(images: np.ndarray, df, device) -> Tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """(uint8 NHWC images, normalized NCHW tensor, long target tensor) for the cache rows `df["row"]`."""
-    from idc.data.dataset import normalize_batch
-
     imgs = np.ascontiguousarray(images[df["row"].to_numpy()])
     target = torch.tensor(np.array(df["target"], dtype=np.int64), device=device)
     return imgs, normalize_batch(imgs, device=device), target
 
 
-def attribute(model, x: torch.Tensor, target, method: str, explain_cfg, images: Optional[np.ndarray] = None,
-              extras: Optional[dict] = None, reference: Optional[Reference] = None) -> np.ndarray:
-    """Raw map of one method for one batch: [n, 3, H, W] (pixel methods) or [n, H, W]."""
+CAPPED_KEYS = ("lime_num_samples", "rise_num_masks")  # the costly explain.* keys a stage may cap
+
+
+def capped(explain_cfg, **caps):
+    """explain.* with each of `caps` (e.g. lime_num_samples=300) as an upper bound; a None cap leaves the
+    key as it is. The sanity and leaderboard stages map 13+ models x every method with these."""
+    unknown = set(caps) - set(CAPPED_KEYS)
+    if unknown:
+        raise ValueError(f"capped: only {CAPPED_KEYS} can be capped, not {sorted(unknown)}")
+    return OmegaConf.merge(explain_cfg, {k: min(int(v), int(explain_cfg[k])) for k, v in caps.items() if v is not None})
+
+
+def method_kwargs(method: str, explain_cfg, overrides: Optional[Mapping[str, object]] = None) -> dict:
+    """The keyword arguments of `method` read from explain.* (`Method.params`), then `overrides` (argument
+    name -> value, e.g. a leaderboard variant's {"layer": "layer3"})."""
+    m = get_method(method)
+    kwargs = {arg: explain_cfg[key] for arg, key in m.params.items()}
+    unknown = set(overrides or {}) - set(kwargs)
+    if unknown:
+        raise ConfigError(f"{method} takes no argument {sorted(unknown)}; its arguments: {sorted(m.params)}")
+    return {**kwargs, **(overrides or {})}
+
+
+def attribute(model, x: torch.Tensor, target, method: str, **kwargs) -> np.ndarray:
+    """Raw map of one method for one batch: [n, 3, H, W] (pixel methods) or [n, H, W]. `kwargs` go to the
+    method (captum's call shape: `attribute(inputs, target, **kwargs)`)."""
+    fn = get_method(method).fn
     model.eval()
     # a copy: inputs may be read-only views (a tensor is copied by torch, not via numpy's __array__)
     target = target.detach().to(x.device, torch.long).clone() if isinstance(target, torch.Tensor) else \
         torch.tensor(np.array(target, dtype=np.int64), device=x.device)
-    ctx = Context(cfg=explain_cfg, images=images, extras=extras if extras is not None else {}, reference=reference)
     with torch.enable_grad(), warnings.catch_warnings():
         # captum announces that it sets requires_grad and hooks ReLUs, for every batch: expected here.
         warnings.filterwarnings("ignore", message=".*(did not already require gradients|backward hooks on ReLU).*")
-        raw = get_method(method).fn(model, x.detach().clone().requires_grad_(False), target, ctx)
+        raw = fn(model, x.detach().clone().requires_grad_(False), target, **kwargs)
     return raw.detach().float().cpu().numpy()
+
+
+def _context(method: str, images: np.ndarray, reference: Optional[Reference], extras: dict) -> dict:
+    """What the driver hands a method besides its settings: the uint8 patches, the data set's reference
+    and a list for LIME's boundary images, each only to a method whose signature takes it."""
+    takes = inspect.signature(get_method(method).fn).parameters
+    ctx = {"images": images, "reference": reference}
+    out = {k: v for k, v in ctx.items() if k in takes}
+    if "vis" in takes:
+        out["vis"] = extras.setdefault(f"{method}_vis", [])
+    return out
 
 
 def to_grayscale(raw: np.ndarray) -> np.ndarray:
@@ -77,29 +114,30 @@ def to_grayscale(raw: np.ndarray) -> np.ndarray:
 
 
 def compute_maps(model, images: np.ndarray, targets, methods: Iterable[str], explain_cfg, device,
-                 reference: Optional[Reference] = None) -> Tuple[Dict[str, np.ndarray], dict]:
-    """Raw maps of every method for every patch (uint8 NHWC `images`), in batches on `device`.
+                 reference: Optional[Reference] = None,
+                 overrides: Optional[Mapping[str, object]] = None) -> Tuple[Dict[str, np.ndarray], dict]:
+    """Raw maps of every method for every patch (uint8 NHWC `images`), in batches on `device`; each method
+    gets its `method_kwargs(m, explain_cfg, overrides)` (so `overrides` suits a single method).
 
-    Seeded: torch's RNG is set to `explain_cfg.seed` before each method (and restored after), so the
+    `explain_cfg`: the explain settings (the `explain` config node, or any mapping with its keys).
+    Seeded: torch's RNG is set to `explain_cfg["seed"]` before each method (and restored after), so the
     same inputs give the same maps (SmoothGrad's noise, IG's uniform baseline), whatever ran before,
-    and two models compared by the sanity stage see the same noise."""
-    from idc.data.dataset import normalize_batch
-
+    and two models compared by the sanity stage see the same noise. Returns (maps, extras), extras
+    holding LIME's boundary images (`lime_vis`) for the figures."""
     methods = list(methods)
-    for m in methods:
-        get_method(m)  # fail on a typo before any work
+    kwargs = {m: method_kwargs(m, explain_cfg, overrides) for m in methods}  # fail on a typo before any work
     targets = np.asarray(targets, dtype=np.int64)
-    bs = max(1, int(explain_cfg.batch_size))
+    bs = max(1, int(explain_cfg["batch_size"]))
     out, extras = {}, {}
     for m in methods:
         parts = []
         with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
-            torch.manual_seed(int(explain_cfg.seed))
+            torch.manual_seed(int(explain_cfg["seed"]))
             for start in tqdm(range(0, len(images), bs), desc=f"explain {m}", unit="batch", leave=False):
                 batch = np.asarray(images[start:start + bs])
                 x = normalize_batch(batch, device=device)
-                parts.append(attribute(model, x, targets[start:start + bs], m, explain_cfg, images=batch,
-                                       extras=extras, reference=reference))
+                parts.append(attribute(model, x, targets[start:start + bs], m, **kwargs[m],
+                                       **_context(m, batch, reference, extras)))
         out[m] = np.concatenate(parts) if parts else np.zeros((0, 50, 50), np.float32)
         log.info("explain: %s done for %d patches", m, len(images))
     return out, extras

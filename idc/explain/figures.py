@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 
 from idc.explain.methods import METHODS
-from idc.utils import save_figure_atomic
-from idc.viz.style import image_axis, subplots
+from idc.viz.style import image_axis, save_figure_atomic, save_image_atomic, subplots
 
 CLASS = {0: "IDC Negative", 1: "IDC Positive"}
 
@@ -61,10 +60,4 @@ def overview_grid(methods, index: pd.DataFrame, images: np.ndarray, grays: dict,
 
 def patch_png(gray: np.ndarray, path: Path):
     """One grey map as a small PNG (for browsing explain/<method>/)."""
-    import matplotlib.pyplot as plt
-
-    from idc.utils import atomic_path
-
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        plt.imsave(tmp, gray, cmap="gray", vmin=0, vmax=1)
-    return path
+    return save_image_atomic(gray, path, cmap="gray", vmin=0, vmax=1)

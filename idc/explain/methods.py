@@ -2,21 +2,34 @@
 [n, 3, 50, 50] (pixel attributions) or [n, 50, 50] (CAMs, LIME, RISE) for a batch; batching,
 device placement, grey-scaling and plotting are the driver's (idc.explain.driver).
 
+A method is called like captum's `attribute(inputs, target, ...)`: `fn(model, x, target, **kwargs)` with
+keyword arguments, e.g. `integrated_gradients(model, x, target, steps=50, baseline="blur")`; no config
+node. Its defaults are `ExplainConfig`'s (a test keeps them equal). `Method.params` says which `explain.*`
+key each argument comes from; the driver (`idc.explain.driver.method_kwargs`) turns the config into
+those arguments, and a leaderboard variant is one more argument override.
+
 Engines: captum (Saliency, GuidedBackprop, IntegratedGradients, NoiseTunnel, LayerGradCam),
-pytorch-grad-cam (GradCAM++, Score-CAM, LayerCAM), lime (LimeImageExplainer); RISE is ours
-(no maintained package), batched over masks.
+pytorch-grad-cam (GradCAM++, Score-CAM, LayerCAM), lime (LimeImageExplainer, imported when used: an
+optional heavy package); RISE is ours (no maintained package), batched over masks.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import numpy as np
+import pytorch_grad_cam
 import torch
 import torch.nn.functional as F
+from captum.attr import GuidedBackprop, IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from skimage.segmentation import mark_boundaries
 from torch import nn
+from torchvision.transforms.functional import gaussian_blur
 
+from idc.data.dataset import normalize_batch
 from idc.errors import ConfigError
+from idc.model import predict
 
 
 @dataclass(frozen=True)
@@ -28,20 +41,11 @@ class Reference:
     patches: np.ndarray  # [k, H, W, 3] uint8, random training patches (seeded)
 
 
-@dataclass
-class Context:
-    """What a method may need besides the model, the normalized batch and the targets."""
-
-    cfg: object  # the explain config node
-    images: Optional[np.ndarray] = None  # uint8 NHWC, for LIME
-    extras: Dict[str, list] = field(default_factory=dict)  # e.g. LIME's boundary images for figures
-    reference: Optional[Reference] = None
-
-    def need_reference(self, why: str) -> Reference:
-        if self.reference is None:
-            raise ConfigError(f"{why} needs the data set's reference patches; pass reference="
-                              "idc.explain.driver.dataset_reference(...) (the explain and sanity stages do)")
-        return self.reference
+def need_reference(reference: Optional[Reference], why: str) -> Reference:
+    if reference is None:
+        raise ConfigError(f"{why} needs the data set's reference patches; pass reference="
+                          "idc.explain.driver.dataset_reference(...) (the explain, sanity and leaderboard stages do)")
+    return reference
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class Method:
     name: str
     title: str  # as in the book's panel titles
     figure: str  # the book's file name
-    fn: Callable
+    fn: Callable  # fn(model, x, target, **kwargs) -> raw map
+    params: Mapping[str, str] = field(default_factory=dict)  # keyword argument -> the explain.* key it is read from
 
 
 def cam_layer(model: nn.Module, name: str) -> nn.Module:
@@ -68,15 +73,11 @@ def no_inplace_relu(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------- gradients (captum)
-def vanilla_backprop(model, x, target, ctx):
-    from captum.attr import Saliency
-
+def vanilla_backprop(model, x, target):
     return Saliency(model).attribute(x, target=target, abs=False).detach()
 
 
-def guided_backprop(model, x, target, ctx):
-    from captum.attr import GuidedBackprop
-
+def guided_backprop(model, x, target):
     return GuidedBackprop(no_inplace_relu(model)).attribute(x, target=target).detach()
 
 
@@ -88,57 +89,53 @@ def _normalized(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - 0.5) / 0.5
 
 
-def ig_baselines(x: torch.Tensor, ctx) -> list:
+def ig_baselines(x: torch.Tensor, kind: str = "blur", blur_sigma: float = 5.0, expected_k: int = 8,
+                 reference: Optional[Reference] = None) -> list:
     """The baselines IG integrates from (`explain.ig_baseline`), in the model's input space; IG's map is
     the mean of the maps over them (one baseline except `expected`)."""
-    kind = str(ctx.cfg.ig_baseline)
+    kind = str(kind)
     if kind == "black":
         return [torch.full_like(x, -1.0)]
     if kind == "grey":  # pixel 0.5 = normalized 0
         return [torch.zeros_like(x)]
     if kind == "blur":
-        from torchvision.transforms.functional import gaussian_blur
-
-        sigma = float(ctx.cfg.ig_blur_sigma)
+        sigma = float(blur_sigma)
         k = 2 * int(np.ceil(3 * sigma)) + 1
         return [gaussian_blur(x, [k, k], [sigma, sigma])]
     if kind == "uniform":  # drawn from torch's RNG, which the driver seeds per method
         return [_normalized(torch.rand(x.shape, device=x.device))]
     if kind == "expected":  # Sturmfels et al. 2020 / expected gradients: average over data baselines
-        ref = ctx.need_reference("explain.ig_baseline=expected")
-        k = min(int(ctx.cfg.ig_expected_k), len(ref.patches))
+        ref = need_reference(reference, "explain.ig_baseline=expected")
+        k = min(int(expected_k), len(ref.patches))
         if k < 1:
             raise ConfigError("explain.ig_expected_k must be >= 1 (and the training split non-empty)")
-        from idc.data.dataset import normalize_batch
-
         base = normalize_batch(ref.patches[:k], device=x.device)
         return [b[None].expand_as(x) for b in base]
     raise ConfigError(f"explain.ig_baseline={kind!r} is not known; choose from {list(IG_BASELINES)}")
 
 
-def integrated_gradients(model, x, target, ctx):
-    """IG from `explain.ig_baseline` (default grey: the all-zero normalized image)."""
-    from captum.attr import IntegratedGradients
-
+def integrated_gradients(model, x, target, *, steps: int = 50, baseline: str = "blur", blur_sigma: float = 5.0,
+                         internal_batch_size: int = 512, expected_k: int = 8, reference: Optional[Reference] = None):
+    """IG from `baseline` (default blur: a Gaussian blur of the patch, sigma `blur_sigma` px; docs/explain.md
+    "IG's baseline"), `steps` points on the path; the mean map over the baselines of `expected`."""
     ig = IntegratedGradients(model)
-    maps = [ig.attribute(x, baselines=b, target=target, n_steps=ctx.cfg.ig_steps,
-                         internal_batch_size=ctx.cfg.ig_internal_batch_size).detach() for b in ig_baselines(x, ctx)]
+    bases = ig_baselines(x, baseline, blur_sigma=blur_sigma, expected_k=expected_k, reference=reference)
+    maps = [ig.attribute(x, baselines=b, target=target, n_steps=steps,
+                         internal_batch_size=internal_batch_size).detach() for b in bases]
     return torch.stack(maps).mean(0)
 
 
-def noise_samples_per_pass(cfg, n: int) -> int:
+def noise_samples_per_pass(batch_size: int, n: int) -> int:
     """Noise samples per patch in one forward/backward pass, so that a pass holds about
     8 x batch_size images (as IG's and RISE's inner batches): larger passes only add memory traffic."""
-    return max(1, (8 * cfg.batch_size) // max(1, n))
+    return max(1, (8 * batch_size) // max(1, n))
 
 
-def smoothgrad(model, x, target, ctx):
+def smoothgrad(model, x, target, *, samples: int = 25, stdev: float = 0.15, batch_size: int = 64):
     """Noise stdev as a fraction of the input range (2.0 after Normalize(0.5, 0.5)), as SmoothGrad's paper."""
-    from captum.attr import NoiseTunnel, Saliency
-
     return NoiseTunnel(Saliency(model)).attribute(
-        x, nt_type="smoothgrad", nt_samples=ctx.cfg.smoothgrad_samples, stdevs=2.0 * ctx.cfg.smoothgrad_stdev,
-        nt_samples_batch_size=noise_samples_per_pass(ctx.cfg, len(x)), target=target, abs=False).detach()
+        x, nt_type="smoothgrad", nt_samples=samples, stdevs=2.0 * stdev,
+        nt_samples_batch_size=noise_samples_per_pass(batch_size, len(x)), target=target, abs=False).detach()
 
 
 # ---------------------------------------------------------------- CAMs
@@ -147,12 +144,9 @@ def upsample(cam: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def relu_cam(model, x, target, ctx) -> torch.Tensor:
-    """Grad-CAM at the configured layer: channel weights = mean gradient over the map, ReLU; [n, 1, h, w]."""
-    from captum.attr import LayerGradCam
-
-    return LayerGradCam(model, cam_layer(model, ctx.cfg.cam_layer)).attribute(
-        x, target=target, relu_attributions=True).detach()
+def relu_cam(model, x, target, layer: str) -> torch.Tensor:
+    """Grad-CAM at `layer`: channel weights = mean gradient over the map, ReLU; [n, 1, h, w]."""
+    return LayerGradCam(model, cam_layer(model, layer)).attribute(x, target=target, relu_attributions=True).detach()
 
 
 def upsample_minmax(cam: torch.Tensor, size) -> torch.Tensor:
@@ -163,74 +157,68 @@ def upsample_minmax(cam: torch.Tensor, size) -> torch.Tensor:
     return torch.where(span > 0, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
 
 
-def gradcam(model, x, target, ctx):
+def gradcam(model, x, target, *, layer: str = "layer4"):
     """Channel weights = mean gradient over the map, ReLU, bilinear upsampling, min-max (the book)."""
-    return upsample_minmax(relu_cam(model, x, target, ctx), x.shape[-2:])
+    return upsample_minmax(relu_cam(model, x, target, layer), x.shape[-2:])
 
 
-def guided_gradcam(model, x, target, ctx):
+def guided_gradcam(model, x, target, *, layer: str = "layer4"):
     """As published (Selvaraju et al. 2017; captum's GuidedGradCam): the upsampled ReLU'd CAM times the
     guided-backprop map, element-wise, with no normalization in between (only the display normalizes)."""
-    cam = upsample(relu_cam(model, x, target, ctx), x.shape[-2:])
-    return cam[:, None] * guided_backprop(model, x, target, ctx)
+    cam = upsample(relu_cam(model, x, target, layer), x.shape[-2:])
+    return cam[:, None] * guided_backprop(model, x, target)
 
 
 def _grad_cam_lib(class_name: str):
-    """A method that runs pytorch-grad-cam's `class_name` on the configured CAM layer."""
-    def fn(model, x, target, ctx):
-        import pytorch_grad_cam
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-        cam = getattr(pytorch_grad_cam, class_name)(model=model, target_layers=[cam_layer(model, ctx.cfg.cam_layer)])
-        cam.batch_size = ctx.cfg.batch_size * 4  # read by Score-CAM only (masked forward passes per batch)
+    """A method that runs pytorch-grad-cam's `class_name` on the CAM layer `layer`."""
+    def fn(model, x, target, *, layer: str = "layer4", batch_size: int = 64):
+        cam = getattr(pytorch_grad_cam, class_name)(model=model, target_layers=[cam_layer(model, layer)])
+        cam.batch_size = batch_size * 4  # read by Score-CAM only (masked forward passes per batch)
         with torch.enable_grad():
             maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
         return torch.as_tensor(maps)
     return fn
 
 
-
 # ---------------------------------------------------------------- LIME
-def lime(model, x, target, ctx):
+LIME_HIDE = {"black": 0, "mean": None}  # None: lime fills each hidden superpixel with its own mean colour
+
+
+def lime(model, x, target, *, images: Optional[np.ndarray] = None, num_samples: int = 1000, batch_size: int = 500,
+         num_features: int = 20, kernel_size: float = 4.0, hide_color: str = "black", seed: int = 0,
+         vis: Optional[list] = None):
     """LIME per image (quickshift superpixels, the book's 1,000 samples); the classifier function
-    normalizes uint8 images and predicts in batches of `lime_batch_size` (lime's default is 10)."""
-    from lime.lime_image import LimeImageExplainer
+    normalizes uint8 images and predicts in batches of `batch_size` (lime's default is 10). `images`: the
+    uint8 NHWC patches of `x`; `vis` (a list), if given, receives each patch's boundary image for figures."""
+    from lime.lime_image import LimeImageExplainer  # optional heavy package: imported when LIME runs
     from lime.wrappers.scikit_image import SegmentationAlgorithm
-    from skimage.segmentation import mark_boundaries
 
-    from idc.model import predict
-
-    if ctx.images is None:
+    if images is None:
         raise ConfigError("LIME needs the uint8 patches (images=...)")
+    if hide_color not in LIME_HIDE:
+        raise ConfigError(f"explain.lime_hide_color={hide_color!r} is not known; choose black (the book) "
+                          "or mean (each superpixel's mean colour)")
     device = x.device
 
     def classify(batch):
         batch = np.clip(np.asarray(batch), 0, 255).astype(np.uint8)
         return predict(model, batch, batch_size=max(1, len(batch)), device=device, desc=None)
 
-    explainer = LimeImageExplainer(random_state=ctx.cfg.seed)
+    explainer = LimeImageExplainer(random_state=seed)
     # lime's own default segmentation, with the kernel size configurable (smaller = finer superpixels)
-    segmenter = SegmentationAlgorithm("quickshift", kernel_size=ctx.cfg.lime_kernel_size, max_dist=200, ratio=0.2,
-                                    random_seed=ctx.cfg.seed)
-    hide = {"black": 0, "mean": None}  # None: lime fills each hidden superpixel with its own mean colour
-    if ctx.cfg.lime_hide_color not in hide:
-        raise ConfigError(f"explain.lime_hide_color={ctx.cfg.lime_hide_color!r} is not known; choose black (the book) "
-                          "or mean (each superpixel's mean colour)")
-    maps, vis = [], []
-    for image, t in zip(ctx.images, target.tolist()):
-        exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2,
-                                         hide_color=hide[ctx.cfg.lime_hide_color],
-                                         num_samples=ctx.cfg.lime_num_samples, batch_size=ctx.cfg.lime_batch_size,
-                                         random_seed=ctx.cfg.seed, segmentation_fn=segmenter)
+    segmenter = SegmentationAlgorithm("quickshift", kernel_size=kernel_size, max_dist=200, ratio=0.2, random_seed=seed)
+    maps = []
+    for image, t in zip(images, target.tolist()):
+        exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=LIME_HIDE[hide_color],
+                                         num_samples=num_samples, batch_size=batch_size, random_seed=seed,
+                                         segmentation_fn=segmenter)
         weights = np.zeros(exp.segments.max() + 1, np.float32)  # per superpixel, 0 where LIME kept none
         for segment, w in exp.local_exp[t]:
             weights[segment] = w
         maps.append(weights[exp.segments])
-        # The figure shows the superpixels of the class that was explained (t), not LIME's top label.
-        shown, mask = exp.get_image_and_mask(t, positive_only=False,
-                                             num_features=ctx.cfg.lime_num_features, hide_rest=True)
-        vis.append(mark_boundaries(shown / 255.0, mask))
-    ctx.extras.setdefault("lime_vis", []).extend(vis)
+        if vis is not None:  # the superpixels of the class that was explained (t), not LIME's top label
+            shown, mask = exp.get_image_and_mask(t, positive_only=False, num_features=num_features, hide_rest=True)
+            vis.append(mark_boundaries(shown / 255.0, mask))
     return torch.as_tensor(np.stack(maps))
 
 
@@ -247,52 +235,63 @@ def rise_masks(n: int, grid: int, p: float, size, seed: int) -> torch.Tensor:
     return torch.stack([up[i, y:y + H, x:x + W] for i, (y, x) in enumerate(zip(dy, dx))])
 
 
-def rise_fill(x: torch.Tensor, ctx) -> torch.Tensor:
+RISE_FILLS = {"black": 0.0, "grey": 0.5, "white": 1.0}  # and "mean"
+
+
+def rise_fill(x: torch.Tensor, kind: str = "mean", reference: Optional[Reference] = None) -> torch.Tensor:
     """[3, 1, 1] pixel colour in [0, 1] that masked pixels take (`explain.rise_fill`): the data set's mean
     colour by default (black looks like haematoxylin in H&E), or black / white / grey."""
-    kind = str(ctx.cfg.rise_fill)
-    fixed = {"black": 0.0, "grey": 0.5, "white": 1.0}
+    kind = str(kind)
     if kind == "mean":
-        rgb = np.asarray(ctx.need_reference("explain.rise_fill=mean").mean_rgb, dtype=np.float32) / 255.0
-    elif kind in fixed:
-        rgb = np.full(3, fixed[kind], np.float32)
+        rgb = np.asarray(need_reference(reference, "explain.rise_fill=mean").mean_rgb, dtype=np.float32) / 255.0
+    elif kind in RISE_FILLS:
+        rgb = np.full(3, RISE_FILLS[kind], np.float32)
     else:
         raise ConfigError(f"explain.rise_fill={kind!r} is not known; choose from mean, black, grey, white")
     return torch.as_tensor(rgb, device=x.device).view(3, 1, 1)
 
 
 @torch.no_grad()
-def rise(model, x, target, ctx):
+def rise(model, x, target, *, num_masks: int = 2000, cell: int = 8, p: float = 0.5, fill: str = "mean", seed: int = 0,
+         batch_size: int = 64, reference: Optional[Reference] = None):
     """Saliency = sum over masks of P(target | image * mask + fill * (1 - mask)) * mask / (N * p); masking
-    in pixel space towards `rise_fill`, all masks of one image in batches of `batch_size * 8`."""
-    cfg = ctx.cfg
-    masks = rise_masks(cfg.rise_num_masks, cfg.rise_cell, cfg.rise_p, x.shape[-2:], cfg.seed).to(x.device)
-    fill = rise_fill(x, ctx)
-    chunk = max(1, cfg.batch_size * 8)
+    in pixel space towards `fill`, all masks of one image in batches of `batch_size * 8`."""
+    masks = rise_masks(num_masks, cell, p, x.shape[-2:], seed).to(x.device)
+    colour = rise_fill(x, fill, reference)
+    chunk = max(1, batch_size * 8)
     out = torch.zeros(len(x), *x.shape[-2:], device=x.device)
     for i, (img, t) in enumerate(zip(x, target.tolist())):
         pixels = img * 0.5 + 0.5
         for start in range(0, len(masks), chunk):
             m = masks[start:start + chunk][:, None]
-            probs = torch.softmax(model(_normalized(pixels[None] * m + fill * (1 - m))), 1)[:, t]
+            probs = torch.softmax(model(_normalized(pixels[None] * m + colour * (1 - m))), 1)[:, t]
             m = m[:, 0]
             out[i] += torch.einsum("k,khw->hw", probs, m)
-    return out / (len(masks) * cfg.rise_p)
+    return out / (len(masks) * p)
 
 
 # ---------------------------------------------------------------- the registry
+CAM = {"layer": "cam_layer"}
+CAM_BATCHED = {**CAM, "batch_size": "batch_size"}
 METHODS: Dict[str, Method] = {m.name: m for m in [
-    Method("lime", "LIME Explanation", "chapter_05_lime_explanation", lime),
+    Method("lime", "LIME Explanation", "chapter_05_lime_explanation", lime, {
+        "num_samples": "lime_num_samples", "batch_size": "lime_batch_size", "num_features": "lime_num_features",
+        "kernel_size": "lime_kernel_size", "hide_color": "lime_hide_color", "seed": "seed"}),
     Method("vanilla_backprop", "Vanilla Backprop", "chapter_05_vanilla_backprop", vanilla_backprop),
     Method("guided_backprop", "Guided Backprop", "chapter_05_guided_backprop", guided_backprop),
-    Method("integrated_gradients", "Integrated Gradients", "chapter_05_integrated_gradients", integrated_gradients),
-    Method("smoothgrad", "SmoothGrad", "chapter_05_smooth_grad", smoothgrad),
-    Method("gradcam", "Grad-CAM", "chapter_05_grad_cam", gradcam),
-    Method("guided_gradcam", "Guided Grad-CAM", "chapter_05_guided_grad_cam", guided_gradcam),
-    Method("gradcam_pp", "Grad-CAM++", "chapter_05_gradcam_pp", _grad_cam_lib("GradCAMPlusPlus")),
-    Method("scorecam", "Score-CAM", "chapter_05_score_cam", _grad_cam_lib("ScoreCAM")),
-    Method("layercam", "LayerCAM", "chapter_05_layer_cam", _grad_cam_lib("LayerCAM")),
-    Method("rise", "RISE", "chapter_05_rise", rise),
+    Method("integrated_gradients", "Integrated Gradients", "chapter_05_integrated_gradients", integrated_gradients, {
+        "steps": "ig_steps", "baseline": "ig_baseline", "blur_sigma": "ig_blur_sigma",
+        "internal_batch_size": "ig_internal_batch_size", "expected_k": "ig_expected_k"}),
+    Method("smoothgrad", "SmoothGrad", "chapter_05_smooth_grad", smoothgrad, {
+        "samples": "smoothgrad_samples", "stdev": "smoothgrad_stdev", "batch_size": "batch_size"}),
+    Method("gradcam", "Grad-CAM", "chapter_05_grad_cam", gradcam, CAM),
+    Method("guided_gradcam", "Guided Grad-CAM", "chapter_05_guided_grad_cam", guided_gradcam, CAM),
+    Method("gradcam_pp", "Grad-CAM++", "chapter_05_gradcam_pp", _grad_cam_lib("GradCAMPlusPlus"), CAM_BATCHED),
+    Method("scorecam", "Score-CAM", "chapter_05_score_cam", _grad_cam_lib("ScoreCAM"), CAM_BATCHED),
+    Method("layercam", "LayerCAM", "chapter_05_layer_cam", _grad_cam_lib("LayerCAM"), CAM_BATCHED),
+    Method("rise", "RISE", "chapter_05_rise", rise, {
+        "num_masks": "rise_num_masks", "cell": "rise_cell", "p": "rise_p", "fill": "rise_fill", "seed": "seed",
+        "batch_size": "batch_size"}),
 ]}
 
 

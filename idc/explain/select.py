@@ -1,11 +1,14 @@
 """Which test patches to explain: explicit rows (the book's [142, 41291]), image ids, or the most
-confident patches per outcome (tp / tn / fp / fn)."""
+confident patches per outcome (tp / tn / fp / fn) for `make explain`; the evaluated test patches with
+their cache rows and a balanced, seeded subset of them for the sanity and leaderboard stages."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from idc.data import cache_rows
 from idc.errors import ConfigError
+from idc.validate import check_range
 
 OUTCOMES = ("tp", "tn", "fp", "fn")
 
@@ -42,6 +45,8 @@ def select_patches(pred: pd.DataFrame, rows=(), image_ids=(), select=None) -> pd
     unknown = set(select) - set(OUTCOMES)
     if unknown:
         raise ConfigError(f"explain.select has unknown outcomes {sorted(unknown)}; use tp, tn, fp, fn")
+    for outcome, count in select.items():
+        check_range(f"explain.select.{outcome}", count, 0, None, False, False, False)
     # Always start with one confident IDC-negative and one IDC-positive patch: the book's 2x2 figures.
     parts = [most_confident(pred, "tn", 1), most_confident(pred, "tp", 1)]
     parts += [most_confident(pred, o, int(select.get(o, 0))) for o in OUTCOMES]
@@ -59,3 +64,20 @@ def book_pair(chosen: pd.DataFrame) -> list[int]:
         if len(hits):
             pair.append(int(hits[0]))
     return pair
+
+
+def test_patches(predictions: pd.DataFrame, patches: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Evaluated test patches (eval/predictions.csv, named `source` in errors) with `row` = their index in
+    the packed cache (rows of `patches`)."""
+    return predictions.assign(row=cache_rows(patches, predictions["image_id"], source))
+
+
+def select_balanced(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Up to `n` rows, half IDC-positive and half negative where possible, reproducibly by `seed`."""
+    rng = np.random.default_rng(seed)
+    pos = np.array(df.index[df["target"] == 1])
+    neg = np.array(df.index[df["target"] == 0])
+    n_pos = min(len(pos), max(n - len(neg), n // 2))
+    n_neg = min(len(neg), n - n_pos)
+    picked = np.concatenate([rng.permutation(pos)[:n_pos], rng.permutation(neg)[:n_neg]])
+    return df.loc[np.sort(picked)]

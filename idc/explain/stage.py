@@ -3,8 +3,9 @@
 Reads model/best.pt, eval/predictions.csv, data/patches.csv and the packed cache. Writes
 explain/maps.npz (`<method>/raw`, `<method>/gray`), explain/index.csv, explain/<method>/*.png,
 figures/chapter_05_<method>.png (the book's 2x2 layout) and figures/explain_overview.png.
-With explain.num_shards > 1 each shard writes explain/shards/<i>-of-<n>/; when all shards are there
-(or with explain.merge=true) they are joined and the figures drawn.
+With explain.num_shards > 1 each shard writes explain/shards/<i>-of-<n>/ with its provenance
+(`idc.explain.shards`); when all shards are there (or with explain.merge=true) they are joined, if made
+from the same inputs, and the figures drawn. NaN or infinite maps are refused before anything is written.
 """
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ import pandas as pd
 
 from idc.data import cache_rows
 from idc.errors import ConfigError
+from idc.explain import chapter10
 from idc.explain.driver import compute_maps, dataset_reference, resolve_targets, to_grayscale
 from idc.explain.figures import book_figure, overview_grid, patch_png
 from idc.explain.methods import METHODS
 from idc.explain.select import book_pair, select_patches
+from idc.explain.shards import empty_maps, finish_shard, is_done, merge_shards, provenance, shard_dir
 from idc.inputs import load_run
-from idc.paths import RunPaths, require
+from idc.integrity import check_finite, read_csv, read_npz
+from idc.paths import RunPaths
 from idc.utils import write_csv_atomic, write_npz_atomic, wrote
 
 log = logging.getLogger("idc")
@@ -31,43 +35,19 @@ INDEX_COLUMNS = ["image_id", "patient_id", "target", "pred", "proba", "outcome",
 def save_maps(path: Path, index: pd.DataFrame, raws: dict, extras: dict) -> None:
     arrays = {}
     for m, raw in raws.items():
+        check_finite(raw, f"explain: the {m} maps", "Check the model (make evaluate) or leave the method out.")
         arrays[f"{m}/raw"] = raw.astype(np.float32)
-        arrays[f"{m}/gray"] = to_grayscale(raw)
+        arrays[f"{m}/gray"] = to_grayscale(raw) if len(raw) else np.zeros((0, *raw.shape[-2:]), np.float32)
     if extras.get("lime_vis"):
         arrays["lime/vis"] = np.stack(extras["lime_vis"]).astype(np.float32)
     write_npz_atomic(path, arrays)  # byte-identical for identical maps
     write_csv_atomic(index[INDEX_COLUMNS], path.with_name("index.csv"))
 
 
-def load_maps(path: Path) -> dict:
-    with np.load(require(path)) as z:
-        return {k: z[k] for k in z.files}
-
-
-def shard_dir(paths: RunPaths, i: int, n: int) -> Path:
-    return paths.explain_dir / "shards" / f"{i}-of-{n}"
-
-
-def merge_shards(paths: RunPaths, n: int) -> bool:
-    """Join every shard's maps and index into explain/; False when a shard is still missing."""
-    dirs = [shard_dir(paths, i, n) for i in range(n)]
-    missing = [str(d) for d in dirs if not (d / "maps.npz").exists()]
-    if missing:
-        log.info("explain: %d of %d shards done; merge once %s exist", n - len(missing), n, missing[0])
-        return False
-    parts = [load_maps(d / "maps.npz") for d in dirs]
-    index = pd.concat([pd.read_csv(d / "index.csv") for d in dirs], ignore_index=True)
-    keys = [k for k in parts[0] if all(k in p for p in parts)]
-    write_npz_atomic(paths.maps_npz, {k: np.concatenate([p[k] for p in parts]) for k in keys})
-    write_csv_atomic(index, paths.explain_index_csv)
-    log.info("explain: merged %d shards (%d patches) into %s", n, len(index), paths.maps_npz)
-    return True
-
-
 def draw(paths: RunPaths, patches: pd.DataFrame, images_all) -> list:
     """Figures from explain/maps.npz + index.csv (so merged shards draw exactly like one run)."""
-    maps = load_maps(paths.maps_npz)
-    index = pd.read_csv(paths.explain_index_csv)
+    maps = read_npz(paths.maps_npz)
+    index = read_csv(paths.explain_index_csv, ["image_id", "patient_id", "target", "outcome"])
     rows = cache_rows(patches, index["image_id"], str(paths.explain_index_csv))
     images = np.asarray(images_all[rows])
     methods = [m for m in METHODS if f"{m}/gray" in maps]
@@ -77,15 +57,16 @@ def draw(paths: RunPaths, patches: pd.DataFrame, images_all) -> list:
     for m in methods:
         gray = maps[f"{m}/gray"]
         if len(pair) == 2:
-            fig_path = paths.figures_dir / f"{METHODS[m].figure}.png"
+            fig_path = paths.figure(METHODS[m].figure)
             written.append(wrote(book_figure(m, index, images, gray, pair, fig_path,
                                              lime_vis if m == "lime" else None), METHODS[m].title))
         for i, rec in index.iterrows():
-            patch_png(gray[i], paths.explain_dir / m / f"{i:03d}_{rec['patient_id']}_{rec['outcome']}.png")
+            name = f"{i:03d}_{rec['patient_id']}_{rec['outcome']}"
+            patch_png(gray[i], paths.path("method_patch_png", method=m, name=name))
     if len(pair) < 2:
         log.warning("explain: the selection lacks an IDC-negative or an IDC-positive patch: no 2x2 book figures")
     written.append(wrote(overview_grid(methods, index, images, {m: maps[f"{m}/gray"] for m in methods},
-                                       paths.figures_dir / "explain_overview.png", lime_vis), "patches x methods"))
+                                       paths.figure("explain_overview"), lime_vis), "patches x methods"))
     log.info("explain: per-patch maps under %s/<method>/", paths.explain_dir)
     return written
 
@@ -94,35 +75,42 @@ def run(cfg) -> list:
     e = cfg.explain
     if e.num_shards < 1 or not 0 <= e.shard_index < e.num_shards:
         raise ConfigError(f"explain.shard_index={e.shard_index} must be in 0..explain.num_shards-1 ({e.num_shards})")
-    if e.merge:
+    paths, sharded = RunPaths.from_cfg(cfg), e.num_shards > 1
+    prov = provenance(cfg, paths) if sharded or e.merge else None
+    if e.merge or (sharded and is_done(paths, e.shard_index, e.num_shards, prov)):
+        if not e.merge:
+            log.info("explain: shard %d-of-%d is already done from the same inputs", e.shard_index, e.num_shards)
         run = load_run(cfg, needs=("patches", "images"))
-        paths, patches, images_all = run.paths, run.patches, run.images
-        if not merge_shards(paths, e.num_shards):
+        if merge_shards(paths, e.num_shards, prov):
+            return draw(paths, run.patches, run.images)
+        if e.merge:
             raise ConfigError("explain.merge=true but some shards are missing (see the log); run them first")
-        return draw(paths, patches, images_all)
+        return []
     run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
-    paths, patches, images_all, model, device = run.paths, run.patches, run.images, run.model, run.device
+    patches, images_all, model, device = run.patches, run.images, run.model, run.device
     chosen = select_patches(run.predictions, list(e.patches), list(e.image_ids), dict(e.select))
     chosen = chosen.iloc[e.shard_index::e.num_shards]
     targets = resolve_targets(e.target, chosen["target"], chosen["pred"])
     chosen = chosen.assign(explained_class=targets)
     log.info("explaining %d patches with %s (target=%s)", len(chosen), list(e.methods), e.target)
     rows = cache_rows(patches, chosen["image_id"], str(paths.predictions_csv))
-    reference = dataset_reference(images_all, patches, int(e.ig_expected_k), int(e.seed))
-    raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device, reference=reference)
-    if e.num_shards > 1:
-        out = shard_dir(paths, e.shard_index, e.num_shards) / "maps.npz"
-        save_maps(out, chosen, raws, extras)
-        wrote(out, f"shard {e.shard_index} of {e.num_shards}")
-        if not merge_shards(paths, e.num_shards):
-            return [out]
+    if len(chosen):
+        reference = dataset_reference(images_all, patches, int(e.ig_expected_k), int(e.seed))
+        raws, extras = compute_maps(model, np.asarray(images_all[rows]), targets, e.methods, e, device, reference=reference)
+    else:  # more shards than patches: this one writes an empty, valid shard
+        raws, extras = empty_maps(e.methods), {}
+    if sharded:
+        folder = shard_dir(paths, e.shard_index, e.num_shards)
+        save_maps(folder / "maps.npz", chosen, raws, extras)
+        wrote(finish_shard(folder, e.shard_index, e.num_shards, prov, chosen["image_id"]),
+              f"shard {e.shard_index} of {e.num_shards}, {len(chosen)} patches")
+        if not merge_shards(paths, e.num_shards, prov):
+            return [folder / "maps.npz"]
     else:
         save_maps(paths.maps_npz, chosen, raws, extras)
         wrote(paths.maps_npz, "raw and grey maps")
         wrote(paths.explain_index_csv)
     written = draw(paths, patches, images_all)
-    if e.visualize:
-        from idc.explain import visualize
-
-        written += visualize.draw(cfg, paths, model, np.asarray(images_all[rows]), chosen, device)
+    if e.visualize and len(chosen):
+        written += chapter10.draw(cfg, paths, model, np.asarray(images_all[rows]), chosen, device)
     return written

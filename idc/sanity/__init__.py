@@ -1,11 +1,10 @@
-"""Sanity checks and scores of attribution maps, a sibling of `idc.explain`.
+"""The sanity stage (`make sanity`): do the attribution maps depend on the model and on the data?
 
-- `stage`: the sanity stage (`make sanity`): randomization tests, Table 5.2, figures.
-- `leaderboard`: the leaderboard stage (`make leaderboard`): runs `scoring`, writes the method leaderboard.
-- `randomization`: randomized copies of a trained model (cascading, independent).
-- `similarity`: map similarity measures (Spearman, SSIM, HOG).
-- `localization`: scores of maps against a pixel ground-truth mask.
-- `faithfulness`: deletion curves and ROAD (scores that query the model).
-- `scoring`: localization, faithfulness and shortcut scores of every map source.
+- `stage`: `run(cfg)`: MPRT (cascading and independent), sMPRT, eMPRT and data randomization.
+- `memorization`: the random-label model of the data-randomization test, and its precondition.
+- `verdicts`: from per-patch similarities to pass / fail / invalid with patient-clustered CIs.
+- `table`: Table 5.2 (the book's verdicts beside ours).
 - `plots`: the stage's figures.
+The randomized model copies and the similarity measures are plain functions in `idc.scores`; the maps
+come from the explain driver. Localization, faithfulness and the leaderboard: `idc.leaderboard`.
 """

@@ -17,7 +17,6 @@ The record says whether the threshold was reached; when it was not, the data-ran
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -28,6 +27,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from idc.data.dataset import normalize_batch
+from idc.errors import DataError, IntegrityError
+from idc.integrity import read_json
 from idc.model import as_dict, build_model, load_model, predict, save_checkpoint
 from idc.utils import file_sha256, write_json_atomic, wrote
 
@@ -55,8 +57,6 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, r
 def fit_random_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, device, *, max_epochs: int,
                       target: float, lr: float, batch_size: int, seed: int) -> dict:
     """Train `model` in place on (images, labels) until eval-mode accuracy >= `target` or `max_epochs`."""
-    from idc.data.dataset import normalize_batch
-
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
@@ -75,7 +75,7 @@ def fit_random_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, seen = total + float(loss) * len(idx), seen + len(idx)
+            total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
         acc = accuracy(model, images, labels, device)
         history.append(dict(epoch=epoch, loss=total / max(seen, 1), train_accuracy=acc))
         bar.set_postfix(loss=f"{total / max(seen, 1):.3f}", acc=f"{acc:.3f}")
@@ -87,15 +87,17 @@ def fit_random_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
 def random_labels_model(cfg, paths, patches, images, device) -> Tuple[nn.Module, dict]:
     """Train (or reuse) the memorizing model; return it (eval mode) and its record (see module doc)."""
     s = cfg.sanity
-    model_dir = paths.sanity_dir / "random_labels_model"
-    record_path = paths.sanity_dir / "random_labels.json"
-    ckpt_path = model_dir / "model.pt"
+    record_path, ckpt_path = paths.random_labels_json, paths.random_labels_pt
     model_cfg = {**as_dict(cfg.model), "dropout": 0.0, "weights": None}
     settings = dict(patches=int(s.random_labels_patches), max_epochs=int(s.random_labels_epochs),
                     target=float(s.random_labels_target), lr=float(s.random_labels_lr),
                     batch_size=int(s.random_labels_batch_size), seed=int(s.seed), model=model_cfg,
                     patches_sha256=file_sha256(paths.patches_csv))
-    record = json.loads(record_path.read_text()) if record_path.exists() else None
+    try:
+        record = read_json(record_path) if record_path.exists() else None
+    except IntegrityError as err:  # a damaged record is no record: the model is trained again
+        log.warning("%s: training the random-label model again", str(err).split(";")[0])
+        record = None
     if record is not None and record.get("settings") == settings and ckpt_path.exists():
         log.info("reusing %s (same settings and data; delete it to retrain)", ckpt_path)
         model, _ = load_model(ckpt_path, device=device)
@@ -103,8 +105,6 @@ def random_labels_model(cfg, paths, patches, images, device) -> Tuple[nn.Module,
 
     rows, labels = memorization_subset(patches["split"], patches["target"], settings["patches"], settings["seed"])
     if len(rows) == 0:
-        from idc.errors import DataError
-
         raise DataError(f"{paths.patches_csv} has no training patches: the data-randomization test needs them")
     sub_images = np.ascontiguousarray(images[rows])
     torch.manual_seed(settings["seed"])

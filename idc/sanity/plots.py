@@ -1,17 +1,16 @@
-"""Figures of the sanity stage: Adebayo-style similarity curves and a randomization example grid."""
+"""Figures of the sanity stage: Adebayo-style similarity curves and a randomization example grid (names in
+`idc.paths.FIGURES`)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from idc.utils import save_figure_atomic, wrote  # noqa: E402
+from idc.paths import RunPaths
+from idc.utils import wrote
+from idc.viz.style import image_axis, save_figure_atomic, subplots
 
 METRIC_LABELS = {
     "spearman_abs": "Spearman rank correlation (absolute)",
@@ -31,7 +30,7 @@ def plot_similarity_curves(
 ):
     """One panel per measure; x = randomization step (by `depth`), one line per method."""
     data = metrics[metrics["test"] == test]
-    fig, axes = plt.subplots(1, len(METRIC_LABELS), figsize=(4.2 * len(METRIC_LABELS), 4), sharey=True)
+    fig, axes = subplots(1, len(METRIC_LABELS), figsize=(4.2 * len(METRIC_LABELS), 4), sharey=True)
     depths = sorted(data["depth"].unique())
     for ax, (metric, label) in zip(axes, METRIC_LABELS.items()):
         for method, grp in data[data["metric"] == metric].groupby("method", sort=False):
@@ -58,28 +57,25 @@ def plot_randomization_examples(
     """Rows = methods, columns = the patch then each randomization step; grey maps of patch 0."""
     methods = list(columns[0][1])
     ncols = len(columns) + 1
-    fig, axes = plt.subplots(len(methods), ncols, figsize=(1.6 * ncols, 1.6 * len(methods)), squeeze=False)
+    fig, axes = subplots(len(methods), ncols, figsize=(1.6 * ncols, 1.6 * len(methods)), squeeze=False)
     for r, method in enumerate(methods):
-        axes[r, 0].imshow(image)
+        image_axis(axes[r, 0], image)
         axes[r, 0].set_ylabel(titles[method], fontsize=8)
         for c, (label, maps) in enumerate(columns, start=1):
-            axes[r, c].imshow(maps[method][1][0], cmap="gray", vmin=0, vmax=1)
+            image_axis(axes[r, c], maps[method][1][0], cmap="gray", vmin=0, vmax=1)
             if r == 0:
                 axes[r, c].set_title(label, fontsize=8)
         if r == 0:
             axes[r, 0].set_title("patch", fontsize=8)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
     fig.suptitle("Cascading randomization from the top layer, and the random-label model")
     fig.tight_layout()
     return fig
 
 
 def write_sanity_figures(
-    figures_dir: Path, metrics: pd.DataFrame, cascade: Sequence[str], titles, threshold: float, image, example_columns
+    paths: RunPaths, metrics: pd.DataFrame, cascade: Sequence[str], titles, threshold: float, image, example_columns
 ) -> Dict[str, Path]:
-    """Write the three sanity figures into `figures_dir`; return {kind: path}."""
+    """Write the three sanity figures under figures/; return {kind: path}."""
     out = {}
     cascading_labels = [("+" if i else "") + b for i, b in enumerate(cascade)]
     figs = {
@@ -93,34 +89,5 @@ def write_sanity_figures(
         "examples": plot_randomization_examples(image, example_columns, titles),
     }
     for kind, fig in figs.items():
-        path = Path(figures_dir) / f"{FIGURE_NAMES[kind]}.png"
-        out[kind] = wrote(save_figure_atomic(fig, path), f"sanity {kind} figure")
+        out[kind] = wrote(save_figure_atomic(fig, paths.figure(FIGURE_NAMES[kind])), f"sanity {kind} figure")
     return out
-
-
-LOCALIZATION_FIGURE = "sanity_localization_examples"  # synthetic data only, so not in FIGURE_NAMES
-LEADERBOARD_FIGURE = "chapter_05_method_leaderboard"  # idc.sanity.leaderboard; synthetic data only, as above
-
-
-def plot_localization_examples(images: np.ndarray, masks, grays: Dict[str, np.ndarray], n: int = 6):
-    """Rows = the patches then each method's grey map; the IDC-nuclei mask outlined in red (`masks` None:
-    a set without pixel ground truth, no outline)."""
-    n = min(n, len(images))
-    rows = [("patch", None)] + list(grays.items())
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.5 * n, 1.5 * len(rows)), squeeze=False)
-    for r, (name, maps) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r, c]
-            if maps is None:
-                ax.imshow(images[c])
-            else:
-                ax.imshow(maps[c], cmap="gray", vmin=0, vmax=1)
-            if masks is not None:
-                ax.contour(masks[c], levels=[0.5], colors="red", linewidths=0.6)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(name, fontsize=7)
-    fig.suptitle("Saliency of IDC-positive patches vs the IDC-nuclei ground truth (red)" if masks is not None
-                 else "Saliency of IDC-positive patches (no pixel ground truth in this data set)")
-    fig.tight_layout()
-    return fig

@@ -1,33 +1,40 @@
 """Sanity stage (`make sanity`): model and data randomization tests (Adebayo et al. 2018; sMPRT and
 eMPRT, Hedström et al. 2023) and Table 5.2. Localization, faithfulness and the method leaderboard are
-the next stage (`make leaderboard`, `idc.sanity.leaderboard`), which reads this stage's verdicts.
+the next stage (`make leaderboard`, `idc.leaderboard`), which reads this stage's verdicts.
 
 Reads the trained model (model/best.pt), the test predictions and the packed patch cache; writes
 `sanity/table_5_2.md`, `sanity/randomization.csv` (one verdict per method and test),
 `sanity/metrics.csv` (every measure per step, with CIs), `sanity/logit_change.csv`,
-`sanity/random_labels.json`, `sanity/timing.json` (wall seconds per phase) and figures
-`figures/sanity_*.png`. Maps come from the explain driver (`idc.explain.driver.compute_maps`).
+`sanity/random_labels.json` (+ the model under `sanity/random_labels_model/`), `sanity/timing.json`
+(wall seconds per phase) and figures `figures/sanity_*.png`. Maps come from the explain driver
+(`idc.explain.driver.compute_maps`); the randomized copies and similarity measures from `idc.scores`.
 Method and measure choices are documented in docs/sanity.md.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from idc.data.dataset import normalize_batch
 from idc.errors import ConfigError, DataError
-from idc.sanity import plots as sanity_plots
+from idc.explain.driver import CAPPED_KEYS, capped, compute_maps, dataset_reference, to_grayscale
+from idc.explain.methods import METHODS
+from idc.explain.select import select_balanced, test_patches
+from idc.inputs import load_run
+from idc.model import build_model
 from idc.sanity.memorization import memorization_note, random_labels_model
-from idc.sanity.randomization import (REINIT_SCHEMES, cascade_models, logit_change, logits_of,
-                                      randomize_independent, uncovered_parameters)
-from idc.sanity.similarity import METRICS, constant_maps, entropy_rise, map_similarities
+from idc.sanity.plots import write_sanity_figures
 from idc.sanity.table import table_5_2
 from idc.sanity.verdicts import RANDOMIZATION_COLUMNS, cluster_bootstrap_ci, per_patch_means, summarize_test
+from idc.scores.randomization import (REINIT_SCHEMES, cascade_models, logit_change, logits_of, randomize_independent,
+                                      uncovered_parameters)
+from idc.scores.similarity import METRICS, constant_maps, entropy_rise, map_similarities
 from idc.utils import write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 
 log = logging.getLogger("idc")
@@ -38,26 +45,6 @@ Maps = Dict[str, np.ndarray]  # method -> raw maps
 
 
 # ---------------------------------------------------------------- inputs
-def test_patches(run) -> pd.DataFrame:
-    """Evaluated test patches (eval/predictions.csv) with `row` = their index in the packed cache."""
-    from idc.data import cache_rows
-
-    preds = run.predictions
-    preds["row"] = cache_rows(run.patches, preds["image_id"], str(run.paths.predictions_csv))
-    return preds
-
-
-def select_balanced(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Up to `n` rows, half IDC-positive and half negative where possible, reproducibly by `seed`."""
-    rng = np.random.default_rng(seed)
-    pos = np.array(df.index[df["target"] == 1])
-    neg = np.array(df.index[df["target"] == 0])
-    n_pos = min(len(pos), max(n - len(neg), n // 2))
-    n_neg = min(len(neg), n - n_pos)
-    picked = np.concatenate([rng.permutation(pos)[:n_pos], rng.permutation(neg)[:n_neg]])
-    return df.loc[np.sort(picked)]
-
-
 def noisy_copies(images: np.ndarray, n: int, noise: float, seed: int) -> np.ndarray:
     """[n * len(images)] uint8 copies with Gaussian noise of sd `noise` x each patch's value range
     (Quantus's sMPRT noise), rounded and clipped to 0..255; copy j of patch i is row j * len + i."""
@@ -83,8 +70,6 @@ def similarity_rows(ref: Maps, other: Maps, test: str, depth: int, block: str, p
 
 
 def _grays(a, b):
-    from idc.explain.driver import to_grayscale
-
     return to_grayscale(a), to_grayscale(b)
 
 
@@ -104,12 +89,11 @@ def logit_row(test: str, depth: int, block: str, ref_logits, model, x) -> dict:
 
 
 # ---------------------------------------------------------------- stage
-def _validate(cfg, titles: Dict[str, str]) -> None:
+def _validate(cfg) -> None:
     s = cfg.sanity
-    unknown = [m for m in list(s.methods) + list(s.localization_methods or []) if m not in titles]
+    unknown = [m for m in s.methods if m not in METHODS]
     if unknown:
-        raise ConfigError(f"sanity.methods / sanity.localization_methods: unknown method(s) {unknown}; "
-                          f"choose from {sorted(titles)}")
+        raise ConfigError(f"sanity.methods: unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     if not s.cascade:
         raise ConfigError("sanity.cascade is empty; list the blocks to randomize, top first (e.g. [fc, layer4, ...])")
     if s.reinit not in REINIT_SCHEMES:
@@ -123,50 +107,61 @@ def _validate(cfg, titles: Dict[str, str]) -> None:
         raise ConfigError(f"sanity.random_labels_target={s.random_labels_target} must be in (0, 1]")
 
 
-SANITY_EXPLAIN_KEYS = ("lime_num_samples", "rise_num_masks")  # sanity.<key> caps explain.<key> unless null
-
-
 def explain_settings(cfg):
     """The explain config the sanity maps use: explain.* with LIME samples and RISE masks capped at
     sanity.lime_num_samples / rise_num_masks (null = no cap)."""
-    overrides = {k: min(int(cfg.sanity[k]), int(cfg.explain[k])) for k in SANITY_EXPLAIN_KEYS if cfg.sanity[k] is not None}
-    return OmegaConf.merge(cfg.explain, overrides)
+    return capped(cfg.explain, **{k: cfg.sanity[k] for k in CAPPED_KEYS})
 
 
-def run(cfg) -> dict:
-    from idc.explain import METHODS
-    from idc.data.dataset import normalize_batch
-    from idc.explain.driver import compute_maps, dataset_reference, to_grayscale
-    from idc.inputs import load_run
-    from idc.model import build_model
+@dataclass
+class Sample:
+    """The sanity patches, how to map them with any model, and how to randomize the trained one."""
 
-    s = cfg.sanity
-    titles = {k: m.title for k, m in METHODS.items()}
-    _validate(cfg, titles)
-    inputs = load_run(cfg, needs=("patches", "images", "model", "predictions"))
-    paths, model, device, images = inputs.paths, inputs.model, inputs.device, inputs.images
-    patches, ckpt = inputs.patches, inputs.checkpoint
-    scheme, seed, cascade, methods = str(s.reinit), int(s.seed), list(s.cascade), list(s.methods)
+    chosen: pd.DataFrame
+    imgs: np.ndarray  # uint8 NHWC
+    targets: np.ndarray
+    patients: np.ndarray
+    x: object  # normalized NCHW tensor
+    maps: Callable  # maps(model, images=imgs, targets=targets) -> Maps
+    randomized: Callable  # randomized(fn, *args) -> fn(model, *args, seed, scheme, factory)
+    timing: Dict[str, float] = field(default_factory=dict)
+    clock: List[float] = field(default_factory=lambda: [time.perf_counter()])
 
-    def factory():
-        return build_model({**ckpt["model_cfg"], "weights": None})
+    def lap(self, phase: str) -> None:
+        """Wall seconds per phase -> sanity/timing.json (make bench reads it)."""
+        now = time.perf_counter()
+        self.timing[phase] = round(now - self.clock[0], 1)
+        self.clock[0] = now
+        log.info("sanity: %s took %.1f s", phase, self.timing[phase])
 
-    preds = test_patches(inputs)
-    chosen = select_balanced(preds, int(s.num_patches), seed)
+
+def sample(cfg, inputs, ecfg) -> Sample:
+    """Choose the balanced sanity patches and bind the map and randomization settings to them."""
+    s, model, device, images = cfg.sanity, inputs.model, inputs.device, inputs.images
+    seed, scheme, methods = int(s.seed), str(s.reinit), list(s.methods)
+    chosen = select_balanced(test_patches(inputs.predictions, inputs.patches, str(inputs.paths.predictions_csv)),
+                             int(s.num_patches), seed)
     if chosen.empty:
-        raise DataError(f"{paths.predictions_csv} has no test patches; re-run `make evaluate` on a non-empty test split")
+        raise DataError(f"{inputs.paths.predictions_csv} has no test patches; re-run `make evaluate` on a non-empty test split")
     imgs = np.ascontiguousarray(images[chosen["row"].to_numpy()])
-    targets = chosen["target"].to_numpy(np.int64)
-    patients = chosen["patient_id"].to_numpy()
-    x = normalize_batch(imgs, device=device)
-    ecfg = explain_settings(cfg)
-    reference = dataset_reference(images, patches, int(ecfg.ig_expected_k), int(ecfg.seed))
+    targets, patients = chosen["target"].to_numpy(np.int64), chosen["patient_id"].to_numpy()
+    reference = dataset_reference(images, inputs.patches, int(ecfg.ig_expected_k), int(ecfg.seed))
     log.info("sanity: %d test patches (%d IDC-positive) from %d patients; methods %s; reinit %s",
              len(chosen), int(targets.sum()), len(set(patients)), methods, scheme)
 
-    def maps_of(m, ims=imgs, tg=targets) -> Maps:
+    def maps(m, ims=imgs, tg=targets) -> Maps:
         return compute_maps(m, ims, tg, methods, ecfg, device, reference=reference)[0]
 
+    def factory():
+        return build_model({**inputs.checkpoint["model_cfg"], "weights": None})
+
+    def randomized(fn, *args):
+        return fn(model, *args, seed, scheme, factory)
+
+    return Sample(chosen, imgs, targets, patients, normalize_batch(imgs, device=device), maps, randomized)
+
+
+def check_cascade(model, cascade: List[str]) -> None:
     try:  # an unknown name fails before any work
         uncovered = uncovered_parameters(model, cascade)
     except ValueError as err:
@@ -174,67 +169,70 @@ def run(cfg) -> dict:
     if uncovered:
         log.warning("sanity.cascade leaves %d parameter tensors trained at full depth, e.g. %s", len(uncovered), uncovered[:3])
 
-    def randomized(fn, *args):
-        return fn(model, *args, seed, scheme, factory)
 
-    clock = [time.perf_counter()]
-    timing = {}
-
-    def lap(phase: str) -> None:  # wall seconds per phase -> sanity/timing.json (make bench reads it)
-        now = time.perf_counter()
-        timing[phase] = round(now - clock[0], 1)
-        clock[0] = now
-        log.info("sanity: %s took %.1f s", phase, timing[phase])
-
-    ppc = int(s.hog_pixels_per_cell)
-    ref_logits = logits_of(model, x)
-    ref = maps_of(model)
-    sims, logit_rows, examples = [], [], [("original", ref)]
-    depth_maps = {}
-    for depth, rmodel in tqdm(randomized(cascade_models, cascade), total=len(cascade), desc="MPRT cascading"):
+def model_randomization(cfg, model, smp: Sample, ref: Maps, ref_logits) -> tuple:
+    """MPRT cascading and independent: (similarity rows, logit rows, example columns, maps per depth)."""
+    cascade, ppc = list(cfg.sanity.cascade), int(cfg.sanity.hog_pixels_per_cell)
+    sims, logit_rows, examples, depth_maps = [], [], [], {}
+    for depth, rmodel in tqdm(smp.randomized(cascade_models, cascade), total=len(cascade), desc="MPRT cascading"):
         label = ("+" if depth > 1 else "") + cascade[depth - 1]
-        logit_rows.append(logit_row("mprt_cascading", depth, label, ref_logits, rmodel, x))
-        depth_maps[depth] = maps_of(rmodel)
-        sims += similarity_rows(ref, depth_maps[depth], "mprt_cascading", depth, label, patients, ppc)
+        logit_rows.append(logit_row("mprt_cascading", depth, label, ref_logits, rmodel, smp.x))
+        depth_maps[depth] = smp.maps(rmodel)
+        sims += similarity_rows(ref, depth_maps[depth], "mprt_cascading", depth, label, smp.patients, ppc)
         examples.append((label, depth_maps[depth]))
     for i, block in enumerate(tqdm(cascade, desc="MPRT independent"), start=1):
-        rmodel = randomized(randomize_independent, block)
-        logit_rows.append(logit_row("mprt_independent", i, block, ref_logits, rmodel, x))
-        other = depth_maps[1] if i == 1 else maps_of(rmodel)  # block 1 alone = cascade depth 1 (same seed)
-        sims += similarity_rows(ref, other, "mprt_independent", i, block, patients, ppc)
-    lap("model randomization (MPRT cascading and independent)")
-    sub = select_balanced(chosen.reset_index(drop=True), int(s.smprt_patches), seed).index.to_numpy()
-    sims += smprt_rows(cfg, model, randomized, maps_of, imgs[sub], targets[sub], patients[sub], ppc)
-    lap("smooth MPRT")
-    rl_model, record = random_labels_model(cfg, paths, patches, images, device)
-    logit_rows.append(logit_row("data_randomization", 0, "random labels", ref_logits, rl_model, x))
-    rl_maps = maps_of(rl_model)
-    sims += similarity_rows(ref, rl_maps, "data_randomization", 0, "random labels", patients, ppc)
+        rmodel = smp.randomized(randomize_independent, block)
+        logit_rows.append(logit_row("mprt_independent", i, block, ref_logits, rmodel, smp.x))
+        other = depth_maps[1] if i == 1 else smp.maps(rmodel)  # block 1 alone = cascade depth 1 (same seed)
+        sims += similarity_rows(ref, other, "mprt_independent", i, block, smp.patients, ppc)
+    return sims, logit_rows, examples, depth_maps
+
+
+def run(cfg) -> dict:
+    s = cfg.sanity
+    _validate(cfg)
+    inputs = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    paths, model, cascade, methods = inputs.paths, inputs.model, list(s.cascade), list(s.methods)
+    ecfg = explain_settings(cfg)
+    smp = sample(cfg, inputs, ecfg)
+    check_cascade(model, cascade)
+    ppc = int(s.hog_pixels_per_cell)
+    ref_logits = logits_of(model, smp.x)
+    ref = smp.maps(model)
+    sims, logit_rows, examples, depth_maps = model_randomization(cfg, model, smp, ref, ref_logits)
+    examples.insert(0, ("original", ref))
+    smp.lap("model randomization (MPRT cascading and independent)")
+    sub = select_balanced(smp.chosen.reset_index(drop=True), int(s.smprt_patches), int(s.seed)).index.to_numpy()
+    sims += smprt_rows(cfg, model, smp.randomized, smp.maps, smp.imgs[sub], smp.targets[sub], smp.patients[sub], ppc)
+    smp.lap("smooth MPRT")
+    rl_model, record = random_labels_model(cfg, paths, inputs.patches, inputs.images, inputs.device)
+    logit_rows.append(logit_row("data_randomization", 0, "random labels", ref_logits, rl_model, smp.x))
+    rl_maps = smp.maps(rl_model)
+    sims += similarity_rows(ref, rl_maps, "data_randomization", 0, "random labels", smp.patients, ppc)
     examples.append(("random labels", rl_maps))
-    lap("data randomization (memorization and maps)")
+    smp.lap("data randomization (memorization and maps)")
 
     sims = pd.DataFrame(sims)
-    metrics = aggregate(sims, int(s.bootstrap), seed)
+    metrics = aggregate(sims, int(s.bootstrap), int(s.seed))
     logits = pd.DataFrame(logit_rows)
-    verdicts = verdict_frame(sims, ref, depth_maps[len(cascade)], patients, record, cfg)
-    n_pat = len(set(patients))
-    settings = (f"Maps: explain.* with {', '.join(f'{k}={ecfg[k]}' for k in SANITY_EXPLAIN_KEYS)}, "
-                f"ig_steps={ecfg.ig_steps}, smoothgrad_samples={ecfg.smoothgrad_samples}; target = the true class; re-initialization: {scheme}; cascade {cascade}; "
+    verdicts = verdict_frame(sims, ref, depth_maps[len(cascade)], smp.patients, record, cfg)
+    settings = (f"Maps: explain.* with {', '.join(f'{k}={ecfg[k]}' for k in CAPPED_KEYS)}, "
+                f"ig_steps={ecfg.ig_steps}, smoothgrad_samples={ecfg.smoothgrad_samples}; target = the true class; re-initialization: {s.reinit}; cascade {cascade}; "
                 f"sMPRT: {s.smprt_samples} noisy copies (sd {s.smprt_noise:g} x range) of "
                 f"{len(sub)} of the patches (half IDC-positive where possible), bottom-up; eMPRT: {s.emprt_bins}-bin entropy.")
-    table = table_5_2(verdicts, metrics, logits, methods, titles, threshold=float(s.threshold), metric=TABLE_METRIC,
-                      n_patches=len(chosen), n_patients=n_pat, memorization=memorization_note(record), settings=settings)
-    out = paths.sanity_dir
+    table = table_5_2(verdicts, metrics, logits, methods, {k: m.title for k, m in METHODS.items()},
+                      threshold=float(s.threshold), metric=TABLE_METRIC, n_patches=len(smp.chosen),
+                      n_patients=len(set(smp.patients)), memorization=memorization_note(record), settings=settings)
     wrote(write_csv_atomic(metrics, paths.sanity_metrics_csv), f"{len(metrics)} similarity rows")
-    wrote(write_csv_atomic(logits, out / "logit_change.csv"), "logit change per randomized model")
+    wrote(write_csv_atomic(logits, paths.logit_change_csv), "logit change per randomized model")
     wrote(write_csv_atomic(verdicts, paths.randomization_csv), "verdicts per method and test")
     wrote(write_text_atomic(paths.table_5_2, table), "Table 5.2")
     gray_examples = [(label, {m: (raw, to_grayscale(raw)) for m, raw in maps.items()}) for label, maps in examples]
-    figures = sanity_plots.write_sanity_figures(paths.figures_dir, metrics, cascade, titles, float(s.threshold),
-                                                imgs[0], gray_examples)
-    lap("tables and figures")
-    timing["total"] = round(sum(timing.values()), 1)
-    wrote(write_json_atomic(out / "timing.json", timing), "wall seconds per phase")
+    figures = write_sanity_figures(paths, metrics, cascade, {k: m.title for k, m in METHODS.items()},
+                                   float(s.threshold), smp.imgs[0], gray_examples)
+    smp.lap("tables and figures")
+    smp.timing["total"] = round(sum(smp.timing.values()), 1)
+    wrote(write_json_atomic(paths.sanity_timing_json, smp.timing), "wall seconds per phase")
     log.info("sanity: localization, faithfulness and the method leaderboard are the next stage: `make leaderboard`")
     return dict(metrics=metrics, verdicts=verdicts, logits=logits, table_5_2=table, random_labels=record,
                 figures=figures)

@@ -7,6 +7,8 @@ from typing import Dict, Tuple
 import numpy as np
 import pandas as pd
 
+from idc.markdown import markdown_table
+
 # Table 5.2 as the book quotes it from Adebayo et al. 2018: (title, model randomization, data randomization).
 BOOK_TABLE_5_2: Dict[str, Tuple[str, str, str]] = {
     "vanilla_backprop": ("vanilla backprop", "pass", "pass"),
@@ -32,39 +34,35 @@ def cell(row) -> str:
     return text + (f", {int(row['n_degenerate'])} const" if row["n_degenerate"] else "")
 
 
-def verdict_table(verdicts: pd.DataFrame, methods, titles: Dict[str, str]) -> list:
+def verdict_table(verdicts: pd.DataFrame, methods, titles: Dict[str, str]) -> str:
     header = ["method", "book: model"] + [name for _, name in COLUMNS[:4]] + ["book: data", COLUMNS[4][1]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     by = {(r["method"], r["test"]): r for r in verdicts.to_dict("records")}
+    rows = []
     for m in methods:
         book = BOOK_TABLE_5_2.get(m)
         name = book[0] if book else titles.get(m, m)
         cells = [name, book[1] if book else "-"] + [cell(by.get((m, t))) for t, _ in COLUMNS[:4]]
-        cells += [book[2] if book else "-", cell(by.get((m, COLUMNS[4][0])))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append(cells + [book[2] if book else "-", cell(by.get((m, COLUMNS[4][0])))])
+    return markdown_table(header, rows)
 
 
-def per_depth_table(logits: pd.DataFrame, metrics: pd.DataFrame, methods, titles, metric: str) -> list:
+def per_depth_table(logits: pd.DataFrame, metrics: pd.DataFrame, methods, titles, metric: str) -> str:
     """Cascading steps: how far the logits moved beside each method's mean similarity."""
     casc = logits[logits["test"] == "mprt_cascading"].sort_values("depth")
     sims = metrics[(metrics["test"] == "mprt_cascading") & (metrics["metric"] == metric)]
     sims = sims.set_index(["method", "depth"])["value"]
     header = ["depth", "randomized up to", "mean abs logit change", "prediction agreement"] + [titles[m] for m in methods]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in casc.to_dict("records"):
-        vals = [f"{sims[(m, r['depth'])]:.2f}" if (m, r["depth"]) in sims.index else "-" for m in methods]
-        lines.append(f"| {r['depth']} | {r['block']} | {r['mean_abs_logit_change']:.3f} | "
-                     f"{100 * r['prediction_agreement']:.0f}% | " + " | ".join(vals) + " |")
-    return lines
+    rows = [[r["depth"], r["block"], f"{r['mean_abs_logit_change']:.3f}", f"{100 * r['prediction_agreement']:.0f}%"]
+            + [f"{sims[(m, r['depth'])]:.2f}" if (m, r["depth"]) in sims.index else "-" for m in methods]
+            for r in casc.to_dict("records")]
+    return markdown_table(header, rows)
 
 
-def logit_table(logits: pd.DataFrame) -> list:
+def logit_table(logits: pd.DataFrame) -> str:
     other = logits[logits["test"] != "mprt_cascading"]
-    lines = ["| model | randomized | mean abs logit change | prediction agreement |", "|---|---|---|---|"]
-    for r in other.to_dict("records"):
-        lines.append(f"| {r['test']} | {r['block']} | {r['mean_abs_logit_change']:.3f} | {100 * r['prediction_agreement']:.0f}% |")
-    return lines
+    rows = [[r["test"], r["block"], f"{r['mean_abs_logit_change']:.3f}", f"{100 * r['prediction_agreement']:.0f}%"]
+            for r in other.to_dict("records")]
+    return markdown_table(["model", "randomized", "mean abs logit change", "prediction agreement"], rows)
 
 
 def table_5_2(verdicts: pd.DataFrame, metrics: pd.DataFrame, logits: pd.DataFrame, methods, titles, *,
@@ -88,15 +86,15 @@ def table_5_2(verdicts: pd.DataFrame, metrics: pd.DataFrame, logits: pd.DataFram
         "",
         f"{memorization}",
         "",
-        *verdict_table(verdicts, methods, titles),
+        verdict_table(verdicts, methods, titles),
         "",
         "## Cascading randomization per depth: how far the model moved, beside each method's mean similarity",
         "",
-        *per_depth_table(logits, metrics, methods, titles, metric),
+        per_depth_table(logits, metrics, methods, titles, metric),
         "",
         "## Independent randomization and the random-label model",
         "",
-        *logit_table(logits),
+        logit_table(logits),
         "",
         settings,
         "",

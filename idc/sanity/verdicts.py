@@ -19,14 +19,13 @@ from typing import Tuple
 import numpy as np
 import pandas as pd
 
-from idc.sanity.bootstrap import cluster_bootstrap
+from idc.scores.bootstrap import cluster_bootstrap
 
-TESTS = ("mprt_cascading", "mprt_independent", "smprt", "emprt", "data_randomization")
 RANDOMIZATION_COLUMNS = ["method", "test", "value", "ci_low", "ci_high", "n", "n_degenerate", "verdict"]
 
 
 def cluster_bootstrap_ci(values, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Tuple[float, float, float]:
-    """(mean, low, high) of `idc.sanity.bootstrap.cluster_bootstrap` (patients resampled; NaN values
+    """(mean, low, high) of `idc.scores.bootstrap.cluster_bootstrap` (patients resampled; NaN values
     left out; with fewer than two patients the CI is NaN)."""
     est = cluster_bootstrap(values, groups, n_boot=int(n_boot), level=level, seed=seed)
     return float(est.mean), float(est.ci_low), float(est.ci_high)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import rankdata, spearmanr
 
-from idc.sanity.bootstrap import Estimate, cluster_bootstrap
+from idc.scores.bootstrap import Estimate, cluster_bootstrap
 
 IDC_LABEL, DECOY_LABEL = 1, 2
 

@@ -1,10 +1,2 @@
-"""Interactive viewer of a run (`make view`): tissue, P(IDC) landscape, errors and attribution maps.
-
-`run` is imported lazily: idc.report uses idc.viewer.overview without loading bokeh.
-"""
-
-
-def run(cfg):
-    from idc.viewer.stage import run as _run
-
-    return _run(cfg)
+"""Interactive viewer of a run (`make view`, the stage `idc.viewer.stage`): tissue, P(IDC) landscape,
+errors and attribution maps, drawn with bokeh (imported by the stage and the page only)."""

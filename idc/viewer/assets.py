@@ -17,7 +17,9 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from idc.data.synthetic import load_masks
 from idc.stitch import original_tiles, stitch_patches
+from idc.viz.style import colormap
 
 MASK_RGBA = (0, 230, 255, 170)  # evidence (IDC nuclei) in cyan: apart from the red label tint
 STORE = "idc_viewer_assets"  # the global object the patient scripts fill
@@ -72,9 +74,7 @@ def _upscaled(rgb: np.ndarray) -> Image.Image:
 
 def heat_rgb(gray: np.ndarray) -> np.ndarray:
     """A grey map in [0, 1] through matplotlib's `jet` (the book's overlay colours), uint8 RGB."""
-    from matplotlib import colormaps
-
-    return (colormaps["jet"](np.clip(gray, 0, 1))[..., :3] * 255).round().astype(np.uint8)
+    return (colormap("jet")(np.clip(gray, 0, 1))[..., :3] * 255).round().astype(np.uint8)
 
 
 def overlay(patch: np.ndarray, gray: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -104,6 +104,4 @@ def load_mask(masks_dir: Optional[str], pid: int) -> Optional[np.ndarray]:
     path = Path(str(masks_dir)) / f"{int(pid)}.npz"
     if not path.exists():
         return None
-    from idc.data.synthetic import load_masks
-
     return load_masks(masks_dir, pid)["mask"]

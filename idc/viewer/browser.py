@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from PIL import Image
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
@@ -135,8 +137,6 @@ def main() -> None:
 
 def save_scaled(png: Path, out: Path, width: int | None = None) -> None:
     """The screenshot as `out` (format from its suffix; JPEG quality 80), scaled to `width` when given."""
-    from PIL import Image
-
     img = Image.open(png).convert("RGB")
     if width and width < img.width:
         img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)

@@ -11,7 +11,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from idc.paths import RunPaths
+from idc.data import load_patches
+from idc.integrity import read_csv, read_npz
+from idc.paths import BY_KEY, RunPaths, make_target
 
 log = logging.getLogger("idc")
 
@@ -41,32 +43,31 @@ class RunInputs:
     notes: List[Note] = field(default_factory=list)
 
 
-def _optional_csv(path: Path, what: str, target: str, notes: List[Note]) -> Optional[pd.DataFrame]:
+def _optional_csv(paths: RunPaths, key: str, what: str, notes: List[Note]) -> Optional[pd.DataFrame]:
+    """The artifact `key` if it exists, else None and a note naming the make target that writes it."""
+    path = getattr(paths, key)
     if not path.exists():
-        notes.append(Note(what, str(path), target))
+        notes.append(Note(what, str(path), make_target(BY_KEY[key].stage)))
         return None
     log.info("read %s", path)
-    return pd.read_csv(path)
+    return read_csv(path)
 
 
 def load_inputs(paths: RunPaths) -> RunInputs:
-    from idc.data import load_patches
-
     notes: List[Note] = []
     out = RunInputs(patches=load_patches(paths), notes=notes)
-    out.predictions = _optional_csv(paths.predictions_csv, "P(IDC) heat map, errors and the PR curve", "make evaluate", notes)
-    out.explained = _optional_csv(paths.explain_index_csv, "Attribution maps", "make explain", notes)
+    out.predictions = _optional_csv(paths, "predictions_csv", "P(IDC) heat map, errors and the PR curve", notes)
+    out.explained = _optional_csv(paths, "explain_index_csv", "Attribution maps", notes)
     if out.explained is not None:
         if not paths.maps_npz.exists():
-            notes.append(Note("Attribution maps", str(paths.maps_npz), "make explain"))
+            notes.append(Note("Attribution maps", str(paths.maps_npz), make_target(BY_KEY["maps_npz"].stage)))
             out.explained = None
         else:
-            with np.load(paths.maps_npz) as z:
-                out.maps = {k[: -len("/gray")]: z[k] for k in z.files if k.endswith("/gray")}
+            out.maps = {k[: -len("/gray")]: v for k, v in read_npz(paths.maps_npz).items() if k.endswith("/gray")}
             log.info("read %s (%d methods)", paths.maps_npz, len(out.maps))
             out.explained = out.explained.assign(row=np.arange(len(out.explained)))
-    out.leaderboard = _optional_csv(paths.sanity_dir / "leaderboard.csv", "Method scores (leaderboard)", "make leaderboard", notes)
-    out.randomization = _optional_csv(paths.sanity_dir / "randomization.csv", "Sanity verdicts", "make sanity", notes)
+    out.leaderboard = _optional_csv(paths, "leaderboard_csv", "Method scores (leaderboard)", notes)
+    out.randomization = _optional_csv(paths, "randomization_csv", "Sanity verdicts", notes)
     return out
 
 

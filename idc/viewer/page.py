@@ -20,9 +20,10 @@ from bokeh.models import (BoxZoomTool, CheckboxGroup, ColorBar, ColumnDataSource
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from idc.overview import TABLE_CSS
 from idc.viewer.assets import STORE
-from idc.viewer.overview import TABLE_CSS
 
 CSS = """
 :host { font-family: system-ui, sans-serif; font-size: 13px; color: #222; }
@@ -211,8 +212,6 @@ def build_page(c: PageContent) -> str:
 
 def pr_points(target, proba) -> dict:
     """Precision-recall points of P(IDC) and the always-positive baseline's precision (the prevalence)."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
     y, s = np.asarray(target, dtype=int), np.asarray(proba, dtype=float)
     precision, recall, _ = precision_recall_curve(y, s)
     return {"recall": recall.tolist(), "precision": precision.tolist(), "prevalence": float(y.mean()),

@@ -12,7 +12,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from idc.viewer.overview import html_table
+from idc.overview import html_table
+from idc.paths import BY_KEY, make_target
 
 CARD = ("display:inline-block;vertical-align:top;width:226px;margin:2px;padding:4px;"
         "border:1px solid #ccc;border-radius:4px;font-size:11px")
@@ -71,6 +72,7 @@ def patch_panel(rec, assets: dict, methods: dict, root: Path, leaderboard=None, 
         ["image id", "patient", "label", "P(IDC)", "prediction", "outcome", "maps explain class"],
         [[rec["image_id"], int(rec["patient_id"]), int(rec["target"]), f"{float(rec['proba']):.3f}",
           int(rec["pred"]), str(rec["outcome"]).upper(), int(rec["explained_class"])]])
+    board_csv, verdicts_csv = BY_KEY["leaderboard_csv"].rel, BY_KEY["randomization_csv"].rel
     cards = []
     for m, title in methods.items():
         gray, over = assets[m]
@@ -78,14 +80,13 @@ def patch_panel(rec, assets: dict, methods: dict, root: Path, leaderboard=None, 
             f'<div class="method" id="attr-{k}-{html.escape(m)}" style="{CARD}"><b>{html.escape(title)}</b><br>'
             + _img(gray, root, f"attr-{k}-{m}-gray", f"{title}: grey map")
             + _img(over, root, f"attr-{k}-{m}-overlay", f"{title}: overlay")
-            + score_block(method_rows(leaderboard, m, title), "scores", "sanity/leaderboard.csv")
-            + score_block(method_rows(randomization, m, title), "sanity verdicts", "sanity/randomization.csv")
+            + score_block(method_rows(leaderboard, m, title), "scores", board_csv)
+            + score_block(method_rows(randomization, m, title), "sanity verdicts", verdicts_csv)
             + "</div>")
     head = _img(assets["patch"], root, f"attr-{k}-patch", "the patch")
-    absent = [src for table, src in ((leaderboard, "sanity/leaderboard.csv"), (randomization, "sanity/randomization.csv"))
-              if table is None]
-    target = "make leaderboard" if any("leaderboard" in a for a in absent) else "make sanity"
-    note = (f'<p class="missing">Method scores and sanity verdicts: no {" or ".join(absent)}; run '
-            f"<code>{target}</code> to add them.</p>") if absent else ""
+    absent = [key for table, key in ((leaderboard, "leaderboard_csv"), (randomization, "randomization_csv")) if table is None]
+    target = make_target(BY_KEY[absent[0]].stage) if absent else ""  # the later stage first: it runs the earlier one
+    note = (f'<p class="missing">Method scores and sanity verdicts: no {" or ".join(BY_KEY[k].rel for k in absent)}; '
+            f"run <code>{target}</code> to add them.</p>") if absent else ""
     return (f'<div class="attribution" id="attr-{k}" data-image-id="{html.escape(str(rec["image_id"]))}">'
             f"<h3>Attribution maps</h3>{head}{facts}{note}<div>{''.join(cards)}</div></div>")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
-import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +18,13 @@ from tqdm import tqdm
 
 from idc.data.cache import load_or_build_cache
 from idc.errors import DataError
-from idc.paths import RunPaths
-from idc.utils import write_text_atomic, wrote
+from idc.explain.methods import METHODS
+from idc.markdown import markdown_to_html
+from idc.overview import missing_note, overview_html, run_title
+from idc.paths import BY_KEY, RunPaths, make_target
+from idc.utils import temp_dir, write_text_atomic, wrote
 from idc.viewer import assets
 from idc.viewer.inputs import load_inputs, patch_table, viewer_patients
-from idc.viewer.overview import missing_note, overview_html, run_title
 from idc.viewer.page import PageContent, build_page, pr_points
 from idc.viewer.panels import patch_panel
 
@@ -73,8 +73,6 @@ def patient_assets(cfg, table: pd.DataFrame, images, folder: Path) -> pd.DataFra
 
 def explained_panels(inputs, table: pd.DataFrame, images, folder: Path, root: Path) -> dict:
     """explain row -> the attribution panel HTML of that patch (assets written under `folder`)."""
-    from idc.explain.methods import METHODS
-
     methods = {m: METHODS[m].title if m in METHODS else m for m in inputs.maps}
     shown = table[table["explain_row"] >= 0].drop_duplicates("explain_row").set_index("explain_row")
     panels = {}
@@ -88,23 +86,21 @@ def explained_panels(inputs, table: pd.DataFrame, images, folder: Path, root: Pa
     return panels
 
 
-def markdown_or_note(path: Path, target: str, heading: str) -> str:
-    """The stage's markdown (it carries its own heading), or `heading` and a note naming `target`."""
-    from idc.report import markdown_to_html
-
+def markdown_or_note(paths: RunPaths, key: str, heading: str) -> str:
+    """The stage's markdown (it carries its own heading), or `heading` and a note naming its make target."""
+    path = getattr(paths, key)
     if not path.exists():
-        return f"<h2>{html.escape(heading)}</h2>" + missing_note(path.name, target)
+        return f"<h2>{html.escape(heading)}</h2>" + missing_note(path.name, make_target(BY_KEY[key].stage))
     log.info("read %s", path)
     return markdown_to_html(path.read_text(), heading_offset=1)
 
 
 def results_html(paths: RunPaths) -> tuple[str, str]:
-    table = markdown_or_note(paths.table_5_1, "make evaluate", "Table 5.1: test-set performance")
-    board = markdown_or_note(paths.sanity_dir / "leaderboard.md", "make leaderboard", "Which attribution method? Leaderboard")
-    board += markdown_or_note(paths.sanity_dir / "table_5_2.md", "make sanity", "Table 5.2: sanity checks")
-    localization = paths.sanity_dir / "localization.md"
-    if localization.exists():
-        board += markdown_or_note(localization, "make leaderboard", "Localization")
+    table = markdown_or_note(paths, "table_5_1", "Table 5.1: test-set performance")
+    board = markdown_or_note(paths, "leaderboard_md", "Which attribution method? Leaderboard")
+    board += markdown_or_note(paths, "table_5_2", "Table 5.2: sanity checks")
+    if paths.localization_md.exists():
+        board += markdown_or_note(paths, "localization_md", "Localization")
     return table, board
 
 
@@ -122,7 +118,8 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
     panels = explained_panels(inputs, table, images, out / "assets" / "explain", out) if inputs.explained is not None else {}
     table["panel"] = [panels.get(k, "") for k in table["explain_row"]]
     has_masks = bool(patients["has_mask"].any())
-    notes = [n.text() for n in inputs.notes if n.target not in ("make sanity", "make leaderboard")]
+    shown_elsewhere = {make_target(BY_KEY[k].stage) for k in ("randomization_csv", "leaderboard_csv")}  # in the panels
+    notes = [n.text() for n in inputs.notes if n.target not in shown_elsewhere]
     if not has_masks:
         notes.append(f"Evidence mask: no <masks_dir>/<pid>.npz for these patients (data.masks_dir={cfg.data.masks_dir}); "
                      "only the synthetic set has one (make data with data=synthetic).")
@@ -144,17 +141,13 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
 def run(cfg) -> Path:
     paths = RunPaths.from_cfg(cfg)
     final = paths.viewer_dir
-    tmp = paths.root / f".viewer.tmp-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
-    try:
+    # temp folders named like temp files: a killed build leaves one that the next start removes
+    with temp_dir(final) as tmp, temp_dir(final) as trash:
         counts = build(cfg, paths, tmp)
-        old = paths.root / f".viewer.old-{uuid.uuid4().hex[:8]}"
         if final.exists():
-            final.rename(old)
+            final.rename(trash / final.name)
         tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
     page = paths.viewer_html
     log.info("viewer: %(patients)d patients, %(patches)d patches, %(explained)d explained", counts)

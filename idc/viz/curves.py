@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from idc.utils import save_figure_atomic, wrote
-from idc.viz.style import subplots
+from idc.utils import wrote
+from idc.viz.style import save_figure_atomic, subplots
 
 LINE_COLORS = {"train": "#0a3dff", "validation": "#ff7c00", "test": "#1ac938"}
 

@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from idc.paths import RunPaths
 from idc.stitch import PATCH, original_tiles, tissue_and_idc
-from idc.utils import save_figure_atomic, wrote
-from idc.viz.style import CLASS_COLORS, CLASS_NAMES, image_axis, subplots
+from idc.utils import wrote
+from idc.viz.style import CLASS_COLORS, CLASS_NAMES, image_axis, save_figure_atomic, subplots
 
 SPLIT_TITLES = {"train": "Training Set", "val": "Validation Set", "test": "Test Set"}
 
@@ -76,19 +77,19 @@ def patient_tissue_slices(df: pd.DataFrame, images: np.ndarray, path: Path, n: i
     return wrote(save_figure_atomic(fig, path), "stitched tissue, IDC in red")
 
 
-def write_eda_figures(df: pd.DataFrame, images: np.ndarray, figures_dir: Path, seed: int = 0,
+def write_eda_figures(df: pd.DataFrame, images: np.ndarray, paths: RunPaths, seed: int = 0,
                       root=None, patch: int = PATCH) -> list[Path]:
-    """The six EDA figures; `root` (the data root) gives edge patches their original pixels."""
+    """The six EDA figures (`paths.figure`: names from the registry); `root` (the data root) gives edge
+    patches their original pixels."""
     rng = np.random.default_rng(seed)
     pos = rng.permutation(np.flatnonzero(df["target"].to_numpy() == 1))
     neg = rng.permutation(np.flatnonzero(df["target"].to_numpy() == 0))
-    d = Path(figures_dir)
     return [
-        target_pc(df, d / "chapter_05_target_pc.png"),
-        sample_grid(images, pos, d / "chapter_05_idc_positive_samples.png"),
-        sample_grid(images, neg, d / "chapter_05_idc_negative_samples.png"),
-        patient_tissue_slices(df, images, d / "chapter_05_patient_tissue_slice.png", seed=seed, root=root,
+        target_pc(df, paths.figure("chapter_05_target_pc")),
+        sample_grid(images, pos, paths.figure("chapter_05_idc_positive_samples")),
+        sample_grid(images, neg, paths.figure("chapter_05_idc_negative_samples")),
+        patient_tissue_slices(df, images, paths.figure("chapter_05_patient_tissue_slice"), seed=seed, root=root,
                               patch=patch),
-        patient_patch_dist(df, d / "chapter_05_patient_patch_dist.png"),
-        split_targets(df, d / "chapter_05_train_val_test_splits.png"),
+        patient_patch_dist(df, paths.figure("chapter_05_patient_patch_dist")),
+        split_targets(df, paths.figure("chapter_05_train_val_test_splits")),
     ]

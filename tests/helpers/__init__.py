@@ -2,6 +2,8 @@
 run stage scripts in a subprocess. Test modules import from here (never from conftest)."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -28,15 +30,15 @@ TINY = [
     "explain.filter_count=8",
     "sanity.num_patches=4",
     "sanity.random_labels_epochs=1",
-    "sanity.localization_patches=4",
     # the sanity stage's own multipliers (the defaults are sized for a real run, not a test)
     "sanity.smprt_samples=1",
     "sanity.smprt_patches=2",
     "sanity.random_labels_patches=32",
     "sanity.bootstrap=200",
-    "sanity.bootstrap_samples=200",
-    "sanity.variants=[]",
-    "sanity.road_patches=1",
+    "leaderboard.num_patches=4",
+    "leaderboard.bootstrap=200",
+    "leaderboard.variants=[]",
+    "leaderboard.road_patches=1",
 ]
 
 
@@ -60,6 +62,18 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
+def stage_error(stage: str, cfg, caplog) -> str:
+    """Run a stage through the entry layer; it must exit 2 with exactly one ERROR line, returned."""
+    from idc.cli import run_stage
+
+    with pytest.raises(SystemExit) as exc:
+        run_stage(stage, cfg)
+    assert exc.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    return errors[0]
+
+
 def run_script(script: Path | str, run_dir, data_dir, *overrides, launcher=(sys.executable,), env=None, timeout=600):
     """Run an entry script (scripts/<stage>.py or a helper script) with TINY + overrides in a subprocess."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
@@ -71,3 +85,28 @@ requires_sample = pytest.mark.skipif(
     not SHARED_SAMPLE.is_dir(),
     reason=f"real IDC sample not found at {SHARED_SAMPLE} (../shared/data/idc-sample is outside the repo)",
 )
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder, size: str):
+    """A tmpfs of `size` mounted on `folder` for the block: a disk that fills up. Needs root (CI runs as root);
+    unmounted whatever happens."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a full disk is simulated with a small tmpfs, which only root can mount")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                         text=True)
+    if out.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({out.stderr.strip()}): no small disk to fill")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(path) -> None:
+    """Write zeros into `path` until its disk is full."""
+    with contextlib.suppress(OSError), open(path, "wb") as fh:
+        while True:
+            fh.write(bytes(1 << 16))
+            fh.flush()

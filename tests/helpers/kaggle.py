@@ -1,6 +1,9 @@
 """Small patch trees in the Kaggle layout, for the index, cache and reliability tests."""
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 from PIL import Image
 
@@ -26,3 +29,13 @@ def corrupt_pixels(path):
     start = data.index(b"IDAT") + 8
     data[start:start + 16] = bytes(16)
     path.write_bytes(bytes(data))
+
+
+def png_header(path, width: int, height: int) -> None:
+    """A small PNG whose header claims width x height pixels (a decompression bomb, without the memory)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64)))
+                     + chunk(b"IEND", b""))

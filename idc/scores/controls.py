@@ -4,8 +4,8 @@ A method's score means something about the model only where it beats these rows:
 - `uniform_random_maps`: i.i.d. uniform noise (chance);
 - `edge_maps`: |x - blur(x)| summed over channels, a model-free edge detector (nuclei have edges);
 - `darkness_maps`: 1 - mean intensity (nuclei are dark, so darkness alone localizes them).
-The fourth control, each method's maps from the fully randomized model, is computed by the
-scoring stage with the method itself (`idc.sanity.scoring`).
+The fourth control, each method's maps from the fully randomized model (`idc.scores.randomization`), is
+computed by the leaderboard stage with the method itself (`idc.leaderboard`).
 """
 from __future__ import annotations
 

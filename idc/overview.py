@@ -4,11 +4,11 @@ shared by the viewer's Overview tab and the static report. Every value from the 
 from __future__ import annotations
 
 import html
-import json
 import logging
 from typing import Iterable, List, Optional, Sequence
 
-from idc.paths import RunPaths
+from idc.integrity import read_json
+from idc.paths import BY_KEY, RunPaths, make_target
 
 log = logging.getLogger("idc")
 SHOWN_IDS = 12
@@ -63,19 +63,16 @@ def dataset_tables(summary: dict) -> str:
     return data + splits + files
 
 
-# What the viewer and the report show, in stage order: registry keys, then the sanity stage's
-# verdict and leaderboard tables by file name.
+# What the viewer and the report show, in stage order (registry keys).
 SHOWN_ARTIFACTS = ["patches_csv", "best_pt", "predictions_csv", "table_5_1", "maps_npz", "table_5_2",
-                   "sanity/randomization.csv", "sanity/leaderboard.csv", "viewer_html"]
+                   "randomization_csv", "leaderboard_csv", "viewer_html"]
 
 
 def artifact_table(paths: RunPaths) -> str:
     """One row per artifact of SHOWN_ARTIFACTS: its file and whether it exists (else its make target)."""
-    from idc.paths import BY_KEY, make_target
-
     rows = []
     for key in SHOWN_ARTIFACTS:
-        rel, stage = (BY_KEY[key].rel, BY_KEY[key].stage) if key in BY_KEY else (key, "sanity")
+        rel, stage = BY_KEY[key].rel, BY_KEY[key].stage
         status = "present" if (paths.root / rel).exists() else f"missing: run {make_target(stage)}"
         rows.append([rel, stage, status])
     return html_table(["file (under the run dir)", "written by", "status"], rows, "What this run holds")
@@ -83,15 +80,15 @@ def artifact_table(paths: RunPaths) -> str:
 
 def overview_html(paths: RunPaths) -> str:
     if not paths.summary_json.exists():
-        data = missing_note(paths.summary_json.name, "make data")
+        data = missing_note(paths.summary_json.name, make_target(BY_KEY["summary_json"].stage))
     else:
         log.info("read %s", paths.summary_json)
-        data = dataset_tables(json.loads(paths.summary_json.read_text()))
+        data = dataset_tables(read_json(paths.summary_json))
     return data + artifact_table(paths)
 
 
 def run_title(paths: RunPaths, data_name: Optional[str] = None) -> str:
     """'IDC saliency mapping: <data set> data' (the config's data.name, else summary.json's source)."""
     if not data_name and paths.summary_json.exists():
-        data_name = json.loads(paths.summary_json.read_text()).get("source")
+        data_name = read_json(paths.summary_json).get("source")
     return f"IDC saliency mapping: {data_name} data" if data_name else "IDC saliency mapping"

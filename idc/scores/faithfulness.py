@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from pytorch_grad_cam.metrics.road import ROADCombined
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from scipy.ndimage import gaussian_filter
 
 from idc.model import predict
@@ -105,9 +107,6 @@ def road_scores(model, x, maps, target, percentiles: Sequence[int] = (10, 30, 50
     ROAD imputes removed pixels from their neighbours (plus a little noise, seeded here), so the
     model does not see the sharp holes a constant replacement leaves.
     """
-    from pytorch_grad_cam.metrics.road import ROADCombined
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
-
     model.eval()
     targets = [ClassifierOutputSoftmaxTarget(int(t)) for t in target]
     with torch.random.fork_rng(devices=[]):

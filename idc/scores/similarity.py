@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import entropy, spearmanr
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
@@ -139,8 +139,6 @@ def map_entropy(raw: np.ndarray, n_bins: int = 100) -> np.ndarray:
     """[n] discrete entropy (nats) of each absolute map's histogram over `n_bins` equal bins between its
     minimum and maximum: the complexity measure of Efficient MPRT (Hedström et al. 2023). A constant
     map has entropy 0."""
-    from scipy.stats import entropy
-
     a = absolute_map(raw)
     out = np.zeros(len(a))
     for i, m in enumerate(a):

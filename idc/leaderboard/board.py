@@ -1,5 +1,5 @@
-"""The answer to "which attribution method should I use?": `sanity/leaderboard.md`, `sanity/leaderboard.csv`
-and `figures/chapter_05_method_leaderboard.png`.
+"""The answer to "which attribution method should I use?": the table of `sanity/leaderboard.md` and
+`sanity/leaderboard.csv` (the stage, `idc.leaderboard.stage`, writes them and the forest plot).
 
 Rows: every method (and variant), each method's maps from the fully randomized model, and the
 model-free control rows. Columns: the sanity stage's randomization verdicts (`sanity/randomization.csv`;
@@ -9,8 +9,8 @@ mean [patient-clustered bootstrap 95% CI].
 A method **beats a control** on a score when the patient-clustered bootstrap 95% CI of the paired
 per-patch difference (method minus control, sign flipped for deletion where lower is better) lies
 above 0. The controls of a method are the three model-free maps and its own randomized-model maps.
-Rows are sorted by the mean of `sanity.leaderboard_sort` (best first; deletion where that score was not measured, e.g. data without masks), controls included, so a
-control that outranks a method is visible at once.
+Rows are sorted by the mean of `leaderboard.sort` (best first; deletion where that score was not measured,
+e.g. data without masks), controls included, so a control that outranks a method is visible at once.
 """
 from __future__ import annotations
 
@@ -22,14 +22,18 @@ import numpy as np
 import pandas as pd
 
 from idc.errors import ConfigError
-from idc.sanity.bootstrap import paired_difference
-from idc.sanity.localization import LOCALIZATION_SCORES, VARIANTS
-from idc.sanity.plots import LEADERBOARD_FIGURE
-from idc.utils import save_figure_atomic, write_csv_atomic, write_text_atomic, wrote
+from idc.explain.methods import METHODS
+from idc.integrity import read_csv
+from idc.leaderboard.scoring import FAITHFULNESS_SCORES as FAITHFULNESS
+from idc.leaderboard.scoring import SHORTCUT_SCORES as SHORTCUT
+from idc.leaderboard.sources import RANDOMIZED_SUFFIX
+from idc.markdown import frame_table
+from idc.paths import RunPaths
+from idc.scores.bootstrap import paired_difference
+from idc.scores.localization import LOCALIZATION_SCORES, VARIANTS
 
 log = logging.getLogger("idc")
 
-FIGURE = LEADERBOARD_FIGURE
 RANDOMIZATION_TESTS = {  # test in sanity/randomization.csv -> column title
     "mprt_cascading": "MPRT (cascading)",
     "mprt_independent": "MPRT (independent)",
@@ -50,8 +54,6 @@ SCORE_TITLES = {
     "evidence_mass_cue_patches": "shortcut: mass on evidence",
 }
 LOWER_IS_BETTER = {"deletion"}
-FAITHFULNESS = ("deletion", "insertion", "road")
-SHORTCUT = ("cue_mass", "evidence_mass_cue_patches")
 
 
 def cell(mean: float, lo: float, hi: float) -> str:
@@ -64,8 +66,6 @@ def cell(mean: float, lo: float, hi: float) -> str:
 
 def controls_of(method: str, methods: List[str], kinds: Dict[str, str]) -> List[str]:
     """The control rows a method must beat: every model-free control and its own randomized-model row."""
-    from idc.sanity.scoring import RANDOMIZED_SUFFIX
-
     own = method + RANDOMIZED_SUFFIX
     return [m for m in methods if kinds[m] == "control"] + ([own] if own in kinds else [])
 
@@ -96,7 +96,7 @@ def read_randomization(path: Path) -> Optional[pd.DataFrame]:
         log.info("leaderboard: %s not found; randomization columns say 'not run' (make sanity writes it)", path)
         return None
     log.info("read %s", path)
-    return pd.read_csv(path)
+    return read_csv(path)
 
 
 def randomization_cells(rand: Optional[pd.DataFrame], keys: List[str]) -> Dict[str, str]:
@@ -112,43 +112,46 @@ def randomization_cells(rand: Optional[pd.DataFrame], keys: List[str]) -> Dict[s
     return out
 
 
-def shortcut_table(cfg, table: pd.DataFrame) -> pd.DataFrame:
-    """Shortcut columns: this run's (if its data has a cue layer) or those of `sanity.shortcut_run_dir`."""
-    if cfg.sanity.shortcut_run_dir:
-        path = Path(cfg.sanity.shortcut_run_dir) / "sanity" / "localization_summary.csv"
+def shortcut_table(shortcut_run_dir: Optional[str], table: pd.DataFrame) -> pd.DataFrame:
+    """Shortcut columns: this run's (if its data has a cue layer) or those of `leaderboard.shortcut_run_dir`."""
+    if shortcut_run_dir:
+        path = RunPaths(Path(shortcut_run_dir)).localization_summary_csv
         if not path.exists():
-            raise ConfigError(f"sanity.shortcut_run_dir: {path} not found; run `make leaderboard ARGS=\"data=synthetic_shortcut\"` "
-                              "first, or set sanity.shortcut_run_dir=null")
+            raise ConfigError(f"leaderboard.shortcut_run_dir: {path} not found; run `make leaderboard ARGS=\"data=synthetic_shortcut\"` "
+                              "first, or set leaderboard.shortcut_run_dir=null")
         log.info("read %s", path)
-        return pd.read_csv(path)
+        return read_csv(path)
     return table
 
 
 NO_MASK_SORT = "deletion"  # the sort score where the data has no pixel ground truth (ROAD runs on fewer patches)
 
 
-def sort_score(cfg, table: pd.DataFrame) -> str:
-    """`sanity.leaderboard_sort`, or deletion where that score was not measured (no masks: the real set)."""
-    s = cfg.sanity
-    variant, sort = str(s.leaderboard_variant), str(s.leaderboard_sort)
+def check_settings(lb) -> None:
+    """`leaderboard.variant` and `leaderboard.sort` name a relevance variant and a score (checked before any work)."""
+    variant, sort = str(lb.variant), str(lb.sort)
     if variant not in VARIANTS or sort not in LOCALIZATION_SCORES + FAITHFULNESS:
-        raise ConfigError(f"sanity.leaderboard_variant must be one of {VARIANTS} (got {variant!r}) and "
-                          f"sanity.leaderboard_sort one of {LOCALIZATION_SCORES + FAITHFULNESS} (got {sort!r})")
+        raise ConfigError(f"leaderboard.variant must be one of {VARIANTS} (got {variant!r}) and "
+                          f"leaderboard.sort one of {LOCALIZATION_SCORES + FAITHFULNESS} (got {sort!r})")
+
+
+def sort_score(lb, table: pd.DataFrame) -> str:
+    """`leaderboard.sort`, or deletion where that score was not measured (no masks: the real set)."""
+    check_settings(lb)
+    sort = str(lb.sort)
     if sort in table and table[sort].notna().any():
         return sort
     log.info("leaderboard: %s was not measured (no pixel ground truth, or ROAD off); sorting by %s", sort, NO_MASK_SORT)
     return NO_MASK_SORT
 
 
-def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Optional[pd.DataFrame]) -> pd.DataFrame:
-    """One row per source: kind, randomization verdicts, each score's cell, the control verdicts, sort key."""
-    from idc.explain import METHODS
-
-    s = cfg.sanity
-    variant, sort = str(s.leaderboard_variant), sort_score(cfg, table)
+def build_leaderboard(lb, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """One row per source: kind, randomization verdicts, each score's cell, the control verdicts, sort key.
+    `lb`: the leaderboard settings (variant, sort, bootstrap, seed, shortcut_run_dir)."""
+    variant, sort = str(lb.variant), sort_score(lb, table)
     pp = per_patch[per_patch["variant"] == variant]
     tab = table[table["variant"] == variant].set_index("method")
-    short = shortcut_table(cfg, table)
+    short = shortcut_table(lb.shortcut_run_dir, table)
     short = short[short["variant"] == variant].set_index("method")
     kinds = tab["kind"].to_dict()
     names = list(tab.index)
@@ -171,7 +174,7 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
                 f"invalid ({n_patients} patient: no CI)"
         elif kinds[name] == "method":
             controls = controls_of(name, names, kinds)
-            wins = [c for c in scored if beats_controls(pp, name, controls, c, int(s.bootstrap_samples), int(s.seed))]
+            wins = [c for c in scored if beats_controls(pp, name, controls, c, int(lb.bootstrap), int(lb.seed))]
             row["beats every control"] = "yes" if sort in wins else "**no**"
             row["scores where it beats every control"] = wins_cell(wins, scored)
         else:
@@ -184,20 +187,19 @@ def build_leaderboard(cfg, per_patch: pd.DataFrame, table: pd.DataFrame, rand: O
     return board
 
 
-def markdown(board: pd.DataFrame, cfg, n: int, n_patients: int, superpixel_sizes: Dict[float, float]) -> str:
-    from idc.sanity.scoring import markdown_table
-
-    s = cfg.sanity
-    sort = board.attrs.get("sort", str(s.leaderboard_sort))
+def markdown(board: pd.DataFrame, lb, data_name: str, n: int, n_patients: int,
+             superpixel_sizes: Dict[float, float]) -> str:
+    """sanity/leaderboard.md: what was scored and how, the board, and which methods beat every control."""
+    sort = board.attrs.get("sort", str(lb.sort))
     winners = list(board.loc[(board["kind"] == "method") & (board["beats every control"] == "yes"), "row"])
     sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in superpixel_sizes.items())
     masks = any(SCORE_TITLES[c] in board for c in LOCALIZATION_SCORES)
     return "\n".join([
         "# Which attribution method should I use? (leaderboard)",
         "",
-        f"{n} IDC-positive test patches from {n_patients} patients (data `{cfg.data.name}`), maps for the IDC "
-        f"class, {s.leaderboard_variant} relevance, unclipped. Each cell: mean [patient-clustered bootstrap 95% CI, "
-        f"{s.bootstrap_samples} replicates]."
+        f"{n} IDC-positive test patches from {n_patients} patients (data `{data_name}`), maps for the IDC "
+        f"class, {lb.variant} relevance, unclipped. Each cell: mean [patient-clustered bootstrap 95% CI, "
+        f"{lb.bootstrap} replicates]."
         + ("" if masks else " This data set has no pixel ground truth (`data.masks_dir` is null, as the real Kaggle "
                             "set), so there are no localization columns: faithfulness only."),
         f"Sorted by {SCORE_TITLES[sort]} (mean, best first), controls included. **beats every control**: "
@@ -205,95 +207,17 @@ def markdown(board: pd.DataFrame, cfg, n: int, n_patients: int, superpixel_sizes
         "map, the edge map |x - blur(x)|, image darkness and the method's own maps from the fully randomized model; "
         "the next column counts the scores on which it does so.",
         "",
-        markdown_table(board),
+        frame_table(board),
         "",
         (f"Methods that beat every control on {SCORE_TITLES[sort]}: " + (", ".join(winners) if winners else "none") + "."
          if n_patients >= 2 else f"Which method beats the controls cannot be decided here: the patches come from "
          f"{n_patients} patient, so there is no patient-clustered CI (use a set with more test patients)."),
         "",
-        f"Pointing game tolerance {s.pointing_tolerance} px; top-k = {s.top_k_fraction:g} of the pixels; deletion "
-        f"fills with `{s.deletion_fill}`; insertion starts from a blur (sigma {s.blur_sigma:g} px); ROAD = "
+        f"Pointing game tolerance {lb.pointing_tolerance} px; top-k = {lb.top_k_fraction:g} of the pixels; deletion "
+        f"fills with `{lb.deletion_fill}`; insertion starts from a blur (sigma {lb.blur_sigma:g} px); ROAD = "
         "pytorch-grad-cam's ROADCombined. Randomization verdicts come from `sanity/randomization.csv`."
         + (f" Mean LIME superpixel size: {sp}." if sp else ""),
         "CAM resolution: layer4 is a 2x2 grid at 50x50 px and layer3 4x4, upsampled bilinearly. "
         "See docs/attribution-evaluation.md.",
         "",
     ])
-
-
-def plot_leaderboard(table: pd.DataFrame, order: List[str], variant: str):
-    """Forest plot: one panel per score, one row per source (methods in colour, controls grey), mean and 95% CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tab = table[table["variant"] == variant].set_index("method")
-    cols = [c for c in LOCALIZATION_SCORES + FAITHFULNESS + SHORTCUT if c in tab and tab[c].notna().any()]
-    fig, axes = plt.subplots(1, len(cols), figsize=(2.3 * len(cols) + 2, 0.28 * len(order) + 1.5), sharey=True,
-                             squeeze=False)
-    y = np.arange(len(order))[::-1]
-    colours = {"method": "tab:blue", "randomized": "tab:orange", "control": "grey"}
-    for ax, c in zip(axes[0], cols):
-        for yi, name in zip(y, order):
-            m, lo, hi = tab.at[name, c], tab.at[name, f"{c}_ci_low"], tab.at[name, f"{c}_ci_high"]
-            if np.isfinite(m):
-                err = [[m - lo], [hi - m]] if np.isfinite(lo) and np.isfinite(hi) else None
-                ax.errorbar(m, yi, xerr=err, fmt="o", ms=3, capsize=2, color=colours[tab.at[name, "kind"]])
-        ax.set_title(SCORE_TITLES[c], fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_yticks(y)
-    axes[0, 0].set_yticklabels(order, fontsize=7)
-    fig.suptitle("Attribution methods vs control rows (blue: methods, orange: randomized model, grey: model-free); "
-                 "mean and patient-clustered 95% CI", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def write_leaderboard(cfg, paths, per_patch: pd.DataFrame, table: pd.DataFrame,
-                      superpixel_sizes: Optional[Dict[float, float]] = None) -> pd.DataFrame:
-    """Write sanity/leaderboard.{md,csv} and figures/chapter_05_method_leaderboard.png; return the board."""
-    rand = read_randomization(paths.sanity_dir / "randomization.csv")
-    board = build_leaderboard(cfg, per_patch, table, rand)
-    first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]]
-    first = first[first["variant"] == first["variant"].iloc[0]]
-    wrote(write_csv_atomic(board, paths.sanity_dir / "leaderboard.csv"), "leaderboard")
-    md = markdown(board, cfg, len(first), first["patient_id"].nunique(), superpixel_sizes or {})
-    wrote(write_text_atomic(paths.sanity_dir / "leaderboard.md", md), "leaderboard")
-    fig = plot_leaderboard(table, list(board["row"]), str(cfg.sanity.leaderboard_variant))
-    wrote(save_figure_atomic(fig, paths.figures_dir / f"{FIGURE}.png"), "method leaderboard figure")
-    return board
-
-
-
-def run(cfg) -> Optional[pd.DataFrame]:
-    """The leaderboard stage (`make leaderboard`): localization, faithfulness and shortcut scores of every
-    method, variant and control row, and the leaderboard with the sanity stage's verdicts
-    (sanity/randomization.csv; the stage graph runs `make sanity` first). Maps use explain.* with the
-    sanity stage's caps on LIME samples and RISE masks (`sanity.lime_num_samples`, `rise_num_masks`)."""
-    import time
-
-    from omegaconf import OmegaConf
-
-    from idc.explain import METHODS
-    from idc.explain.driver import dataset_reference
-    from idc.inputs import load_run
-    from idc.model import build_model
-    from idc.sanity.scoring import run_localization
-    from idc.sanity.stage import explain_settings, test_patches
-
-    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
-    titles = {k: m.title for k, m in METHODS.items()}
-    ecfg = explain_settings(cfg)
-    reference = dataset_reference(run.images, run.patches, int(ecfg.ig_expected_k), int(ecfg.seed))
-
-    def factory():
-        return build_model({**run.checkpoint["model_cfg"], "weights": None})
-
-    capped = OmegaConf.merge(cfg, {"explain": ecfg})
-    tic = time.perf_counter()
-    out = run_localization(capped, run.paths, run.model, test_patches(run), run.images, titles, run.device,
-                           reference=reference, factory=factory)
-    log.info("leaderboard: localization, faithfulness and leaderboard took %.1f s", time.perf_counter() - tic)
-    return out

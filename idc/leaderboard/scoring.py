@@ -1,0 +1,141 @@
+"""Which patches the leaderboard scores, each map source's scores on them, and the summary per source.
+
+On data with pixel ground truth (`data.masks_dir`, the synthetic sets) every eligible IDC-positive test
+patch (a non-trivial evidence mask; at most `leaderboard.num_patches`) is scored against its evidence
+mask (localization), on faithfulness (deletion, insertion, ROAD) and, where the set plants a cue, on the
+relevance mass on that cue (shortcut). On data without pixel ground truth (`data.masks_dir=null`, as the
+real Kaggle set) up to `leaderboard.num_patches` IDC-positive test patches are scored on faithfulness only.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import pandas as pd
+
+from idc.data.synthetic import load_masks, patch_mask
+from idc.scores.bootstrap import cluster_bootstrap
+from idc.scores.faithfulness import faithfulness_scores, road_scores
+from idc.scores.localization import LOCALIZATION_SCORES, localization_scores, relevance_mass_accuracy
+
+log = logging.getLogger("idc")
+
+FAITHFULNESS_SCORES = ("deletion", "insertion", "road")
+SHORTCUT_SCORES = ("cue_mass", "evidence_mass_cue_patches")
+SCORES = LOCALIZATION_SCORES + FAITHFULNESS_SCORES + SHORTCUT_SCORES
+FAITHFUL_VARIANT = "positive"  # deletion/insertion/ROAD/shortcut mass rank pixels by evidence FOR IDC
+
+
+# ---------------------------------------------------------------- patches
+def select_localization_patches(preds: pd.DataFrame, masks_dir: Path, n: int, seed: int, size: int = 50):
+    """Up to `n` IDC-positive patches whose evidence mask is neither empty nor full, in random (seeded)
+    order, with their bool evidence masks and cue masks (None unless the set has a `cue` layer)."""
+    pos = preds[preds["target"] == 1]
+    order = np.random.default_rng(seed).permutation(len(pos))
+    slides: Dict[int, dict] = {}
+    keep, masks, cues, skipped = [], [], [], 0
+    for i in order:
+        row = pos.iloc[i]
+        pid = int(row["patient_id"])
+        if pid not in slides:
+            slides[pid] = load_masks(masks_dir, pid)
+        m = patch_mask(slides[pid]["mask"], int(row["x"]), int(row["y"]), size=size).astype(bool)
+        if not 0 < m.sum() < m.size:
+            skipped += 1
+            continue
+        keep.append(pos.index[i])
+        masks.append(m)
+        if "cue" in slides[pid]:
+            cues.append(patch_mask(slides[pid]["cue"], int(row["x"]), int(row["y"]), size=size).astype(bool))
+        if len(keep) == n:
+            break
+    log.info("localization: %d IDC-positive test patches with a non-trivial evidence mask (cap %d; %d skipped "
+             "with an empty or full mask)", len(keep), n, skipped)
+    stack = (lambda a: np.stack(a) if a else np.zeros((0, size, size), bool))
+    return preds.loc[keep], stack(masks), (stack(cues) if cues and len(cues) == len(keep) else None)
+
+
+def select_faithfulness_patches(preds: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Up to `n` IDC-positive patches in random (seeded) order: the patches of a set without masks."""
+    pos = preds[preds["target"] == 1]
+    order = np.random.default_rng(seed).permutation(len(pos))[:n]
+    log.info("faithfulness only (no pixel ground truth): %d IDC-positive test patches (cap %d)", len(order), n)
+    return pos.iloc[order]
+
+
+# ---------------------------------------------------------------- scoring
+def shortcut_scores(maps: np.ndarray, masks: np.ndarray, cues: np.ndarray) -> Dict[str, np.ndarray]:
+    """Relevance mass on the planted cue and on the evidence, on the patches that carry a cue (NaN elsewhere)."""
+    carries = cues.any(axis=(1, 2))
+    out = {}
+    for name, m in (("cue_mass", cues), ("evidence_mass_cue_patches", masks)):
+        v = np.full(len(maps), np.nan)
+        if carries.any():
+            v[carries] = relevance_mass_accuracy(maps[carries], m[carries])
+        out[name] = v
+    return out
+
+
+def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks, cues, lb) -> Dict[str, Dict[str, np.ndarray]]:
+    """{variant: {score: [n]}} for one source's maps; `masks` None (no pixel ground truth): faithfulness only.
+    `lb`: the leaderboard settings (pointing_tolerance, top_k_fraction, deletion_fill, blur_sigma, road,
+    road_patches, seed)."""
+    out = {}
+    for variant, maps in maps_by_variant.items():
+        scores = {}
+        if masks is not None:
+            top_k = max(1, int(round(float(lb.top_k_fraction) * masks[0].size)))
+            scores = localization_scores(maps, masks, tolerance=int(lb.pointing_tolerance), top_k=top_k)
+        if variant == FAITHFUL_VARIANT:
+            scores.update(faithfulness_scores(model, x, maps, target, fill=str(lb.deletion_fill),
+                                              sigma=float(lb.blur_sigma), road=False, seed=int(lb.seed)))
+            if lb.road:  # ROAD's imputation costs seconds per patch on a CPU: the first `road_patches` only
+                k = min(len(maps), int(lb.road_patches))
+                scores["road"] = np.full(len(maps), np.nan)
+                if k:
+                    scores["road"][:k] = road_scores(model, x[:k], maps[:k], target[:k], seed=int(lb.seed))
+            if cues is not None:
+                scores.update(shortcut_scores(maps, masks, cues))
+        out[variant] = scores
+    return out
+
+
+def score_frames(src, rows: pd.DataFrame, masks: Optional[np.ndarray], scores: Dict[str, Dict[str, np.ndarray]]) -> list:
+    """One per-patch frame per relevance variant of a source (method, kind, variant, image_id, patient_id,
+    mask_fraction, then the scores); a variant without scores (no masks: all but the faithful one) has none."""
+    frames = []
+    for variant, by_score in scores.items():
+        if not by_score:
+            continue
+        frame = pd.DataFrame(by_score)
+        frame.insert(0, "mask_fraction", masks.mean(axis=(1, 2)) if masks is not None else np.nan)
+        frame.insert(0, "patient_id", rows["patient_id"].to_numpy())
+        frame.insert(0, "image_id", rows["image_id"].to_numpy())
+        frame.insert(0, "variant", variant)
+        frame.insert(0, "kind", src.kind)
+        frame.insert(0, "method", src.title)
+        frames.append(frame)
+    return frames
+
+
+def summarize(per_patch: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per source (and relevance variant): n and the mean of every score; with a `patient_id` column also
+    `<score>_ci_low/_ci_high`, the patient-clustered bootstrap 95% CI. Best pixel AUROC first."""
+    keys = [k for k in ("method", "kind", "variant") if k in per_patch]
+    cols = [c for c in SCORES if c in per_patch]
+    rows = []
+    for key, grp in per_patch.groupby(keys, sort=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)), n=len(grp))
+        for c in cols:
+            if "patient_id" in grp:
+                est = cluster_bootstrap(grp[c].to_numpy(), grp["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
+                row.update({c: est.mean, f"{c}_ci_low": est.ci_low, f"{c}_ci_high": est.ci_high, f"{c}_n": est.n})
+            else:
+                row[c] = float(grp[c].mean())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if "pixel_auroc" in table:
+        table = table.sort_values("pixel_auroc", ascending=False, kind="stable")
+    return table.reset_index(drop=True)
