@@ -50,7 +50,7 @@ $(STAGES): $(STAMP)
 reproduce: report
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 bench: $(STAMP)
 	$(PY) -m idc.bench $(ARGS)

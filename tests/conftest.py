@@ -4,11 +4,18 @@ stage finds its inputs up to date. Tests that modify a run copy it first (`tests
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import compose_cfg, copy_run
+
+# Under pytest-xdist (`make test` runs two workers on the two cores), each worker computes on one
+# thread: two workers with two threads each would fight over the cores and run slower than one.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 def _build(stage: str, run_dir: Path, data_dir: Path) -> Path:
