@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idc.data.cells import footprints
+from idc.data.cells import IDC, footprints
 from idc.data.counterfactual import load_truths, model_view, remove_nuclei, replace_tissue
 from idc.data.evidence import counterfactual_probabilities, nucleus_drops, run as evidence_run
 
@@ -63,7 +63,7 @@ def test_equal_area_control_removes_no_nucleus(truths):
     rng = np.random.default_rng(0)
     asked = placed = 0
     for t in ts:
-        idc = t.nuclei(idc=True)
+        idc = t.nuclei((IDC,))
         out, area = replace_tissue(t, idc, rng)
         changed = (out != t.image).any(-1)
         assert not (changed & ((t.ids > 0) | ~t.tissue)).any()  # only non-nuclear tissue is touched
@@ -91,4 +91,7 @@ def test_evidence_report_on_the_tiny_run(tiny_evaluated, tiny_data_dir):
     assert out["patches"] > 0 and out["verdict"].split(":")[0] in {"verified", "invalid"}
     rows = {r["row"]: r for r in out["controls"]}
     assert {"control: image darkness: nuclear AUROC", "control: edge map |x - blur(x)|: relevance rank"} <= set(rows)
-    assert len(out["nucleus_controls"]) == 3
+    assert len(out["nucleus_controls"]) == 4
+    decoys = {r["row"]: r["mean"] for r in out["decoys"]}
+    assert 0 < decoys["IDC-positive: decoy share of the nuclear area"] < 1
+    assert decoys["negative: decoy nuclei per 1,000 tissue pixels"] > 0

@@ -64,5 +64,12 @@ def test_evidence_verification_verified_and_invalid():
     assert relies.difference.ci_low > 0.4 and relies.reason().startswith("verified")
     ignores = evidence_verification(p, p - 0.1 * rng.random(60), p - 0.1 * rng.random(60), patients, n_boot=200)
     assert not ignores.verified and "does not rely on the marked evidence" in ignores.reason()
+    # decoys read as evidence against IDC: removing them raises P(IDC), the difference is large, but
+    # removing the IDC nuclei does not lower P(IDC): not verified; a real drop with swaying decoys is
+    # verified and says so
+    against = evidence_verification(p - 0.3, p - 0.3, p, patients, n_boot=200)
+    assert against.difference.ci_low > 0.2 and not against.verified
+    swayed = evidence_verification(p - 0.3, p - 0.5, p, patients, n_boot=200)
+    assert swayed.verified and swayed.reason().endswith("(removing them raises P(IDC) by 0.30)")
     one = evidence_verification(p[:10], p[:10] - 0.5, p[:10], patients[:10], n_boot=50)
     assert not one.verified and "too few patients" in one.reason()

@@ -34,6 +34,7 @@ KINDS = {1: "idc", 2: "lymphocyte", 3: "entrapped_epithelial", 4: "stromal",
          5: "duct_epithelial", 6: "crowded_epithelial", 7: "lymphoid_aggregate"}
 IDC, LYMPHOCYTE, ENTRAPPED, STROMAL, DUCT, CROWDED, CLUSTER = range(1, 8)
 DECOY_KINDS = (LYMPHOCYTE, ENTRAPPED, STROMAL, CLUSTER)
+BENIGN_KINDS = (DUCT, CROWDED)  # the benign epithelial nests' own nuclei: evidence against IDC
 LABELS = {0: "background", 1: "idc_nucleus", 2: "decoy_nucleus"}
 # Decoys (chosen by measurement, docs/data.md, generator v7): impulse densities per pixel of their zone.
 # They make 30-50% of the nuclear area of an IDC-positive patch (the IDC nests hold the rest).

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from idc.data.cells import IDC, REACH, footprints
+from idc.data.cells import REACH, footprints
 from idc.data.dataset import resize_transform
 from idc.data.synthetic import PATCH, load_masks
 
@@ -40,12 +40,13 @@ class PatchTruth:
     kinds: dict  # nucleus id -> cells.KINDS id, for every nucleus with a footprint in the patch
     tissue: np.ndarray  # bool [h, w]
 
-    def nuclei(self, idc: bool | None = None) -> np.ndarray:
-        """Sorted ids of the nuclei whose footprint reaches the patch: all, only IDC, or only decoys."""
+    def nuclei(self, kinds=None) -> np.ndarray:
+        """Sorted ids of the nuclei whose footprint reaches the patch: all, or those of the `kinds`
+        (cells.KINDS ids, e.g. `(IDC,)` or `DECOY_KINDS`)."""
         ids = np.array(sorted(self.kinds), np.int64)
-        if idc is None:
+        if kinds is None:
             return ids
-        return np.array([i for i in ids if (self.kinds[i] == IDC) == idc], np.int64)
+        return np.array([i for i in ids if self.kinds[i] in tuple(kinds)], np.int64)
 
 
 def patch_truth(sidecar: dict, image: np.ndarray, x: int, y: int) -> PatchTruth:

@@ -1,9 +1,10 @@
 """Does the model rely on the synthetic set's marked evidence, and can darkness or edges fake it?
 
 Counterfactual P(IDC) (idc.data.counterfactual) for IDC-positive test patches: as they are, with every
-IDC nucleus removed, with every decoy removed, and with an equal area of non-nuclear tissue replaced;
-per-nucleus drops of the IDC logit; and the model-free controls (darkness, edges, a random map) on the
-label map. The measurements behind the generator's gates (docs/data.md):
+IDC nucleus removed, with every decoy removed, with the benign nests' own nuclei removed, and with an
+equal area of non-nuclear tissue replaced; per-nucleus drops of the IDC logit; the model-free controls
+(darkness, edges, a random map, darkness blurred to the scale of a nucleus) on the label map; and how
+frequent the decoys are in each class. The measurements behind the generator's gates (docs/data.md):
 
     python -m idc.data.evidence outputs/synthetic data/synthetic [--nuclei 32]
 
@@ -23,19 +24,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from idc.data.cells import BENIGN_KINDS, DECOY_KINDS, IDC
 from idc.data.counterfactual import PatchTruth, load_truths, model_view, remove_nuclei, replace_tissue
-from idc.data.synthetic import load_masks, patch_labels, patch_nucleus_ids
+from idc.data.synthetic import PATCH, load_masks, patch_labels, patch_nucleus_ids
 from idc.integrity import read_csv
 from idc.model import load_model, predict
 from idc.paths import RunPaths
-from idc.scores.bootstrap import cluster_bootstrap
-from idc.scores.controls import model_free_controls
+from idc.scores.bootstrap import Estimate, cluster_bootstrap
+from idc.scores.controls import BLURRED_DARKNESS_TITLE, blurred_darkness_maps, model_free_controls
 from idc.scores.localization import relevance_rank_accuracy
 from idc.scores.nuclei import (evidence_verification, idc_area_share, nuclear_auroc, nuclear_mass,
                                nucleus_rank_correlation, nucleus_relevance)
 
 log = logging.getLogger("idc")
-COUNTERFACTUALS = ("as_is", "no_idc", "no_decoy", "tissue")
+# as is; IDC nuclei removed; decoys (the kinds drawn alike in both classes) removed; the benign
+# epithelial nests' own nuclei removed (evidence *against* IDC where a positive patch holds some);
+# an equal area of non-nuclear tissue replaced.
+COUNTERFACTUALS = ("as_is", "no_idc", "no_decoy", "no_benign", "tissue")
 
 
 def counterfactual_images(truths: list[PatchTruth], seed: int = 0) -> tuple[dict, np.ndarray]:
@@ -44,23 +49,24 @@ def counterfactual_images(truths: list[PatchTruth], seed: int = 0) -> tuple[dict
     out = {k: [] for k in COUNTERFACTUALS}
     replaced = []
     for t in truths:
-        idc = t.nuclei(idc=True)
+        idc = t.nuclei((IDC,))
         tissue, area = replace_tissue(t, idc, rng)
         replaced.append(area)
         for key, image in (("as_is", t.image), ("no_idc", remove_nuclei(t, idc)),
-                           ("no_decoy", remove_nuclei(t, t.nuclei(idc=False))), ("tissue", tissue)):
+                           ("no_decoy", remove_nuclei(t, t.nuclei(DECOY_KINDS))),
+                           ("no_benign", remove_nuclei(t, t.nuclei(BENIGN_KINDS))), ("tissue", tissue)):
             out[key].append(model_view(image))
     return {k: np.stack(v) for k, v in out.items()}, np.array(replaced)
 
 
 def counterfactual_probabilities(model, truths: list[PatchTruth], seed: int = 0, batch_size: int = 256,
                                  device=None) -> pd.DataFrame:
-    """One row per patch: P(IDC) as is / IDC nuclei removed / decoys removed / tissue replaced, the IDC
+    """One row per patch: P(IDC) of each of `COUNTERFACTUALS` (`p_as_is`, ...), the IDC
     footprint area and the tissue area actually replaced (pixels of the PNG)."""
     images, replaced = counterfactual_images(truths, seed)
     probs = {f"p_{k}": predict(model, v, batch_size=batch_size, device=device, desc=f"P(IDC) {k}")[:, 1]
              for k, v in images.items()}
-    idc_area = [int(np.isin(t.footprint, t.nuclei(idc=True)).sum()) for t in truths]
+    idc_area = [int(np.isin(t.footprint, t.nuclei((IDC,))).sum()) for t in truths]
     return pd.DataFrame({**probs, "idc_footprint": idc_area, "tissue_replaced": replaced})
 
 
@@ -92,6 +98,43 @@ def model_view_truth(patches: pd.DataFrame, masks_dir) -> tuple[np.ndarray, np.n
     return np.stack(labels), np.stack(ids)
 
 
+def decoy_statistics(patches: pd.DataFrame, masks_dir) -> pd.DataFrame:
+    """One row per patch (PNG pixels): tissue pixels, nuclear pixels by group (IDC, decoy kinds, the
+    benign nests' own), decoy nuclei (ids of a decoy kind with a pixel in the patch) and the decoys'
+    share of the nuclear area. The decoys must be as frequent in both classes and make 30-50% of a
+    positive patch's nuclear area (docs/data.md)."""
+    rows, sidecars = [], {}
+    for row in patches.itertuples(index=False):
+        pid = int(row.patient_id)
+        if pid not in sidecars:
+            sidecars[pid] = load_masks(masks_dir, pid, keys=("nucleus_id", "nucleus_kind", "tissue"))
+        s, x, y = sidecars[pid], int(row.x), int(row.y)
+        ids = s["nucleus_id"][y:y + PATCH, x:x + PATCH]
+        kind = s["nucleus_kind"][ids]
+        decoy = np.isin(kind, DECOY_KINDS)
+        px = {"idc_px": int((kind == IDC).sum()), "decoy_px": int(decoy.sum()),
+              "benign_px": int(np.isin(kind, BENIGN_KINDS).sum())}
+        nuclear = sum(px.values())
+        rows.append({"tissue_px": int(s["tissue"][y:y + PATCH, x:x + PATCH].sum()), **px,
+                     "decoy_nuclei": len(np.unique(ids[decoy])),
+                     "decoy_share": px["decoy_px"] / nuclear if nuclear else np.nan})
+    return pd.DataFrame(rows, index=patches.index)
+
+
+def decoy_rows(patches: pd.DataFrame, stats: pd.DataFrame) -> list[dict]:
+    """Decoy share of the nuclear area of positive patches and decoy density (area and nuclei per
+    1,000 tissue pixels) per class, patient-clustered means with CIs."""
+    rows = []
+    for target, name in ((1, "IDC-positive"), (0, "negative")):
+        sel = (patches["target"] == target).to_numpy() & (stats["tissue_px"] > 0).to_numpy()
+        st, pid = stats[sel], patches["patient_id"].to_numpy()[sel]
+        if target == 1:
+            rows.append(estimate_row(f"{name}: decoy share of the nuclear area", st["decoy_share"].to_numpy(), pid))
+        rows.append(estimate_row(f"{name}: decoy pixels per 1,000 tissue pixels", 1e3 * st["decoy_px"] / st["tissue_px"], pid))
+        rows.append(estimate_row(f"{name}: decoy nuclei per 1,000 tissue pixels", 1e3 * st["decoy_nuclei"] / st["tissue_px"], pid))
+    return rows
+
+
 def as_row(name: str, e) -> dict:
     """An Estimate (mean, 95% patient-clustered CI, n patches, n patients) as a printable row."""
     return {"row": name, "mean": e.mean, "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n, "patients": e.n_clusters}
@@ -101,11 +144,16 @@ def estimate_row(name: str, values, patients) -> dict:
     return as_row(name, cluster_bootstrap(values, patients))
 
 
+def label_map_controls(images: np.ndarray, seed: int = 0) -> dict:
+    """The model-free controls, plus darkness blurred to the scale of a nucleus (a dark-blob finder)."""
+    return {**model_free_controls(images, seed), BLURRED_DARKNESS_TITLE: blurred_darkness_maps(images)}
+
+
 def control_scores(images: np.ndarray, labels: np.ndarray, patients, seed: int = 0) -> list[dict]:
     """Nuclear AUROC, nuclear mass (with its chance level) and relevance rank accuracy of the model-free
     controls, patient-clustered means with CIs."""
     rows = [estimate_row("chance: IDC share of nuclear pixels (nuclear mass)", idc_area_share(labels), patients)]
-    for title, maps in model_free_controls(images, seed).items():
+    for title, maps in label_map_controls(images, seed).items():
         for score, values in (("nuclear AUROC", nuclear_auroc(maps, labels)), ("nuclear mass", nuclear_mass(maps, labels)),
                               ("relevance rank", relevance_rank_accuracy(maps, labels == 1))):
             rows.append(estimate_row(f"{title}: {score}", values, patients))
@@ -114,7 +162,7 @@ def control_scores(images: np.ndarray, labels: np.ndarray, patients, seed: int =
 
 def nucleus_control_scores(model, truths, images, ids, patients, seed: int = 0) -> tuple[list[dict], pd.DataFrame]:
     """Per-nucleus logit drops of each patch and the controls' rank correlation with them."""
-    controls = model_free_controls(images, seed)
+    controls = label_map_controls(images, seed)
     drops, corr = [], {t: [] for t in controls}
     for i, truth in enumerate(tqdm(truths, desc="per-nucleus drops", unit="patch")):
         d = nucleus_drops(model, truth)
@@ -129,6 +177,7 @@ def run(run_dir: Path, data_dir: Path, nuclei: int = 0, seed: int = 0) -> dict:
     root, masks_dir = data_dir / "IDC_regular_ps50_idx5", data_dir / "masks"
     paths = RunPaths(Path(run_dir))
     preds = read_csv(paths.predictions_csv, columns=("image_id", "patient_id", "x", "y", "target", "proba"))
+    decoys = decoy_rows(preds, decoy_statistics(preds, masks_dir))
     pos = preds[preds["target"] == 1].reset_index(drop=True)
     labels, ids = model_view_truth(pos, masks_dir)
     keep = ((labels == 1).any(axis=(1, 2)) & (labels == 2).any(axis=(1, 2))).nonzero()[0]
@@ -144,9 +193,10 @@ def run(run_dir: Path, data_dir: Path, nuclei: int = 0, seed: int = 0) -> dict:
     if not np.allclose(cf["p_as_is"].to_numpy(), pos["proba"].to_numpy(), atol=1e-4):
         log.warning("P(IDC) of the unchanged patches differs from predictions.csv: not the same model or pixels")
     v = evidence_verification(cf["p_as_is"], cf["p_no_idc"], cf["p_no_decoy"], patients, p_tissue=cf["p_tissue"])
-    rows = [as_row(k, e) for k, e in v._asdict().items() if k not in ("verified",) and e is not None]
+    rows = [as_row(k, e) for k, e in v._asdict().items() if isinstance(e, Estimate)]
+    rows.append(estimate_row("drop_benign", (cf["p_as_is"] - cf["p_no_benign"]).to_numpy(), patients))
     out = {"patches": len(pos), "patients": int(len(set(patients))), "counterfactuals": rows,
-           "mean_p": {k: float(cf[k].mean()) for k in cf.filter(like="p_")}, "verdict": v.reason(), "controls": control_scores(images, labels, patients, seed),
+           "mean_p": {k: float(cf[k].mean()) for k in cf.filter(like="p_")}, "verdict": v.reason(), "controls": control_scores(images, labels, patients, seed), "decoys": decoys,
            "tissue_replaced_share": float(cf["tissue_replaced"].sum() / max(cf["idc_footprint"].sum(), 1))}
     if nuclei:
         sub = np.random.default_rng(seed).permutation(len(pos))[:nuclei]

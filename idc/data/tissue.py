@@ -57,6 +57,11 @@ NEST_CLUSTERING = 0.2
 FAT_SHARE = (0.04, 0.14)
 ANNOTATION_WOBBLE = 0.1
 IDC_NEST = 4
+# Spread (log scale) of the smooth field that modulates the lymphocytes' density (inflammation), the
+# same in both classes. Wide, so that patches range from almost no lymphocytes to dense infiltrates:
+# a model must then be invariant to how many there are, and a counterfactual that removes them stays
+# in the training distribution (docs/data.md, "How v7 was tuned").
+INFLAMMATION_SPREAD = 1.6
 
 
 @dataclass
@@ -123,7 +128,7 @@ def layout(rng, shape, tissue, region):
 def draw_nuclei(rng, tissue, nests, stroma, empty, difficulty) -> NucleusLayer:
     """Decoys first (region-blind), then the benign nests' nuclei and the IDC nuclei in what is left."""
     ok = ~empty
-    inflammation = np.exp(0.6 * smooth_noise(rng, tissue.shape, 30, coarse=5))
+    inflammation = np.exp(INFLAMMATION_SPREAD * smooth_noise(rng, tissue.shape, 30, coarse=5))
     inflammation /= inflammation[tissue].mean() if tissue.any() else 1.0
     outline = smooth_noise(rng, tissue.shape, 0.7)  # one outline-noise field for all (non-overlapping) nuclei
     decoys = decoy_populations(rng, tissue & ok, (nests > 0) & ok, stroma & ok, inflammation, outline)

@@ -26,6 +26,7 @@ from scipy.stats import rankdata, spearmanr
 from idc.scores.bootstrap import Estimate, cluster_bootstrap
 
 IDC_LABEL, DECOY_LABEL = 1, 2
+DECOY_TOLERANCE = 0.05  # the generator's gate: removing every decoy moves mean P(IDC) by at most this
 
 
 def _maps_and_labels(maps, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -117,34 +118,42 @@ class Verification(NamedTuple):
     drop_decoy: Estimate  # mean P(as is) - P(decoys removed)
     drop_tissue: Estimate | None  # mean P(as is) - P(equal area of non-nuclear tissue replaced)
     difference: Estimate  # mean drop_idc - drop_decoy, per patch
-    verified: bool  # the difference's CI lies above `margin`
+    verified: bool  # the CIs of drop_idc and of the difference lie above 0 and `margin`
+    decoy_tolerance: float = DECOY_TOLERANCE  # |drop_decoy| beyond this is reported as reliance on decoys
 
     def reason(self) -> str:
-        """One line: why the evidence counts as verified or not."""
-        d = self.difference
-        if self.verified:
-            return (f"verified: removing the IDC nuclei lowers P(IDC) by {self.drop_idc.mean:.2f} against "
-                    f"{self.drop_decoy.mean:.2f} for the decoys (difference {d.mean:.2f} [{d.ci_low:.2f}, {d.ci_high:.2f}])")
+        """One line: why the evidence counts as verified or not (and whether the decoys sway the model)."""
+        d, i = self.difference, self.drop_idc
         if not np.isfinite(d.ci_low):
             return f"invalid: too few patients for a clustered CI ({d.n_clusters})"
-        return (f"invalid: the model does not rely on the marked evidence (IDC-removed drop minus decoy-removed "
-                f"drop {d.mean:.2f} [{d.ci_low:.2f}, {d.ci_high:.2f}])")
+        if not self.verified:
+            return (f"invalid: the model does not rely on the marked evidence (removing the IDC nuclei lowers P(IDC) "
+                    f"by {i.mean:.2f} [{i.ci_low:.2f}, {i.ci_high:.2f}]; minus the decoys' drop: {d.mean:.2f} "
+                    f"[{d.ci_low:.2f}, {d.ci_high:.2f}])")
+        line = (f"verified: removing the IDC nuclei lowers P(IDC) by {i.mean:.2f} against {self.drop_decoy.mean:.2f} "
+                f"for the decoys (difference {d.mean:.2f} [{d.ci_low:.2f}, {d.ci_high:.2f}])")
+        if abs(self.drop_decoy.mean) > self.decoy_tolerance:
+            line += (f"; the decoys sway the model too (removing them {'raises' if self.drop_decoy.mean < 0 else 'lowers'}"
+                     f" P(IDC) by {abs(self.drop_decoy.mean):.2f})")
+        return line
 
 
 def evidence_verification(p_as_is, p_no_idc, p_no_decoy, patients, p_tissue=None, margin: float = 0.0,
                           n_boot: int = 1000, seed: int = 0) -> Verification:
     """Counterfactual P(IDC) per patch (as is, IDC nuclei removed, decoys removed, optionally an equal
     area of non-nuclear tissue replaced) -> mean drops with patient-clustered CIs; `verified` when the
-    CI of (IDC-removed drop - decoy-removed drop) lies wholly above `margin`."""
+    CI of the IDC-removed drop lies above 0 (removing the evidence lowers P(IDC)) and the CI of
+    (IDC-removed drop - decoy-removed drop) lies wholly above `margin`."""
     p = np.asarray(p_as_is, np.float64)
     kw = {"n_boot": n_boot, "seed": seed}
     drop_idc = p - np.asarray(p_no_idc, np.float64)
     drop_decoy = p - np.asarray(p_no_decoy, np.float64)
     difference = cluster_bootstrap(drop_idc - drop_decoy, patients, **kw)
+    idc = cluster_bootstrap(drop_idc, patients, **kw)
     return Verification(
         p_as_is=cluster_bootstrap(p, patients, **kw),
-        drop_idc=cluster_bootstrap(drop_idc, patients, **kw),
+        drop_idc=idc,
         drop_decoy=cluster_bootstrap(drop_decoy, patients, **kw),
         drop_tissue=None if p_tissue is None else cluster_bootstrap(p - np.asarray(p_tissue, np.float64), patients, **kw),
         difference=difference,
-        verified=bool(np.isfinite(difference.ci_low) and difference.ci_low > margin))
+        verified=bool(np.isfinite(difference.ci_low) and difference.ci_low > margin and idc.ci_low > 0))
