@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-STAGES := train evaluate landscape explain visualize sanity leaderboard figures report view
+STAGES := train evaluate landscape explain atlas visualize sanity leaderboard figures report view
 
 .PHONY: help install data $(STAGES) reproduce test bench browser clean
 
@@ -20,6 +20,7 @@ help:
 	@echo "make evaluate   test-set metrics vs the always-positive baseline, PR curve"
 	@echo "make landscape  stitched tissue + probability landscape per patient"
 	@echo "make explain    saliency maps (11 methods), figures, raw maps"
+	@echo "make atlas      attribution landscapes: every patch of every test patient (Grad-CAM, IG) stitched into its tissue"
 	@echo "make visualize  activations, filter patterns, Grad-CAM overlay"
 	@echo "make sanity     model and data randomization tests, Table 5.2"
 	@echo "make leaderboard localization and faithfulness scores with controls: which method to use"

@@ -25,6 +25,20 @@ class RunConfig:
 
 
 @dataclass
+class CohortConfig:
+    """The patients the sanity and leaderboard stages evaluate on (docs/attribution-evaluation.md, "Enough
+    patients"). Synthetic data: `patients` extra patients drawn by the same generator (every other data.*
+    value unchanged) with `seed` instead of data.seed, under their own root, indexed like the test split and
+    never trained on. 0 patients, or real data: the test split (on the Kaggle set every test patient)."""
+
+    patients: int = 0
+    seed: int = 1
+    # null: beside the data set's folder, `<data.root>/../../<data.name>_cohort/<root's name>` and `.../masks`
+    root: Optional[str] = None
+    masks_dir: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
     # "synthetic": generate (once, deterministically) a Kaggle-layout set under `root`;
     # "kaggle": index an existing set under `root` (the folder holding <pid>/<0|1>/*.png).
@@ -36,6 +50,8 @@ class DataConfig:
     patch_size: int = 50
     # Use only the first N patients (sorted by id); null = all. For synthetic data: how many to generate.
     num_patients: Optional[int] = None
+    # The evaluation cohort of `make sanity` and `make leaderboard` (CohortConfig above).
+    cohort: CohortConfig = field(default_factory=CohortConfig)
     # Patient-level split, as the book: train_test_split(pids, test_size=0.4, random_state=24),
     # then the held-out part split in half (val / test) with the same seed.
     split_seed: int = 24
@@ -96,6 +112,9 @@ class TrainConfig:
     max_batches: Optional[int] = None
     resume: bool = False
     dist_backend: str = "auto"  # auto: nccl on CUDA, gloo otherwise
+    # Run tracking: "csv" (model/history*.csv only, the default) or "tensorboard" (also event files under
+    # run.dir/tensorboard/: scalars per step and epoch, evaluate's PR curve, the landscape figures; README).
+    logger: str = "csv"
 
 
 @dataclass
@@ -166,6 +185,33 @@ class ExplainConfig:
 
 
 @dataclass
+class AtlasConfig:
+    """`make atlas`: attribution landscapes. Every patch of the chosen patients is explained and the maps are
+    stitched into the patient's tissue beside its P(IDC) landscape (docs/scale-out.md, docs/viewer.md). Method
+    settings come from explain.* (explain.ig_steps, explain.ig_baseline, explain.cam_layer, ...)."""
+
+    methods: List[str] = field(default_factory=lambda: ["gradcam", "integrated_gradients"])
+    # Explicit patient ids; empty = every patient of `split` (test, val, train or all).
+    patients: List[int] = field(default_factory=list)
+    split: str = "test"
+    # The class whose evidence is mapped: 1 (IDC, default: a landscape of the evidence for IDC), 0, pred or label.
+    target: str = "1"
+    batch_size: int = 64
+    # Work is split by patient: shard i of n computes the patients assigned to it (balanced by patch count);
+    # each patient is written atomically to atlas/patients/<pid>/ and skipped when already done from the
+    # same inputs. Under torchrun these come from RANK and WORLD_SIZE.
+    num_shards: int = 1
+    shard_index: int = 0
+    # Only check and join the patients' outputs (every patch exactly once) and draw the figures.
+    merge: bool = False
+    # Full-resolution overlays (map over tissue) per patient and method: atlas/overlays/<pid>_<method>.jpg.
+    overlays: bool = True
+    # What is drawn (figures, overlays, viewer): each map's positive part smoothed within its patch by a Gaussian
+    # of this many px (0: none); the stored maps stay raw.
+    display_sigma: float = 2.0
+
+
+@dataclass
 class SanityConfig:
     # The book's six methods, then the five extra ones.
     methods: List[str] = field(
@@ -178,16 +224,20 @@ class SanityConfig:
     cascade: List[str] = field(default_factory=lambda: ["fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1"])
     # model_init (the network's own init scheme, via a freshly built model) | reset_parameters.
     reinit: str = "model_init"
-    num_patches: int = 16
+    # Patches of the evaluation cohort (data.cohort), half IDC-positive, one patient at a time: 24 = one patch
+    # from each of the default cohort's 24 patients (a verdict needs patients, not patches).
+    num_patches: int = 24
     # A randomization test passes when the upper end of the 95% CI of the similarity (Spearman of
-    # absolute maps) lies below this threshold: the map changed. See docs/sanity.md.
+    # absolute maps) lies below this threshold: the map changed. CIs: t-intervals on the patient means
+    # (idc.scores.inference); below 5 patients "too few patients". See docs/sanity.md.
     threshold: float = 0.5
-    bootstrap: int = 2000  # resamples of patients for the CIs
     # Smooth MPRT (Hedström et al. 2023): maps averaged over this many noisy copies of each patch
     # (noise sd = smprt_noise x the patch's value range), bottom-up cascade.
     smprt_samples: int = 3  # Quantus: 50; ours is bounded by the stage's time budget (docs/sanity.md)
     smprt_noise: float = 0.1
-    smprt_patches: int = 8  # N of the sanity patches, half IDC-positive (sMPRT costs smprt_samples x the maps)
+    # N of the sanity patches, half IDC-positive, one per patient (sMPRT costs smprt_samples x the maps);
+    # 10 patients: the verdict's false-pass rate is calibrated there (tests/test_inference.py).
+    smprt_patches: int = 10
     emprt_bins: int = 100  # Efficient MPRT: histogram bins of the map's discrete entropy
     # The sanity maps (13+ models x every method) use explain.* with these two capped (null = no cap):
     # fewer LIME samples and RISE masks keep `make sanity` within its time budget on 2 CPU cores.
@@ -211,8 +261,11 @@ class LeaderboardConfig:
 
     # false: skip the scores (sanity/localization.md says so).
     enabled: bool = True
-    # Cap on the IDC-positive test patches scored (all eligible ones up to this).
+    # Cap on the IDC-positive patches scored (all eligible ones up to this), taken one patient at a time.
     num_patches: int = 128
+    # Which patients: "cohort" (the evaluation cohort, data.cohort: what the board reports) or "val" (the
+    # validation split: where a default such as explain.ig_baseline is chosen; docs/explain.md).
+    split: str = "cohort"
     # Methods scored: all eleven by default.
     methods: List[str] = field(
         default_factory=lambda: [
@@ -244,11 +297,12 @@ class LeaderboardConfig:
     # `road_patches` scored patches (its imputation takes seconds per patch and map on a CPU).
     road: bool = True
     road_patches: int = 32
-    # Patient-clustered bootstrap replicates for every 95% CI.
+    # Patient-bootstrap replicates of the rank intervals (every CI of a mean is a t-interval on the patient means).
     bootstrap: int = 1000
-    # Relevance variant shown (positive | absolute) and the score that sorts the rows and decides
-    # "beats every control" (pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k | deletion |
-    # insertion | road).
+    # Relevance variant shown (positive | absolute) and the score that sorts the rows (pointing_game |
+    # relevance_mass | relevance_rank | pixel_auroc | top_k | deletion | insertion | insertion_mean | road). It
+    # decides nothing: "beats every control" is judged on each question's pre-declared primary score
+    # (idc.leaderboard.verdicts.QUESTIONS).
     variant: str = "positive"
     sort: str = "relevance_rank"
     # A run dir of data=synthetic_shortcut whose sanity/localization_summary.csv fills the shortcut columns
@@ -266,6 +320,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    atlas: AtlasConfig = field(default_factory=AtlasConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
     leaderboard: LeaderboardConfig = field(default_factory=LeaderboardConfig)
     seed: int = 24

@@ -38,6 +38,15 @@ def init_distributed(backend: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local)
 
 
+def rank0_value(info: DistInfo, value):
+    """`value` as rank 0 has it, on every rank (a broadcast); `value` itself without a process group."""
+    if not info.enabled:
+        return value
+    box = [value if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -16,6 +16,7 @@ from idc.markdown import markdown_table
 from idc.metrics import always_positive_baseline, binary_scores, ranking_scores, table_5_1, table_5_1_markdown
 from idc.model import predict
 from idc.paths import RunPaths
+from idc.tracking import tracker
 from idc.utils import write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 from idc.viz import curves
 
@@ -85,6 +86,11 @@ def run(cfg) -> dict:
     log.info("Table 5.1 (%s set):\n%s", cfg.evaluate.split, table)
     if pred["target"].nunique() == 2:
         curves.pr_curve(pred["target"], pred["proba"], paths.figure("chapter_05_pr_curve"))
+        track = tracker(cfg, "evaluate")  # train.logger=tensorboard: the PR curve and the scores
+        track.pr_curve(f"{cfg.evaluate.split}/pr_curve", pred["target"], pred["proba"])
+        track.scalars(cfg.evaluate.split, metrics["cnn"])
+        track.scalars(f"{cfg.evaluate.split}/always_positive", metrics["baseline"])
+        track.close()
     else:
         log.warning("the %s split has only one class: no PR curve drawn", cfg.evaluate.split)
     history = read_csv(paths.history_csv)

@@ -17,6 +17,7 @@ from idc.inputs import load_run
 from idc.model import load_model, predict
 from idc.paths import require
 from idc.stitch import PATCH, original_tiles, stitch_values, tissue_and_idc
+from idc.tracking import tracker
 from idc.utils import atomic_path, wrote
 from idc.viz.style import save_figure_atomic, subplots
 
@@ -78,7 +79,7 @@ def run(cfg) -> list:
     paths, patches, images = run.paths, run.patches, run.images
     pids = choose_patients(patches, list(cfg.landscape.patients), cfg.landscape.num_patients, cfg.landscape.split)
     probas = patient_probabilities(cfg, run, pids)
-    written = []
+    written, track = [], tracker(cfg, "landscape")  # train.logger=tensorboard: the figures as images
     for k, pid in enumerate(pids, start=1):
         sub = patches[patches["patient_id"] == pid]
         tiles = original_tiles(sub, images[sub.index.to_numpy()], cfg.data.root, cfg.data.patch_size)
@@ -89,4 +90,6 @@ def run(cfg) -> list:
         with atomic_path(by_id) as tmp:
             shutil.copyfile(path, tmp)
         written.append(wrote(by_id))
+        track.image(f"landscape/patient_{pid}", by_id)
+    track.close()
     return written

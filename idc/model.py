@@ -203,3 +203,23 @@ def predict(model: nn.Module, images, *, rows=None, batch_size: int = 256, devic
     if not out:
         return np.zeros((0, 2), dtype=np.float32)
     return torch.cat(out).cpu().numpy()
+
+
+@contextlib.contextmanager
+def counting_images(arch: type = models.ResNet):
+    """Count the images that go through any `arch` network while the block runs (every model: trained,
+    randomized, memorizing): {'images': all forward passes, 'with_grad': those with autograd on, i.e. a
+    backward pass may follow}. What a stage's maps cost in network passes (make bench compares the wall
+    time with it)."""
+    counts = {"images": 0, "with_grad": 0}
+
+    def hook(module, args, _output):
+        if isinstance(module, arch) and args and torch.is_tensor(args[0]):
+            counts["images"] += int(args[0].shape[0])
+            counts["with_grad"] += int(args[0].shape[0]) if torch.is_grad_enabled() else 0
+
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield counts
+    finally:
+        handle.remove()

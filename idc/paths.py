@@ -48,6 +48,10 @@ ARTIFACTS: List[Artifact] = [
     Artifact("summary_json", "data/summary.json", "prepare_data"),
     Artifact("cache_dir", "data/cache", "prepare_data", core=False),
     Artifact("cache_npy", "data/cache/patches-{key}.npy", "prepare_data", core=False),  # idc.data.cache
+    # the evaluation cohort of sanity and leaderboard (idc.data.cohort): generated patients or the test split
+    Artifact("cohort_csv", "data/cohort.csv", "prepare_data"),
+    Artifact("cohort_cache_dir", "data/cohort_cache", "prepare_data", core=False),
+    Artifact("cohort_cache_npy", "data/cohort_cache/patches-{key}.npy", "prepare_data", core=False),
     # train
     Artifact("model_dir", "model", "train", core=False),
     Artifact("best_pt", "model/best.pt", "train"),
@@ -55,14 +59,22 @@ ARTIFACTS: List[Artifact] = [
     Artifact("history_csv", "model/history.csv", "train"),
     Artifact("history_steps_csv", "model/history_steps.csv", "train"),
     Artifact("best_prev_pt", "model/best.prev.pt", "train", core=False, tracked=False),  # what a retrain replaced
+    # train.logger=tensorboard (idc.tracking): one TensorBoard run per stage, event files named by TensorBoard
+    Artifact("tensorboard_dir", "tensorboard", "train", core=False),
+    Artifact("tensorboard_train", "tensorboard/train", "train", core=False),
+    Artifact("tensorboard_train_events", "tensorboard/train/{name}", "train", core=False),
     # evaluate
     Artifact("eval_dir", "eval", "evaluate", core=False),
     Artifact("predictions_csv", "eval/predictions.csv", "evaluate"),
     Artifact("metrics_json", "eval/metrics.json", "evaluate"),
     Artifact("table_5_1", "eval/table_5_1.md", "evaluate"),
+    Artifact("tensorboard_evaluate", "tensorboard/evaluate", "evaluate", core=False),
+    Artifact("tensorboard_evaluate_events", "tensorboard/evaluate/{name}", "evaluate", core=False),
     # landscape: the k-th chosen patient under the book's name (k = 1, 2 are in FIGURES) and by patient id
     Artifact("landscape_book_png", "figures/chapter_05_patient{k}_breast_tissue_proba.png", "landscape", core=False),
     Artifact("landscape_png", "figures/landscape_{pid}.png", "landscape", core=False),
+    Artifact("tensorboard_landscape", "tensorboard/landscape", "landscape", core=False),
+    Artifact("tensorboard_landscape_events", "tensorboard/landscape/{name}", "landscape", core=False),
     # explain
     Artifact("explain_dir", "explain", "explain", core=False),
     Artifact("maps_npz", "explain/maps.npz", "explain"),
@@ -71,6 +83,14 @@ ARTIFACTS: List[Artifact] = [
     Artifact("method_patch_png", "explain/{method}/{name}.png", "explain", core=False),
     Artifact("shards_dir", "explain/shards", "explain", core=False),  # explain.num_shards > 1
     Artifact("shard_file", "explain/shards/{shard}/{name}", "explain", core=False),
+    # atlas: attribution landscapes, one shard per patient (idc.atlas), joined once every patient is done
+    Artifact("atlas_dir", "atlas", "atlas", core=False),
+    Artifact("atlas_index_csv", "atlas/index.csv", "atlas"),
+    Artifact("atlas_summary_json", "atlas/summary.json", "atlas"),
+    Artifact("atlas_patient_dir", "atlas/patients/{pid}", "atlas", core=False),
+    Artifact("atlas_patient_file", "atlas/patients/{pid}/{name}", "atlas", core=False),  # maps.npz, index.csv, shard.json
+    Artifact("atlas_overlay", "atlas/overlays/{pid}_{method}.jpg", "atlas", core=False),  # full resolution
+    Artifact("atlas_png", "figures/atlas_{pid}.png", "atlas", core=False),
     # visualize (also drawn by `make explain` with explain.visualize=true)
     Artifact("visualize_dir", "explain/visualize", "visualize", core=False),
     Artifact("activations_png", "explain/visualize/activations.png", "visualize"),
@@ -86,12 +106,17 @@ ARTIFACTS: List[Artifact] = [
     Artifact("random_labels_json", "sanity/random_labels.json", "sanity"),  # the memorization record
     Artifact("random_labels_dir", "sanity/random_labels_model", "sanity", core=False),
     Artifact("random_labels_pt", "sanity/random_labels_model/model.pt", "sanity"),
+    Artifact("recipe_control_json", "sanity/recipe_control.json", "sanity"),  # true labels, the memorization recipe
+    Artifact("recipe_control_dir", "sanity/recipe_control_model", "sanity", core=False),
+    Artifact("recipe_control_pt", "sanity/recipe_control_model/model.pt", "sanity"),
     # leaderboard: localization, faithfulness and shortcut scores (issue 15), after the sanity checks
     Artifact("localization_md", "sanity/localization.md", "leaderboard"),  # says why when skipped
     Artifact("localization_csv", "sanity/localization.csv", "leaderboard", core=False),  # per patch; not when skipped
     Artifact("localization_summary_csv", "sanity/localization_summary.csv", "leaderboard", core=False),
     Artifact("leaderboard_md", "sanity/leaderboard.md", "leaderboard", core=False),
     Artifact("leaderboard_csv", "sanity/leaderboard.csv", "leaderboard", core=False),
+    Artifact("leaderboard_tests_csv", "sanity/leaderboard_tests.csv", "leaderboard", core=False),  # Holm-corrected
+    Artifact("leaderboard_timing_json", "sanity/leaderboard_timing.json", "leaderboard", core=False),  # make bench
     # figures (every stage's book figures land in this folder) and report
     Artifact("figures_dir", "figures", "figures", core=False),
     Artifact("figure_index_md", "figures/index.md", "figures"),

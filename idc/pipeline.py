@@ -40,33 +40,47 @@ class Stage:
     after: Tuple[str, ...] = ()  # stages that must be up to date first although no file of theirs is read
     config: Tuple[str, ...] = ()  # config keys whose values shape its outputs
     ignore: Tuple[str, ...] = ()  # sub-keys of `config` that do not (resume, sharding, ...)
+    # artifact keys read when present: their sha256 (or absence) goes into the record, their producer is not run
+    optional: Tuple[str, ...] = ()
 
 
 _EVERY_RESULT = ("prepare_data", "train", "evaluate", "landscape", "explain", "sanity", "leaderboard")
 STAGES: Dict[str, Stage] = {s.name: s for s in [
     Stage("prepare_data", "idc.prepare_data", config=("data", "seed"), ignore=("data.workers",)),
     Stage("train", "idc.train", inputs=("patches_csv",), config=("model", "train", "seed"),
-          ignore=("train.resume", "train.dist_backend", "train.eval_batch_size")),
-    Stage("evaluate", "idc.evaluate", inputs=("patches_csv", "best_pt", "history_csv"), config=("evaluate",),
+          ignore=("train.resume", "train.dist_backend", "train.eval_batch_size", "train.logger")),
+    # train.logger: evaluate and landscape write their part of the tensorboard run when it is switched on
+    Stage("evaluate", "idc.evaluate", inputs=("patches_csv", "best_pt", "history_csv"), config=("evaluate", "train.logger"),
           ignore=("evaluate.batch_size",)),
-    Stage("landscape", "idc.landscape", inputs=("patches_csv", "best_pt", "predictions_csv"), config=("landscape",)),
+    Stage("landscape", "idc.landscape", inputs=("patches_csv", "best_pt", "predictions_csv"),
+          config=("landscape", "train.logger")),
     Stage("explain", "idc.explain.stage", inputs=("patches_csv", "best_pt", "predictions_csv"), config=("explain",),
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index", "explain.batch_size")),
+    # every patch of the chosen patients; the explain.* keys that only choose patches or draw explain's figures
+    # do not shape its maps
+    Stage("atlas", "idc.atlas.stage", inputs=("patches_csv", "best_pt"), config=("atlas", "explain", "data.masks_dir"),
+          ignore=("atlas.merge", "atlas.num_shards", "atlas.shard_index", "explain.merge", "explain.num_shards",
+                  "explain.shard_index", "explain.batch_size", "explain.methods",
+                  "explain.patches", "explain.select", "explain.image_ids", "explain.target", "explain.visualize",
+                  "explain.visualize_patch", "explain.filter_layers", "explain.filter_count", "explain.filter_steps")),
     Stage("visualize", "idc.explain.visualize", inputs=("patches_csv", "best_pt", "explain_index_csv"),
           config=("explain",), ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
-    Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "predictions_csv"),
+    Stage("sanity", "idc.sanity.stage", inputs=("patches_csv", "best_pt", "cohort_csv"),
           config=("sanity", "explain", "train", "seed"),
-          ignore=("train.resume", "train.dist_backend", "explain.merge", "explain.num_shards", "explain.shard_index")),
+          ignore=("train.resume", "train.dist_backend", "train.logger", "explain.merge", "explain.num_shards",
+                  "explain.shard_index")),
     # localization, faithfulness, shortcut mass and the leaderboard; reads the sanity verdicts and randomizes
     # the model as the sanity stage does (its randomized-model control rows)
-    Stage("leaderboard", "idc.leaderboard.stage", inputs=("patches_csv", "best_pt", "predictions_csv", "randomization_csv"),
+    Stage("leaderboard", "idc.leaderboard.stage",
+          inputs=("patches_csv", "best_pt", "randomization_csv", "cohort_csv"),
           config=("leaderboard", "explain", "sanity.cascade", "sanity.reinit", "sanity.seed", "seed"),
           ignore=("explain.merge", "explain.num_shards", "explain.shard_index")),
     Stage("figures", "idc.figures", after=_EVERY_RESULT),
     Stage("report", "idc.report", after=_EVERY_RESULT),
     # the viewer shows predictions, maps and sanity scores: those stages run first when missing or out of date
+    # ... and the attribution landscapes when `make atlas` made them (an IG atlas takes minutes: never run for it)
     Stage("view", "idc.viewer.stage", inputs=("patches_csv",), after=("evaluate", "explain", "sanity", "leaderboard"),
-          config=("data.masks_dir",)),
+          config=("data.masks_dir",), optional=("atlas_summary_json",)),
 ]}
 assert {a.stage for a in ARTIFACTS} <= set(STAGES), "an artifact names an unknown stage"
 
@@ -114,7 +128,7 @@ def expected_record(stage: str, cfg, paths: RunPaths) -> dict:
     """What the record of an up-to-date run of `stage` holds for the current inputs and config."""
     s = STAGES[stage]
     inputs = {}
-    for key in s.inputs:
+    for key in s.inputs + s.optional:
         path = getattr(paths, key)
         inputs[BY_KEY[key].rel] = file_digest(path) if path.exists() else None
     return {"stage": stage, "inputs": inputs, "after": {d: record_digest(paths, d) for d in s.after},

@@ -13,6 +13,7 @@ import pandas as pd
 
 from idc.data import PATCH_COLUMNS
 from idc.data.cache import identical_patches, load_or_build_cache
+from idc.data.cohort import build_cohort
 from idc.data.index import index_with_report
 from idc.data.split import SPLITS, split_patients
 from idc.data.synthetic import generate_synthetic
@@ -95,11 +96,15 @@ def run(cfg) -> pd.DataFrame:
         log.info("index unchanged: kept %s", vouch_output(paths.patches_csv))
     else:
         wrote(write_csv_atomic(df, paths.patches_csv), f"{len(df)} patches")
+    cohort = build_cohort(cfg, paths, df)
+    wrote(write_csv_atomic(cohort, paths.cohort_csv), f"evaluation cohort: {cohort['patient_id'].nunique()} patients")
     identical = identical_patches(images, df["image_id"])
     if identical["files"]:
         log.warning("%d patches have a pixel-identical twin (%d groups, e.g. %s): kept, counted in %s",
                     identical["files"], identical["groups"], identical["examples"][0], paths.summary_json)
     summary = summarize(df, root, cfg.data.source, report, identical)
+    summary["cohort"] = {"patients": int(cohort["patient_id"].nunique()), "patches": int(len(cohort)),
+                         "idc_positive": int(cohort["target"].sum()), "source": str(cohort["split"].iloc[0]) if len(cohort) else None}
     wrote(write_json_atomic(paths.summary_json, summary), "counts per split and class")
     for split in SPLITS:
         s = summary["splits"][split]

@@ -29,6 +29,7 @@ from idc.integrity import keep_previous
 from idc.metrics import binary_scores
 from idc.model import amp_settings, as_dict, autocast, build_model, predict, read_checkpoint, save_checkpoint
 from idc.paths import RunPaths, file_name
+from idc.tracking import tracker
 from idc.utils import ensure_writable, resolve_device, seed_everything, vouch_output, write_csv_atomic, wrote
 
 log = logging.getLogger("idc")
@@ -322,6 +323,9 @@ def fit(cfg, model_dir) -> dict:
     last_pt = model_dir / file_name("last_pt")
     start_epoch, best, history, steps = start(t.resume, model_dir, data.data_hash, model, optimizer, scaler, device,
                                               info.is_main)
+    # train.logger=tensorboard: live curves (rank 0); a resumed run hides the steps after its checkpoint
+    track = tracker(cfg, "train", purge_step=max([r["step"] for r in steps if r["split"] == "train"], default=0) + 1
+                    if steps else 0, enabled=info.is_main)
 
     sync_every = 1 if device.type == "cpu" else 50  # read losses back in blocks on a GPU (no per-step sync)
     last_step = {sp: max([r["step"] for r in steps if r["split"] == sp], default=0) for sp in ("train", "val", "test")}
@@ -335,6 +339,7 @@ def fit(cfg, model_dir) -> dict:
             raise non_finite(bad, epoch, last_pt, t.lr)
         seconds = time.perf_counter() - tic
         last_step["train"] = meter.step
+        first_new = len(steps)
         steps += meter.rows
         row = {"epoch": epoch, "train_loss": D.mean_across(info, meter.mean_loss, device),
                "train_acc": D.mean_across(info, meter.correct / max(meter.seen, 1), device), "seconds": seconds,
@@ -350,11 +355,14 @@ def fit(cfg, model_dir) -> dict:
                         scores = binary_scores(targets[rows["val"]], (proba >= 0.5).astype(int))
                         row.update({f"val_{k}": v for k, v in scores.items()})
             history.append(row)
+            track.steps(steps[first_new:])
+            track.epoch(row)
             best = save_epoch(cfg, model_dir, model, optimizer, scaler, history, steps, best, data.data_hash, by_f1)
             log.info("epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f P %.3f R %.3f F1 %.3f | %.0f img/s",
                      epoch + 1, t.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_precision"],
                      row["val_recall"], row["val_f1"], row["images_per_s"])
         D.barrier(info)
+    track.close()
     D.cleanup(info)
     final = history[-1] if history else {}
     return {"model_dir": str(model_dir), "epochs": t.epochs, "best_val_f1": max((r["val_f1"] for r in history), default=-1.0),

@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Iterator, Optional
@@ -188,6 +189,20 @@ def ensure_writable(folder: str | os.PathLike, key: str) -> Path:
         raise ConfigError(f"{key}: cannot write in {folder} ({err.strerror or type(err).__name__}); "
                           f"choose a writable folder (e.g. {key}=/tmp/idc-run) or fix its permissions") from None
     return folder
+class Laps:
+    """Wall seconds per phase, added up into `totals` (a stage's timing.json): `lap(phase)` charges the time
+    since the previous lap (or since the clock was made) to `phase`; a phase seen again adds to its total."""
+
+    def __init__(self, totals: dict):
+        self.totals, self.last = totals, time.perf_counter()
+
+    def lap(self, phase: str) -> float:
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        self.totals[phase] = self.totals.get(phase, 0.0) + seconds
+        return seconds
+
+
 def write_npz_atomic(path: str | os.PathLike, arrays: dict, compress: bool = True) -> Path:
     """np.savez(_compressed) with fixed zip timestamps, so the same arrays give a byte-identical file
     (numpy stamps each member with the current time). Arrays are written in the order given."""

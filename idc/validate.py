@@ -12,8 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 
+from idc import distributed as D
 from idc.errors import ConfigError
 from idc.utils import clean_stale_temp, ensure_writable, resolve_device
 
@@ -39,12 +40,15 @@ RANGES = {
     "explain.smoothgrad_samples": (1, None, False, False, False),
     "explain.rise_num_masks": (1, None, False, False, False),
     "explain.num_shards": (1, None, False, False, False),
+    "atlas.batch_size": (1, None, False, False, False),
+    "atlas.num_shards": (1, None, False, False, False),
     "sanity.num_patches": (1, None, False, False, False),
     "sanity.random_labels_epochs": (1, None, False, False, False),
     "leaderboard.num_patches": (1, None, False, False, False),
     "leaderboard.bootstrap": (1, None, False, False, False),
 }
 _ABSENT = object()
+LOGGERS = ("csv", "tensorboard")
 
 
 def describe_range(low, high, low_open, high_open, nullable) -> str:
@@ -91,6 +95,13 @@ def validate_config(cfg) -> None:
     if e is not None and "shard_index" in e and not 0 <= e.shard_index < e.num_shards:
         raise ConfigError(f"explain.shard_index={e.shard_index} is out of range: use 0 .. explain.num_shards-1 "
                           f"({e.num_shards - 1})")
+    a = cfg.get("atlas")
+    if a is not None and "shard_index" in a and not 0 <= a.shard_index < a.num_shards:
+        raise ConfigError(f"atlas.shard_index={a.shard_index} is out of range: use 0 .. atlas.num_shards-1 "
+                          f"({a.num_shards - 1})")
+    logger = OmegaConf.select(cfg, "train.logger", default=None)
+    if logger is not None and logger not in LOGGERS:
+        raise ConfigError(f"train.logger={logger} is not known; use {' or '.join(LOGGERS)}")
 
 
 def preflight(cfg) -> None:
@@ -122,8 +133,23 @@ class RunDirCheck(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         stage = OmegaConf.select(config, "hydra.job.name", default="idc")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            share_run_dir(config, stage)
         try:
             ensure_writable(Path(str(config.run.dir)), "run.dir")
         except ConfigError as err:
             print(f"[idc][ERROR] {stage}: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+
+
+def share_run_dir(config, stage: str) -> None:
+    """Under torchrun each rank is its own Hydra app and resolves run.dir itself (hydra issue 2070: with
+    `${now:...}` in it, each rank would get its own folder). Rank 0 decides: the process group is joined here,
+    before Hydra makes its log folder, and every rank takes rank 0's run.dir (its log folder goes under it)."""
+    info = D.init_distributed(OmegaConf.select(config, "train.dist_backend", default="auto"))
+    mine = str(config.run.dir)
+    chosen = D.rank0_value(info, mine)
+    if chosen != mine:
+        print(f"[idc][INFO] {stage}: rank {info.rank} uses rank 0's run.dir={chosen} (it resolved {mine})", file=sys.stderr)
+    with read_write(config), open_dict(config):
+        config.run.dir = chosen

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from idc.scores import controls
-from idc.scores.bootstrap import cluster_bootstrap, paired_difference
+from idc.scores.bootstrap import cluster_bootstrap
 from idc.scores.localization import pixel_auroc
 
 
@@ -31,12 +31,6 @@ def test_bootstrap_drops_nan_and_needs_two_patients():
     assert np.isnan(cluster_bootstrap([np.nan], [1]).mean)
     with pytest.raises(ValueError):
         cluster_bootstrap([1.0, 2.0], [1])
-
-
-def test_paired_difference_is_zero_for_identical_scores():
-    a = np.arange(10.0)
-    est = paired_difference(a, a, np.repeat([1, 2], 5))
-    assert est.mean == est.ci_low == est.ci_high == 0.0
 
 
 def test_model_free_controls_know_nothing_of_the_mask_but_darkness_and_edges_see_nuclei():

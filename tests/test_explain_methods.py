@@ -95,7 +95,9 @@ def test_guided_gradcam_agrees_with_captum(layer):
     assert np.abs(theirs).max() > 0
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * np.abs(theirs).max())
     # and not the book's min-max-normalized Grad-CAM times guided backprop (a different map scale per patch)
-    book = attribute(model, x, [0, 1], "gradcam", layer=layer)[:, None] * attribute(model, x, [0, 1], "guided_backprop")
+    cam = attribute(model, x, [0, 1], "gradcam", layer=layer)  # raw ReLU'd CAM; the book min-max scales it
+    cam = (cam - cam.min(axis=(1, 2), keepdims=True)) / np.ptp(cam, axis=(1, 2), keepdims=True).clip(1e-12)
+    book = cam[:, None] * attribute(model, x, [0, 1], "guided_backprop")
     assert not np.allclose(ours, book, rtol=1e-3)
 
 
@@ -174,6 +176,24 @@ def test_gradcam_agrees_with_pytorch_grad_cam():
     assert compared, "every map was flat: nothing compared"
     for a, b in compared:
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("method, cls", [("gradcam_pp", "GradCAMPlusPlus"), ("layercam", "LayerCAM")])
+def test_library_cams_are_the_unscaled_cams_of_pytorch_grad_cam(method, cls):
+    """Our CAMs are pytorch-grad-cam's before its per-map min-max scaling: min-max scaled, they are the
+    library's maps; unscaled, their minimum is not 0 (the shift that changed a CAM's relevance mass).
+    Score-CAM goes through the same wrapper (`_unscaled`); not run here for its 256 forward passes."""
+    import pytorch_grad_cam
+
+    torch.manual_seed(2)
+    model = build_model({"head": [32]}).eval()
+    x, targets = batch(2), [1, 0]
+    ours = attribute(model, x, targets, method, layer="layer3", batch_size=64)
+    theirs = getattr(pytorch_grad_cam, cls)(model=model, target_layers=[model.layer3])(
+        input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+    scaled = np.stack([(m - m.min()) / (1e-7 + m.max() - m.min()) for m in ours])
+    np.testing.assert_allclose(scaled, theirs, atol=1e-4)
+    assert (ours >= 0).all() and ours.min() > 0.01 * ours.max()
 
 
 def test_guided_backprop_agrees_with_pytorch_grad_cam():

@@ -1,5 +1,7 @@
-"""Leaderboard: control verdicts on hand-built scores, and the stage on the tiny run."""
+"""Leaderboard: primary scores, Holm-corrected control verdicts on hand-built scores, and the stage on the tiny run."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -8,6 +10,7 @@ import pytest
 from idc.errors import ConfigError
 from idc.leaderboard import board as lb
 from idc.leaderboard import stage
+from idc.leaderboard import verdicts as lv
 from idc.leaderboard.scoring import score_source, summarize
 from idc.leaderboard.sources import RANDOMIZED_SUFFIX, MapSource, map_sources, parse_variant
 from tests.helpers import compose_cfg, copy_run
@@ -24,33 +27,77 @@ def fake_scores(rng, method_mean: float) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-@pytest.mark.parametrize("mean, beats", [(0.8, True), (0.5, False)])
-def test_beats_controls_needs_a_paired_ci_above_zero(mean, beats):
+@pytest.mark.parametrize("mean, verdict", [(0.8, "yes"), (0.5, "no (not beaten: C, own [randomized model])")])
+def test_beats_every_control_needs_every_holm_corrected_test(mean, verdict):
     pp = fake_scores(np.random.default_rng(0), mean)
     kinds = dict(zip(pp["method"], pp["kind"]))
-    controls = lb.controls_of("M", list(kinds), kinds)
-    assert controls == ["C", "M" + RANDOMIZED_SUFFIX]
-    assert lb.beats_controls(pp, "M", controls, "relevance_rank", n_boot=500, seed=0) is beats
+    assert lv.controls_of("M", kinds) == ["C", "M" + RANDOMIZED_SUFFIX]
+    tests = lv.question_tests(pp, kinds, "localization", "relevance_rank")
+    assert list(tests.columns) == lv.TEST_COLUMNS and len(tests) == 2 and (tests["n_patients"] == 12).all()
+    np.testing.assert_array_equal(tests["beaten"], lv.holm(tests["p"], 0.025))
+    assert lv.method_verdicts(tests) == {"M": verdict}
 
 
-def test_one_patient_gives_an_invalid_verdict_not_a_no(tmp_path):
+def test_holm_runs_across_methods_and_controls():
+    """Eight methods, each above the control with a one-sided p of exactly 0.01 (12 patients): uncorrected every
+    one would win; Holm over the 8 tests (0.025 / 8 for the smallest) leaves none. Two such methods with p =
+    0.001: Holm keeps both (0.001 <= 0.025 / 8, then <= 0.025 / 7)."""
+    z = np.tile([-1.0, 1.0], 6) * np.sqrt(11 / 12)  # per-patient deviations: mean 0, sd 1
+    t = 2.718  # t_11 quantile 0.99: a one-sided p of 0.01 when mean / (sd / sqrt(12)) = t
+
+    def board(ts):
+        patients = np.repeat(np.arange(12), 4)
+        frames = [pd.DataFrame(dict(method="C", kind="control", image_id=np.arange(48), patient_id=patients,
+                                    relevance_rank=0.5))]
+        for i, ti in enumerate(ts):
+            diff = ti * 0.05 / np.sqrt(12) + 0.05 * z[patients]
+            frames.append(pd.DataFrame(dict(method=f"M{i}", kind="method", image_id=np.arange(48), patient_id=patients,
+                                            relevance_rank=0.5 + diff)))
+        pp = pd.concat(frames, ignore_index=True)
+        return lv.question_tests(pp, dict(zip(pp["method"], pp["kind"])), "localization", "relevance_rank")
+
+    tests = board([t] * 8)
+    assert np.allclose(tests["p"], 0.01, atol=1e-4) and not tests["beaten"].any()
+    assert set(lv.method_verdicts(tests).values()) == {"no (not beaten: C)"}
+    strong = board([4.437] * 2 + [t] * 6)  # t_11 quantile 0.999
+    assert strong["beaten"].tolist() == [True, True] + [False] * 6
+
+
+def test_primary_scores_are_declared_in_one_place(monkeypatch):
+    assert lv.primary_scores(["relevance_rank", "pixel_auroc", "deletion", "insertion"]) == {
+        "localization": "relevance_rank", "faithfulness": "deletion"}
+    assert lv.primary_scores(["deletion", "insertion"]) == {"faithfulness": "deletion"}  # no masks
+    # the ground-truth issue's headline score goes first where a label map provides it
+    monkeypatch.setitem(lv.QUESTIONS, "localization", ("nuclear_auroc", "relevance_rank"))
+    assert lv.primary_scores(["relevance_rank", "deletion"])["localization"] == "relevance_rank"
+    assert lv.primary_scores(["nuclear_auroc", "relevance_rank"])["localization"] == "nuclear_auroc"
+
+
+def test_too_few_patients_gives_no_verdict(tmp_path):
     cfg = compose_cfg(tmp_path)
     pp = fake_scores(np.random.default_rng(0), 0.8)
-    board = lb.build_leaderboard(cfg.leaderboard, pp, summarize(pp, n_boot=200), None)
-    assert board.set_index("row").at["M", "beats every control"] == "yes"
-    one = pp.assign(patient_id=0)  # the same scores from one patient: no clustered CI, so no verdict
-    board = lb.build_leaderboard(cfg.leaderboard, one, summarize(one, n_boot=200), None)
-    assert board.set_index("row").at["M", "beats every control"] == "invalid (1 patient: no CI)"
-    md = lb.markdown(board, cfg.leaderboard, "tiny", 48, 1, {})
-    assert "cannot be decided" in md and "Methods that beat every control" not in md
+    board, tests, agree = lb.build_leaderboard(cfg.leaderboard, pp, summarize(pp), None)
+    col = "localization: beats every control"
+    assert board.set_index("row").at["M", col] == "yes" and len(tests) == 2
+    assert board.set_index("row").at["M", "localization rank [95% CI]"] == "1 [1, 1]"
+    assert agree["score"].tolist() == ["relevance_rank"] and np.isnan(agree["alpha"].iloc[0])  # one method: no ranking
+    few = pp.assign(patient_id=pp["patient_id"] % 4)  # the same scores from 4 patients: no verdict either way
+    board, _, _ = lb.build_leaderboard(cfg.leaderboard, few, summarize(few), None)
+    assert board.set_index("row").at["M", col] == "too few patients (4 < 5)"
+    facts = dict(data_name="tiny", cohort="the test split", n=48, n_patients=4, superpixel_sizes={}, agreement=agree,
+                 chance={}, pairs=2)
+    md = lb.markdown(board, cfg.leaderboard, facts)
+    assert "cannot be decided" in md and "Holm" in md and "**localization**" not in md
 
 
-def test_summary_has_clustered_cis():
-    pp = fake_scores(np.random.default_rng(0), 0.8).assign(pixel_auroc=0.5)
-    table = summarize(pp, n_boot=200)
+def test_summary_has_patient_cis_and_counts_empty_maps():
+    pp = fake_scores(np.random.default_rng(0), 0.8).assign(pixel_auroc=0.5, empty_map=0.0)
+    pp.loc[:3, "empty_map"] = 1.0
+    table = summarize(pp)
     row = table.set_index("method").loc["M"]
     assert row["relevance_rank_ci_low"] < row["relevance_rank"] < row["relevance_rank_ci_high"]
-    assert row["n"] == 48
+    assert (row["n"], row["n_patients"], row["n_empty"], row["relevance_rank_k"]) == (48, 12, 4, 12)
+    assert lb.cell(0.5, 0.4, 0.6) == "0.50 [0.40, 0.60]" and lb.cell(0.5, 0.4, 0.6, "32/20") == "0.50 [0.40, 0.60] (n 32/20)"
 
 
 def test_variants_parse_and_reject_unknown_keys():
@@ -75,17 +122,11 @@ def test_unknown_sort_or_variant_fails_before_any_work(tmp_path):
         stage.run(compose_cfg(tmp_path, "leaderboard.sort=pointing"))
 
 
-def test_wins_cell_counts_and_names_the_scores_won():
-    scored = ["relevance_mass", "deletion", "insertion", "road"]
-    assert lb.wins_cell(["relevance_mass", "deletion"], scored) == "2/4 (relevance mass, deletion AUC)"
-    assert lb.wins_cell([], scored) == "0/4"
-
-
 def test_randomization_cells_read_the_sanity_csv_or_say_not_run():
     rand = pd.DataFrame(dict(method=["gradcam"], test=["smprt"], value=[0.2], ci_low=[0.1], ci_high=[0.3],
-                             n=[8], n_degenerate=[0], verdict=["pass"]))
+                             n=[8], n_patients=[8], n_degenerate=[0], verdict=["pass"]))
     cells = lb.randomization_cells(rand, ["Grad-CAM", "gradcam"])
-    assert cells["sMPRT"] == "pass (0.20 [0.10, 0.30])" and cells["eMPRT"] == "not run"
+    assert cells["sMPRT"] == "pass (0.20 [0.10, 0.30] (n 8/8))" and cells["eMPRT"] == "not run"
     assert set(lb.randomization_cells(None, ["gradcam"]).values()) == {"not run"}
 
 
@@ -94,16 +135,29 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
     cfg = compose_cfg(run_dir, "leaderboard.methods=[gradcam,vanilla_backprop]",
                       'leaderboard.variants=["gradcam:cam_layer=layer3"]', "leaderboard.bootstrap=50",
-                      "leaderboard.road=false", data_dir=tiny_data_dir)
+                      "leaderboard.road=false", "leaderboard.num_patches=10", data_dir=tiny_data_dir)
     stage.run(cfg)
     md = (run_dir / "sanity" / "leaderboard.md").read_text()
     board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv")
     assert len(board) == 3 * 2 + 3  # 3 method rows, their randomized rows, 3 controls
     assert "Grad-CAM (cam_layer=layer3)" in md and "not run" in md and "beats every control" in md
+    # the tiny set's 5 generated cohort patients (never trained on), one patch each per round: a verdict
+    assert "10 IDC-positive patches from 5 patients of the generated cohort (never trained on)" in md and (board["n (patches/patients)"] == "10/5").all()
+    verdicts = board.loc[board["kind"] == "method", "localization: beats every control"]
+    assert verdicts.map(lambda v: v == "yes" or v.startswith("no (not beaten")).all(), verdicts
+    tests = pd.read_csv(run_dir / "sanity" / "leaderboard_tests.csv")
+    assert len(tests) == 2 * 3 * 4 and set(tests["score"]) == {"relevance_rank", "deletion"}  # 2 questions x 3 x 4
+    assert "Krippendorff" in md and "Chance levels: pointing game" in md
+    assert "of the question (12 tests)" in md  # Holm's family is one question's 3 methods x 4 controls, not both
     assert (run_dir / "figures" / "chapter_05_method_leaderboard.png").stat().st_size > 1000
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert set(per_patch["variant"]) == {"positive", "absolute"}
     assert per_patch.loc[per_patch["variant"] == "positive", "deletion"].notna().all()
+    timing = json.loads((run_dir / "sanity" / "leaderboard_timing.json").read_text())  # read by `make bench`
+    phases = {k: v for k, v in timing.items() if k not in ("total", "network_images")}
+    assert {"maps: Grad-CAM", "maps: control: image darkness", "deletion and insertion (2 starts)"} <= set(phases)
+    assert "ROAD" not in phases and sum(phases.values()) <= timing["total"] + 0.5
+    assert timing["network_images"]["images"] > timing["network_images"]["with_grad"] > 0
 
 
 @pytest.mark.slow
@@ -115,12 +169,14 @@ def test_leaderboard_without_masks_scores_faithfulness_only(tiny_evaluated, tiny
     stage.run(cfg)
     board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv")
     assert len(board) == 2 + 3  # the method, its randomized row, 3 controls
-    assert lb.SCORE_TITLES["deletion"] in board and lb.SCORE_TITLES["insertion"] in board
+    primary = lb.SCORE_TITLES["deletion"] + " (primary)"
+    assert primary in board and lb.SCORE_TITLES["insertion"] in board and lb.SCORE_TITLES["insertion_mean"] in board
     assert not any(lb.SCORE_TITLES[c] in board for c in ("pointing_game", "relevance_rank", "pixel_auroc"))
-    deletion = board[lb.SCORE_TITLES["deletion"]].astype(str).str.split(" ").str[0].astype(float)
+    assert "localization: beats every control" not in board and "faithfulness: beats every control" in board
+    deletion = board[primary].astype(str).str.split(" ").str[0].astype(float)
     assert deletion.is_monotonic_increasing  # lower deletion AUC is better: best first
     md = (run_dir / "sanity" / "leaderboard.md").read_text()
-    assert "no pixel ground truth" in md and "Sorted by deletion AUC" in md
+    assert "no pixel ground truth" in md and "sorted by deletion AUC" in md
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert per_patch["mask_fraction"].isna().all() and per_patch["deletion"].notna().all()
     assert set(per_patch["variant"]) == {"positive"}  # the variant faithfulness is scored on

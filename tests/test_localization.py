@@ -48,8 +48,11 @@ def test_pointing_game_tolerance_and_ties():
     assert loc.pointing_game(maps, masks, tolerance=2)[0] == 1.0
     maps[0, 7, 7] = 1.0  # now tied: one of the two maxima is inside -> expected hit 1/2
     assert loc.pointing_game(maps, masks)[0] == 0.5
-    # a constant map points nowhere in particular: chance = mask fraction
+    # a constant map points nowhere in particular: chance = mask fraction, or the dilated mask's share
     assert loc.pointing_game(np.ones((1, 20, 20)), masks)[0] == pytest.approx(100 / 400)
+    assert loc.pointing_chance(masks[:1])[0] == pytest.approx(100 / 400)
+    assert loc.pointing_game(np.ones((1, 20, 20)), masks, tolerance=2)[0] == pytest.approx(14 * 14 / 400)
+    assert loc.pointing_chance(masks[:1], tolerance=2)[0] == pytest.approx(14 * 14 / 400)
     with pytest.raises(ValueError):
         loc.pointing_game(maps, masks, tolerance=-1)
 
@@ -58,7 +61,9 @@ def test_relevance_mass_and_rank_known_answers():
     masks = square_mask()
     np.testing.assert_allclose(loc.relevance_mass_accuracy(masks.astype(float), masks), 1.0)
     np.testing.assert_allclose(loc.relevance_mass_accuracy(np.ones(masks.shape), masks), 100 / 400)
-    assert np.isnan(loc.relevance_mass_accuracy(np.zeros(masks.shape), masks)).all()
+    # an empty map puts no relevance in the mask: 0 and counted (it was NaN and dropped); an empty mask: NaN
+    np.testing.assert_array_equal(loc.relevance_mass_accuracy(np.zeros(masks.shape), masks), 0.0)
+    assert np.isnan(loc.relevance_mass_accuracy(np.ones(masks.shape), np.zeros(masks.shape, bool))).all()
     with pytest.raises(ValueError, match="non-negative"):
         loc.relevance_mass_accuracy(-np.ones(masks.shape), masks)
     half = np.zeros(masks.shape)
@@ -158,5 +163,65 @@ def test_curve_area_and_fills():
 def test_faithfulness_scores_report_every_score():
     x = torch.randn(2, 3, 20, 20)
     out = faith.faithfulness_scores(corner_model(), x, square_mask().astype(float), torch.ones(2, dtype=torch.long))
-    assert set(out) == {"deletion", "insertion", "road"}
+    assert set(out) == {"deletion", "insertion", "insertion_mean", "road"}
     assert all(v.shape == (2,) and np.isfinite(v).all() for v in out.values())
+
+
+def test_insertion_from_the_mean_colour_is_a_second_start():
+    x = -torch.ones(2, 3, 20, 20)
+    x[:, :, :5, :5] = 1.0
+    good = np.zeros((2, 20, 20))
+    good[:, :5, :5] = 1.0
+    target, model = torch.ones(2, dtype=torch.long), corner_model()
+    start = faith.insertion_curves(model, x, good, target, start="mean")[:, 0]  # nothing inserted yet
+    mean_image = faith.fill_images(x, "mean")
+    np.testing.assert_allclose(start, torch.softmax(model(mean_image), 1)[:, 1].detach().numpy(), rtol=1e-5)
+    blur = faith.insertion_curves(model, x, good, target, sigma=3.0)[:, 0]
+    assert not np.allclose(start, blur)
+    with pytest.raises(ValueError, match="insertion start"):
+        faith.insertion_curves(model, x, good, target, start="zero")
+
+
+def test_road_on_a_map_half_tied_at_zero_scores_like_its_dense_ranking():
+    """A positive-relevance map is 0 on about half its pixels. pytorch-grad-cam thresholds at
+    np.percentile(map, p) and keeps `map < threshold`: with half the pixels tied at 0 it keeps nothing at
+    p = 10 and 30, i.e. imputes 100% where it should impute 90 / 70% (and its least-relevant-first half
+    fares alike). Ours ranks the ties at random first."""
+    tied = np.random.default_rng(0).random((2, 20, 20)) + 0.1
+    tied[:, 10:] = 0.0  # the lower half: no evidence, all tied at 0
+    dense = faith.dense_ranking(tied, seed=3)
+    assert len(np.unique(dense[0])) == 400 and (dense[:, :10] > dense[:, 10:].max()).all()  # order kept, ties split
+    for p in (10, 30, 50, 70, 90):  # the share ROAD keeps at percentile p is exactly p%
+        assert (dense[0] < np.percentile(dense[0], p)).mean() == pytest.approx(p / 100, abs=1 / 400)
+        assert (tied[0] < np.percentile(tied[0], p)).mean() == (0.0 if p < 50 else pytest.approx(p / 100, abs=1 / 400))
+    x = -torch.ones(2, 3, 20, 20)
+    x[:, :, 10:15, :5] = 1.0  # the evidence lies in the tied half: imputing all of it is what the old ROAD did
+    model, target = RegionModel(region=(slice(10, 15), slice(0, 5)), size=20, offset=3.75, scale=1.0), torch.ones(2)
+    ours = faith.road_scores(model, x, tied, target, seed=3)
+    np.testing.assert_allclose(ours, faith.road_scores(model, x, dense, target, seed=3), rtol=1e-6)
+    raw, library = (_road_combined(model, x, m.astype(np.float32), seed=3) for m in (tied, dense))
+    assert np.abs(ours - raw).min() > 0.02, (ours, raw)
+    # our assembled system and batched model calls are the library's ROADCombined on the same ranking,
+    # noise included (the seeded draw moves the scores by ~1e-3, far above the tolerance)
+    np.testing.assert_allclose(ours, library, atol=2e-6)
+
+
+def _road_combined(model, x, cams, seed):
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ROADCombined(percentiles=[10, 30, 50, 70, 90])(x, cams, [ClassifierOutputSoftmaxTarget(1)] * len(x), model)
+
+
+def test_road_system_is_the_library_sparse_system():
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights
+
+    rng = np.random.default_rng(1)
+    keep, img = rng.random((7, 9)) < 0.4, rng.random((3, 7, 9))
+    keep[0, :] = False  # border pixels to impute: their missing neighbours reduce the diagonal
+    a, b = faith.road_system(keep, img)
+    ref_a, ref_b = NoisyLinearImputer.setup_sparse_system(keep.astype(np.float32), img, neighbors_weights)
+    np.testing.assert_allclose(a.toarray(), ref_a.toarray(), atol=1e-12)
+    np.testing.assert_allclose(b, ref_b, atol=1e-12)

@@ -46,35 +46,44 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
     random-label training at 1 epoch, so data randomization must come out "invalid", not pass/fail."""
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
     cfg = compose_cfg(run_dir, "sanity.methods=[vanilla_backprop,gradcam,rise]", "sanity.smprt_samples=2",
-                      "sanity.smprt_patches=2", "sanity.random_labels_patches=32", "sanity.bootstrap=200",
+                      "sanity.smprt_patches=2", "sanity.random_labels_patches=32", "sanity.num_patches=5",
                       data_dir=tiny_data_dir)  # localization has its own tests (test_leaderboard, test_localization)
     out = sanity.run(cfg)
     sdir = run_dir / "sanity"
     verdicts = pd.read_csv(sdir / "randomization.csv")
-    assert list(verdicts.columns) == ["method", "test", "value", "ci_low", "ci_high", "n", "n_degenerate", "verdict"]
-    assert set(verdicts["test"]) == {"mprt_cascading", "mprt_independent", "smprt", "emprt", "data_randomization"}
-    assert len(verdicts) == 3 * 5
-    model_tests = verdicts[verdicts["test"] != "data_randomization"]
+    assert list(verdicts.columns) == ["method", "test", "value", "ci_low", "ci_high", "n", "n_patients", "n_degenerate",
+                                      "verdict"]
+    assert set(verdicts["test"]) == {"mprt_cascading", "mprt_independent", "smprt", "emprt", "data_randomization",
+                                     "data_randomization_recipe"}
+    assert len(verdicts) == 3 * 6
+    # 5 patches of the tiny set's 5 generated cohort patients, one each; sMPRT's 2 patches: too few for a verdict
+    mprt = verdicts[verdicts["test"] == "mprt_cascading"]
+    assert (mprt["n"] == 5).all() and (mprt["n_patients"] == 5).all()
+    assert verdicts.loc[verdicts["test"] == "smprt", "verdict"].str.startswith("too few patients (2 < 5)").all()
+    model_tests = verdicts[~verdicts["test"].str.startswith("data_randomization")]
     ok = model_tests.dropna(subset=["ci_low"])
     assert ((ok["ci_low"] <= ok["value"] + 1e-12) & (ok["value"] <= ok["ci_high"] + 1e-12)).all()
-    # no spread (the sanity patches of the tiny set may all come from one patient): no verdict
     # no usable patch (every map pair constant, e.g. eMPRT of a CAM that is zero on the 1-epoch model):
-    # "fail" by the documented rule, with n = 0; otherwise no spread means no verdict
+    # "fail" by the documented rule, with n = 0; otherwise fewer than 5 patients means no verdict
     empty = model_tests["value"].isna()
     assert (model_tests.loc[empty, "verdict"] == "fail").all() and (model_tests.loc[empty, "n"] == 0).all()
     usable = model_tests[~empty]
-    assert ((usable["verdict"] == "invalid (1 patient: no CI)") == usable["ci_high"].isna()).all()
-    judged = model_tests.dropna(subset=["ci_high"])
+    assert ((usable["verdict"].str.startswith("too few patients")) == (usable["n_patients"] < 5)).all()
+    judged = usable[usable["n_patients"] >= 5]
     assert set(judged["verdict"]) <= {"pass", "fail"}
     sim = judged[judged["test"] != "emprt"]  # the rule in the docs and the table is the rule in the code
     assert ((sim["verdict"] == "pass") == (sim["ci_high"] < cfg.sanity.threshold)).all()
     record = out["random_labels"]
     assert not record["memorized"] and record["epochs"] == 1
-    data = verdicts[verdicts["test"] == "data_randomization"]
-    assert (data["verdict"] == f"invalid (reached {100 * record['train_accuracy']:.1f}%)").all()
+    data = verdicts[verdicts["test"].str.startswith("data_randomization")]
+    assert len(data) == 6 and (data["verdict"] == f"invalid (reached {100 * record['train_accuracy']:.1f}%)").all()
+    recipe = out["recipe_control"]  # the same recipe on the true labels, as many epochs as the random-label model
+    assert recipe["epochs"] == record["epochs"] and recipe["settings"]["labels"] == "true"
+    assert (sdir / "recipe_control_model" / "model.pt").exists()
     table = (sdir / "table_5_2.md").read_text()
-    assert "INVALID: reached" in table and "upper end of the CI is below 0.5" in table
+    assert "INVALID: reached" in table and "upper end of the CI is below 0.5" in table and "Recipe control" in table
     assert "| vanilla backprop | pass |" in table and "| RISE | - |" in table
+    assert "5 patches from 5 patients of the generated cohort (never trained on)." in table
     # every randomized model moved its logits, and the table says how far
     logits = pd.read_csv(sdir / "logit_change.csv")
     assert len(logits[logits["test"] == "mprt_cascading"]) == len(cfg.sanity.cascade)
@@ -91,13 +100,14 @@ def test_sanity_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
                  "sanity_randomization_examples"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000
     timing = json.loads((sdir / "timing.json").read_text())  # wall seconds per phase, read by `make bench`
-    assert timing["total"] == pytest.approx(sum(v for k, v in timing.items() if k != "total"), abs=0.2)
+    assert timing["total"] == pytest.approx(sum(v for k, v in timing.items() if k not in ("total", "network_images")), abs=0.2)
+    assert timing["network_images"]["images"] > timing["network_images"]["with_grad"] > 0  # maps need backward passes
     assert not (sdir / "localization.md").exists()  # the leaderboard stage's (`make leaderboard`)
     # seeded: a second run (reusing the random-label model) writes byte-identical numbers
     first = {f: (sdir / f).read_bytes() for f in ("metrics.csv", "randomization.csv", "logit_change.csv", "table_5_2.md")}
-    mtime = (sdir / "random_labels.json").stat().st_mtime
+    mtimes = [(sdir / f).stat().st_mtime for f in ("random_labels.json", "recipe_control.json")]
     sanity.run(cfg)
-    assert (sdir / "random_labels.json").stat().st_mtime == mtime
+    assert [(sdir / f).stat().st_mtime for f in ("random_labels.json", "recipe_control.json")] == mtimes
     assert all((sdir / f).read_bytes() == b for f, b in first.items())
 
 

@@ -2,6 +2,7 @@
 page driven in headless Chromium through its own controls (skipped where Chromium is absent)."""
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -43,10 +44,31 @@ def fake_results(run_dir: Path) -> pd.DataFrame:
     return chosen
 
 
+def fake_atlas(run_dir: Path) -> None:
+    """What `make atlas` leaves for the viewer (atlas/summary.json, atlas/patients/<pid>/maps.npz + index.csv),
+    for every test patient: Grad-CAM evidence rising from left to right across each patch, none in IG."""
+    paths = RunPaths(run_dir)
+    patches = pd.read_csv(paths.patches_csv)
+    test = patches[patches["split"] == "test"]
+    pids = sorted(int(p) for p in test["patient_id"].unique())
+    ramp = np.broadcast_to(np.linspace(-1, 1, 50, dtype=np.float32), (50, 50))
+    for pid in pids:
+        sub = test[test["patient_id"] == pid]
+        folder = paths.path("atlas_patient_dir", pid=pid)
+        folder.mkdir(parents=True)
+        sub[["image_id", "patient_id", "x", "y", "width", "height", "target"]].to_csv(folder / "index.csv", index=False)
+        np.savez(folder / "maps.npz", gradcam=np.repeat(ramp[None], len(sub), 0),
+                 integrated_gradients=np.zeros((len(sub), 50, 50), np.float32))
+    summary = {"methods": ["gradcam", "integrated_gradients"], "patients": pids, "display_sigma": 0.0,
+               "scale": {"gradcam": 1.0, "integrated_gradients": 1.0}}
+    paths.atlas_summary_json.write_text(json.dumps(summary))
+
+
 @pytest.fixture(scope="module")
 def viewer_run(tmp_path_factory, tiny_prepared, tiny_data_dir):
     run_dir = copy_run(tiny_prepared, tmp_path_factory.mktemp("viewer") / "run")
     chosen = fake_results(run_dir)
+    fake_atlas(run_dir)
     page = viewer.run(compose_cfg(run_dir, data_dir=tiny_data_dir))
     return run_dir, page, chosen
 
@@ -66,6 +88,7 @@ def test_page_and_assets(viewer_run):
     for label in ("P(IDC) heat map", "errors (FP / FN outlines)", "evidence mask"):
         assert label in text
     assert "make sanity" in text  # scores and verdicts: absent, named by their make target
+    assert "atlas-method" in text and "Attribution landscape (make atlas)" in text
     assert not list(run_dir.glob(".viewer.*")), "temporary folders left behind"
     viewer_files = [p.relative_to(run_dir).as_posix() for p in (run_dir / "viewer").rglob("*") if p.is_file()]
     assert viewer_files and all(declared(rel) for rel in viewer_files)  # the registry declares the page and assets
@@ -164,6 +187,18 @@ def test_viewer_in_headless_chromium(viewer_run, tmp_path):
         browser.wait_for(driver, "return arguments[0].every(i => i.complete && i.naturalWidth > 0)", grays)
         shot = tmp_path / "viewer.png"
         driver.save_screenshot(str(shot))
+        # the attribution landscape layer: drawn over the tissue at the slide's full resolution, opacity adjustable
+        browser.toggle_layer(driver, "P(IDC) heat map")  # off again: the landscape alone over the tissue
+        frame = browser.slide_frame(driver)
+        shots = {"bare": browser.screenshot(driver, frame)}
+        browser.pick_landscape(driver, "Grad-CAM", opacity=0.6)
+        size = driver.execute_script("""const d = Bokeh.documents[0], r = d.get_model_by_name('layer-atlas');
+            const v = Bokeh.index.find_one(d.get_model_by_name('slide')).renderer_views.get(r);
+            return [v.glyph.image[0].naturalWidth, r.data_source.data.w[0]];""")
+        shots["landscape"] = browser.screenshot(driver, frame)
+        driver.save_screenshot(str(tmp_path / "landscape.png"))
+        browser.pick_landscape(driver, "Grad-CAM", opacity=0.0)
+        shots["transparent"] = browser.screenshot(driver, frame)
         errors = browser.console_errors(driver)
     finally:
         driver.quit()
@@ -172,3 +207,7 @@ def test_viewer_in_headless_chromium(viewer_run, tmp_path):
     img = plt.imread(shot)[..., :3]
     assert img.shape[0] > 500 and img.std() > 0.05  # not a blank page
     assert not errors, errors
+    assert size[0] == size[1] > 500  # one image pixel per slide pixel
+    bare, landscape, transparent = (shots[k].astype(int) for k in ("bare", "landscape", "transparent"))
+    assert (np.abs(landscape - bare).sum(axis=2) > 30).mean() > 0.05  # the layer is drawn over the slide
+    assert np.abs(transparent - bare).max() <= 2  # ... and its opacity slider works

@@ -1,6 +1,6 @@
-"""`python -m idc.bench [sections=loader,train,explain,sanity,gpu,fullsize] [quick=1] [hydra overrides]`: run
-benchmarks, update docs/benchmarks.md. Hydra overrides (e.g. `run.dir=... data.root=...`) go to the
-`fullsize` section, which says where its data set lives.
+"""`python -m idc.bench [sections=loader,train,explain,sanity,atlas,gpu,fullsize,endtoend] [quick=1] [hydra overrides]`: run
+benchmarks, update docs/benchmarks.md. Hydra overrides (e.g. `run.dir=... data.root=...`) go to the sections
+that take them (fullsize, sanity, atlas, endtoend). `endtoend` (hours on a CPU) runs only when named.
 
 Each section's markdown replaces the block between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`,
 so sections can be re-measured one at a time without losing the others.
@@ -18,8 +18,9 @@ import torch
 
 from idc.utils import write_text_atomic
 
-SECTIONS = ["loader", "train", "explain", "sanity", "gpu", "fullsize"]
-TAKES_OVERRIDES = {"fullsize", "sanity"}
+SECTIONS = ["loader", "train", "explain", "sanity", "atlas", "gpu", "fullsize", "endtoend"]
+TAKES_OVERRIDES = {"fullsize", "sanity", "atlas", "endtoend"}
+ON_REQUEST = {"endtoend"}  # hours on a CPU: run only when named in sections=
 DOC = Path("docs/benchmarks.md")
 HEADER = "# Benchmarks\n\nWritten by `make bench` (`python -m idc.bench`); each section names the command that produced it.\n"
 
@@ -38,10 +39,15 @@ def update_doc(text: str, name: str, body: str) -> str:
     return text.rstrip() + "\n\n" + block + "\n"
 
 
+def chosen_sections(opts: dict) -> list[str]:
+    """The `sections=` asked for; by default every section but those that run only when named (ON_REQUEST)."""
+    return opts.get("sections", ",".join(s for s in SECTIONS if s not in ON_REQUEST)).split(",")
+
+
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    sections = opts.get("sections", ",".join(SECTIONS)).split(",")
+    sections = chosen_sections(opts)
     overrides = tuple(a for a in argv if a.split("=", 1)[0] not in ("sections", "quick"))
     if overrides and not TAKES_OVERRIDES & set(sections):
         sys.exit(f"overrides {list(overrides)} are only read by the section(s) {sorted(TAKES_OVERRIDES)}")

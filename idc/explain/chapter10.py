@@ -119,7 +119,7 @@ def draw(cfg, paths: RunPaths, model, images: np.ndarray, chosen: pd.DataFrame, 
             Image.fromarray(tile(pats)).save(tmp)
         written.append(wrote(path, f"{len(pats)} filter patterns"))
     target = int(chosen["explained_class"].iloc[i]) if "explained_class" in chosen else int(chosen["pred"].iloc[i])
-    cam = attribute(model, x, [target], "gradcam", **method_kwargs("gradcam", e))[0]
+    cam = attribute(model, x, [target], "gradcam", **method_kwargs("gradcam", e, {"minmax": True}))[0]  # the book's [0, 1] map
     fig, axes = subplots(1, 2, figsize=(8, 4))
     image_axis(axes[0], np.kron(images[i], np.ones((4, 4, 1), np.uint8)), f"Patch (patient {chosen['patient_id'].iloc[i]})")
     image_axis(axes[1], gradcam_overlay(images[i], cam), f"Grad-CAM ({e.cam_layer}) over the patch, 40%")

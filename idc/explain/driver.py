@@ -68,12 +68,15 @@ def capped(explain_cfg, **caps):
 
 def method_kwargs(method: str, explain_cfg, overrides: Optional[Mapping[str, object]] = None) -> dict:
     """The keyword arguments of `method` read from explain.* (`Method.params`), then `overrides` (argument
-    name -> value, e.g. a leaderboard variant's {"layer": "layer3"})."""
+    name -> value, e.g. a leaderboard variant's {"layer": "layer3"}, or the atlas's {"minmax": False} for
+    Grad-CAM: a keyword argument without an explain.* key)."""
     m = get_method(method)
     kwargs = {arg: explain_cfg[key] for arg, key in m.params.items()}
-    unknown = set(overrides or {}) - set(kwargs)
+    keywords = [p.name for p in inspect.signature(m.fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
+    unknown = set(overrides or {}) - set(kwargs) - set(keywords)
     if unknown:
-        raise ConfigError(f"{method} takes no argument {sorted(unknown)}; its arguments: {sorted(m.params)}")
+        raise ConfigError(f"{method} takes no argument {sorted(unknown)}; "
+                          f"its arguments: {sorted(set(m.params) | set(keywords))}")
     return {**kwargs, **(overrides or {})}
 
 

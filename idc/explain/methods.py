@@ -157,9 +157,13 @@ def upsample_minmax(cam: torch.Tensor, size) -> torch.Tensor:
     return torch.where(span > 0, (up - lo) / span.clamp_min(1e-12), torch.zeros_like(up))
 
 
-def gradcam(model, x, target, *, layer: str = "layer4"):
-    """Channel weights = mean gradient over the map, ReLU, bilinear upsampling, min-max (the book)."""
-    return upsample_minmax(relu_cam(model, x, target, layer), x.shape[-2:])
+def gradcam(model, x, target, *, layer: str = "layer4", minmax: bool = False):
+    """Channel weights = mean gradient over the map, ReLU, bilinear upsampling: the raw ReLU'd CAM, whose values
+    compare between patches (the leaderboard's mass, the atlas's landscapes). The book min-max scales each map
+    to [0, 1] (`minmax=True`); that shift changes the map's relevance mass (its minimum becomes 0), so only the
+    grey display normalizes by default (`to_grayscale` gives the same image)."""
+    cam = relu_cam(model, x, target, layer)
+    return upsample_minmax(cam, x.shape[-2:]) if minmax else upsample(cam, x.shape[-2:])
 
 
 def guided_gradcam(model, x, target, *, layer: str = "layer4"):
@@ -169,10 +173,29 @@ def guided_gradcam(model, x, target, *, layer: str = "layer4"):
     return cam[:, None] * guided_backprop(model, x, target)
 
 
+def _unscaled(cam_class):
+    """pytorch-grad-cam's `cam_class` without its per-map min-max scaling (`scale_cam_image`): the ReLU'd CAM
+    of the one target layer, upsampled bilinearly as `upsample` does. The library's maps are these, min-max
+    scaled (tests/test_explain_methods.py); the raw ones keep the relevance mass of the CAM itself."""
+    class Unscaled(cam_class):
+        def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
+            acts = [a.cpu().data.numpy() for a in self.activations_and_grads.activations]
+            grads = [g.cpu().data.numpy() for g in self.activations_and_grads.gradients]
+            layer, grad = self.target_layers[0], grads[0] if grads else None
+            cam = np.maximum(self.get_cam_image(input_tensor, layer, targets, acts[0], grad, eigen_smooth), 0)
+            return [upsample(torch.from_numpy(np.float32(cam))[:, None], input_tensor.shape[-2:]).numpy()]
+
+        def aggregate_multi_layers(self, cam_per_target_layer):
+            return cam_per_target_layer[0]
+
+    Unscaled.__name__ = cam_class.__name__
+    return Unscaled
+
+
 def _grad_cam_lib(class_name: str):
-    """A method that runs pytorch-grad-cam's `class_name` on the CAM layer `layer`."""
+    """A method that runs pytorch-grad-cam's `class_name` on the CAM layer `layer` (raw, not min-max scaled)."""
     def fn(model, x, target, *, layer: str = "layer4", batch_size: int = 64):
-        cam = getattr(pytorch_grad_cam, class_name)(model=model, target_layers=[cam_layer(model, layer)])
+        cam = _unscaled(getattr(pytorch_grad_cam, class_name))(model=model, target_layers=[cam_layer(model, layer)])
         cam.batch_size = batch_size * 4  # read by Score-CAM only (masked forward passes per batch)
         with torch.enable_grad():
             maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])

@@ -1,12 +1,11 @@
 """Which test patches to explain: explicit rows (the book's [142, 41291]), image ids, or the most
-confident patches per outcome (tp / tn / fp / fn) for `make explain`; the evaluated test patches with
-their cache rows and a balanced, seeded subset of them for the sanity and leaderboard stages."""
+confident patches per outcome (tp / tn / fp / fn) for `make explain`; a balanced, seeded subset spread over patients (`select_balanced`, `round_robin`) for the sanity and
+leaderboard stages, which score the evaluation cohort (`idc.data.cohort`)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from idc.data import cache_rows
 from idc.errors import ConfigError
 from idc.validate import check_range
 
@@ -66,18 +65,28 @@ def book_pair(chosen: pd.DataFrame) -> list[int]:
     return pair
 
 
-def test_patches(predictions: pd.DataFrame, patches: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Evaluated test patches (eval/predictions.csv, named `source` in errors) with `row` = their index in
-    the packed cache (rows of `patches`)."""
-    return predictions.assign(row=cache_rows(patches, predictions["image_id"], source))
+def round_robin(df: pd.DataFrame, seed: int, reverse: bool = False) -> np.ndarray:
+    """The index of `df` in the order that spreads a prefix over as many patients as possible: patients in a
+    seeded random order (reversed with `reverse`), each patient's rows shuffled, one row per patient per round.
+    Without a `patient_id` column every row is its own patient (a seeded shuffle)."""
+    rng = np.random.default_rng(seed)
+    pid = df["patient_id"].to_numpy() if "patient_id" in df else np.arange(len(df))
+    patients = rng.permutation(np.unique(pid))
+    if reverse:
+        patients = patients[::-1]
+    shuffled = rng.permutation(len(df))
+    turn = pd.Series(pid[shuffled]).groupby(pid[shuffled], sort=False).cumcount().to_numpy()  # round of each row
+    place = pd.Series(np.arange(len(patients)), index=patients).reindex(pid[shuffled]).to_numpy()
+    return np.asarray(df.index)[shuffled[np.lexsort((place, turn))]]
 
 
 def select_balanced(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Up to `n` rows, half IDC-positive and half negative where possible, reproducibly by `seed`."""
-    rng = np.random.default_rng(seed)
-    pos = np.array(df.index[df["target"] == 1])
-    neg = np.array(df.index[df["target"] == 0])
+    """Up to `n` rows, half IDC-positive and half negative where possible, reproducibly by `seed`, spread
+    over as many patients as possible (a verdict needs patients, not patches): positives go round the
+    patients in a seeded order, negatives round the same patients from the other end, so n rows from n
+    patients with both classes come from n different patients."""
+    pos = round_robin(df[df["target"] == 1], seed)
+    neg = round_robin(df[df["target"] == 0], seed, reverse=True)
     n_pos = min(len(pos), max(n - len(neg), n // 2))
     n_neg = min(len(neg), n - n_pos)
-    picked = np.concatenate([rng.permutation(pos)[:n_pos], rng.permutation(neg)[:n_neg]])
-    return df.loc[np.sort(picked)]
+    return df.loc[np.sort(np.concatenate([pos[:n_pos], neg[:n_neg]]))]

@@ -32,15 +32,17 @@ def shard_dir(paths: RunPaths, i: int, n: int) -> Path:
     return paths.explain_dir / "shards" / f"{i}-of-{n}"
 
 
-def provenance(cfg, paths: RunPaths) -> dict:
-    """What the maps are made from: the inputs' sha256 and the explain.* values (sharding keys excluded)."""
-    record = expected_record("explain", cfg, paths)
+def provenance(cfg, paths: RunPaths, stage: str = "explain") -> dict:
+    """What the maps are made from: the inputs' sha256 and the stage's config values (sharding keys excluded).
+    The atlas stage's per-patient shards use it too (`stage="atlas"`)."""
+    record = expected_record(stage, cfg, paths)
     return {"inputs": record["inputs"], "config": record["config"]}
 
 
-def finish_shard(folder: Path, i: int, n: int, prov: dict, image_ids) -> Path:
-    """Write shard.json after the shard's maps and index: from now on the shard counts as done."""
-    meta = {"shard": [i, n], "provenance": prov, "image_ids": [str(x) for x in image_ids],
+def finish_shard(folder: Path, label, prov: dict, image_ids) -> Path:
+    """Write shard.json after the shard's maps and index: from now on the shard counts as done. `label`
+    names the shard ([i, n] for explain, {"patient": pid} for the atlas)."""
+    meta = {"shard": label, "provenance": prov, "image_ids": [str(x) for x in image_ids],
             "files": {name: file_digest(folder / name) for name in SHARD_FILES}}
     return write_json_atomic(folder / "shard.json", meta)
 
@@ -70,10 +72,14 @@ def problem(folder: Path, meta: dict, prov: dict) -> Optional[str]:
     return None
 
 
-def is_done(paths: RunPaths, i: int, n: int, prov: dict) -> bool:
-    folder = shard_dir(paths, i, n)
+def folder_done(folder: Path, prov: dict) -> bool:
+    """The shard in `folder` is done, unchanged since, and made from the inputs and settings `prov`."""
     meta = read_meta(folder)
     return meta is not None and problem(folder, meta, prov) is None
+
+
+def is_done(paths: RunPaths, i: int, n: int, prov: dict) -> bool:
+    return folder_done(shard_dir(paths, i, n), prov)
 
 
 def empty_maps(methods) -> Dict[str, np.ndarray]:

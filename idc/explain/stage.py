@@ -102,7 +102,7 @@ def run(cfg) -> list:
     if sharded:
         folder = shard_dir(paths, e.shard_index, e.num_shards)
         save_maps(folder / "maps.npz", chosen, raws, extras)
-        wrote(finish_shard(folder, e.shard_index, e.num_shards, prov, chosen["image_id"]),
+        wrote(finish_shard(folder, [e.shard_index, e.num_shards], prov, chosen["image_id"]),
               f"shard {e.shard_index} of {e.num_shards}, {len(chosen)} patches")
         if not merge_shards(paths, e.num_shards, prov):
             return [folder / "maps.npz"]

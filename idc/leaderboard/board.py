@@ -1,14 +1,14 @@
 """The answer to "which attribution method should I use?": the table of `sanity/leaderboard.md` and
-`sanity/leaderboard.csv` (the stage, `idc.leaderboard.stage`, writes them and the forest plot).
+`sanity/leaderboard.csv` (the stage, `idc.leaderboard.stage`, writes them, the per-pair tests
+`sanity/leaderboard_tests.csv` and the forest plot).
 
 Rows: every method (and variant), each method's maps from the fully randomized model, and the
-model-free control rows. Columns: the sanity stage's randomization verdicts (`sanity/randomization.csv`;
-"not run" where absent), the localization scores, the faithfulness AUCs and the shortcut mass, each as
-mean [patient-clustered bootstrap 95% CI].
-
-A method **beats a control** on a score when the patient-clustered bootstrap 95% CI of the paired
-per-patch difference (method minus control, sign flipped for deletion where lower is better) lies
-above 0. The controls of a method are the three model-free maps and its own randomized-model maps.
+model-free control rows. Columns: n (patches / patients), per question (localization, faithfulness) the
+verdict "beats every control" on its pre-declared primary score (Holm-corrected, `idc.leaderboard.verdicts`),
+that score and the method's rank with its bootstrap interval; then the secondary scores (mean [95% CI], no
+verdict), the number of all-zero maps, the shortcut mass and the sanity stage's randomization verdicts
+(`sanity/randomization.csv`; "not run" where absent). Every mean is the mean of the patient means with a
+t-interval (k - 1 df); a cell whose n differs from its row's shows its own n.
 Rows are sorted by the mean of `leaderboard.sort` (best first; deletion where that score was not measured,
 e.g. data without masks), controls included, so a control that outranks a method is visible at once.
 """
@@ -26,10 +26,11 @@ from idc.explain.methods import METHODS
 from idc.integrity import read_csv
 from idc.leaderboard.scoring import FAITHFULNESS_SCORES as FAITHFULNESS
 from idc.leaderboard.scoring import SHORTCUT_SCORES as SHORTCUT
-from idc.leaderboard.sources import RANDOMIZED_SUFFIX
+from idc.leaderboard.verdicts import (LOWER_IS_BETTER, agreement, method_verdicts, primary_scores,
+                                      question_tests, ranks)
 from idc.markdown import frame_table
 from idc.paths import RunPaths
-from idc.scores.bootstrap import paired_difference
+from idc.scores.inference import MIN_PATIENTS
 from idc.scores.localization import LOCALIZATION_SCORES, VARIANTS
 
 log = logging.getLogger("idc")
@@ -40,6 +41,7 @@ RANDOMIZATION_TESTS = {  # test in sanity/randomization.csv -> column title
     "smprt": "sMPRT",
     "emprt": "eMPRT",
     "data_randomization": "data randomization",
+    "data_randomization_recipe": "data randomization vs recipe control",
 }
 SCORE_TITLES = {
     "pointing_game": "pointing game",
@@ -48,47 +50,29 @@ SCORE_TITLES = {
     "pixel_auroc": "pixel AUROC",
     "top_k": "top-k intersection",
     "deletion": "deletion AUC (lower better)",
-    "insertion": "insertion AUC",
+    "insertion": "insertion AUC (from blur)",
+    "insertion_mean": "insertion AUC (from mean colour)",
     "road": "ROAD",
     "cue_mass": "shortcut: mass on cue",
     "evidence_mass_cue_patches": "shortcut: mass on evidence",
 }
-LOWER_IS_BETTER = {"deletion"}
 
 
-def cell(mean: float, lo: float, hi: float) -> str:
+def _n(n, k) -> str:
+    return f"{int(n)}/{int(k)}"
+
+
+def cell(mean: float, lo: float, hi: float, n: Optional[str] = None) -> str:
+    """`mean [lo, hi]`, `+ (n p/k)` when given (a cell whose n differs from its row's)."""
     if not np.isfinite(mean):
         return "-"
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"{mean:.2f}"
-    return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+    text = f"{mean:.2f}" if not (np.isfinite(lo) and np.isfinite(hi)) else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+    return text + (f" (n {n})" if n else "")
 
 
-def controls_of(method: str, methods: List[str], kinds: Dict[str, str]) -> List[str]:
-    """The control rows a method must beat: every model-free control and its own randomized-model row."""
-    own = method + RANDOMIZED_SUFFIX
-    return [m for m in methods if kinds[m] == "control"] + ([own] if own in kinds else [])
-
-
-def beats_controls(per_patch: pd.DataFrame, method: str, controls: List[str], score: str, n_boot: int, seed: int) -> bool:
-    """True when the paired clustered-bootstrap CI of (method - control) on `score` is above 0 for every control."""
-    sign = -1.0 if score in LOWER_IS_BETTER else 1.0
-    mine = per_patch[per_patch["method"] == method].set_index("image_id")
-    for control in controls:
-        theirs = per_patch[per_patch["method"] == control].set_index("image_id")
-        common = mine.index.intersection(theirs.index)
-        est = paired_difference(sign * mine.loc[common, score].to_numpy(), sign * theirs.loc[common, score].to_numpy(),
-                                mine.loc[common, "patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
-        if not (np.isfinite(est.ci_low) and est.ci_low > 0):
-            return False
-    return True
-
-
-def wins_cell(wins: List[str], scored: List[str]) -> str:
-    """'k/n (score, ...)': how many of the scored columns a method beats every control on, and which
-    (titles without their parenthesized notes, e.g. 'deletion AUC')."""
-    names = ", ".join(SCORE_TITLES[c].split(" (")[0] for c in wins)
-    return f"{len(wins)}/{len(scored)}" + (f" ({names})" if wins else "")
+def score_cell(tab: pd.DataFrame, name: str, c: str, row_n: str) -> str:
+    n = _n(tab.at[name, f"{c}_n"], tab.at[name, f"{c}_k"]) if f"{c}_n" in tab else None
+    return cell(tab.at[name, c], tab.at[name, f"{c}_ci_low"], tab.at[name, f"{c}_ci_high"], n if n != row_n else None)
 
 
 def read_randomization(path: Path) -> Optional[pd.DataFrame]:
@@ -108,7 +92,8 @@ def randomization_cells(rand: Optional[pd.DataFrame], keys: List[str]) -> Dict[s
         hit = rand[(rand["test"] == test) & rand["method"].isin(keys)]
         if len(hit):
             r = hit.iloc[0]
-            out[title] = f"{r['verdict']} ({cell(float(r['value']), float(r['ci_low']), float(r['ci_high']))})"
+            n = _n(r["n"], r["n_patients"]) if "n_patients" in r else None
+            out[title] = f"{r['verdict']} ({cell(float(r['value']), float(r['ci_low']), float(r['ci_high']), n)})"
     return out
 
 
@@ -145,79 +130,124 @@ def sort_score(lb, table: pd.DataFrame) -> str:
     return NO_MASK_SORT
 
 
-def build_leaderboard(lb, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Optional[pd.DataFrame]) -> pd.DataFrame:
-    """One row per source: kind, randomization verdicts, each score's cell, the control verdicts, sort key.
-    `lb`: the leaderboard settings (variant, sort, bootstrap, seed, shortcut_run_dir)."""
+def rank_cell(r: pd.DataFrame, name: str) -> str:
+    if name not in r.index or not np.isfinite(r.at[name, "rank"]):
+        return "-"
+    lo, hi = r.at[name, "rank_low"], r.at[name, "rank_high"]
+    return f"{r.at[name, 'rank']:g}" + (f" [{lo:g}, {hi:g}]" if np.isfinite(lo) else "")
+
+
+def board_row(name: str, kind: str, tab: pd.DataFrame, ctx: dict) -> dict:
+    """One row of the board: n, per question the verdict, primary score and rank, the secondary scores,
+    the all-zero maps, the shortcut mass and the randomization verdicts."""
+    row_n = _n(tab.at[name, "n"], tab.at[name, "n_patients"])
+    row = {"row": name, "kind": kind, "n (patches/patients)": row_n}
+    for q, score in ctx["primary"].items():
+        row[f"{q}: beats every control"] = ctx["verdicts"][q].get(name, "(control)" if kind != "method" else "-")
+        row[f"{SCORE_TITLES[score]} (primary)"] = score_cell(tab, name, score, row_n)
+        row[f"{q} rank [95% CI]"] = rank_cell(ctx["ranks"][q], name) if kind == "method" else "-"
+    for c in ctx["secondary"]:
+        row[SCORE_TITLES[c]] = score_cell(tab, name, c, row_n)
+    row["all-zero maps"] = f"{int(tab.at[name, 'n_empty'])}/{int(tab.at[name, 'n'])}" if "n_empty" in tab else "-"
+    short = ctx["short"]
+    for c in SHORTCUT:
+        ok = c in short and name in short.index
+        row[SCORE_TITLES[c]] = cell(short.at[name, c], short.at[name, f"{c}_ci_low"], short.at[name, f"{c}_ci_high"]) \
+            if ok else "not run"
+    row.update(randomization_cells(ctx["rand"], [name, ctx["by_title"].get(name, name)]) if kind == "method"
+               else {t: "-" for t in RANDOMIZATION_TESTS.values()})
+    return row
+
+
+def build_leaderboard(lb, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Optional[pd.DataFrame]):
+    """(board, tests, agreement): one board row per source (`board_row`), sorted by `leaderboard.sort`; every
+    (method, control) test of each question's primary score (`sanity/leaderboard_tests.csv`); Krippendorff's
+    alpha per score. `lb`: the leaderboard settings (variant, sort, bootstrap, seed, shortcut_run_dir)."""
     variant, sort = str(lb.variant), sort_score(lb, table)
     pp = per_patch[per_patch["variant"] == variant]
     tab = table[table["variant"] == variant].set_index("method")
-    short = shortcut_table(lb.shortcut_run_dir, table)
-    short = short[short["variant"] == variant].set_index("method")
     kinds = tab["kind"].to_dict()
-    names = list(tab.index)
-    by_title = {m.title: k for k, m in METHODS.items()}
+    methods = [m for m, k in kinds.items() if k == "method"]
     scored = [c for c in LOCALIZATION_SCORES + FAITHFULNESS if c in tab and tab[c].notna().any()]  # ROAD may be off
-    n_patients = pp["patient_id"].nunique()
-    rows = []
-    for name in names:
-        row = {"row": name, "kind": kinds[name]}
-        row.update(randomization_cells(rand, [name, by_title.get(name, name)]) if kinds[name] == "method"
-                   else {t: "-" for t in RANDOMIZATION_TESTS.values()})
-        for c in scored:
-            row[SCORE_TITLES[c]] = cell(tab.at[name, c], tab.at[name, f"{c}_ci_low"], tab.at[name, f"{c}_ci_high"])
-        for c in SHORTCUT:
-            ok = c in short and name in short.index
-            row[SCORE_TITLES[c]] = cell(short.at[name, c], short.at[name, f"{c}_ci_low"], short.at[name, f"{c}_ci_high"]) \
-                if ok else "not run"
-        if kinds[name] == "method" and n_patients < 2:  # one cluster: no CI, so no verdict either way
-            row["beats every control"] = row["scores where it beats every control"] = \
-                f"invalid ({n_patients} patient: no CI)"
-        elif kinds[name] == "method":
-            controls = controls_of(name, names, kinds)
-            wins = [c for c in scored if beats_controls(pp, name, controls, c, int(lb.bootstrap), int(lb.seed))]
-            row["beats every control"] = "yes" if sort in wins else "**no**"
-            row["scores where it beats every control"] = wins_cell(wins, scored)
-        else:
-            row["beats every control"] = row["scores where it beats every control"] = "(control)"
-        row["_sort"] = float(tab.at[name, sort])
-        rows.append(row)
-    board = pd.DataFrame(rows).sort_values("_sort", ascending=sort in LOWER_IS_BETTER, kind="stable")
+    primary = primary_scores(scored)
+    tests = pd.concat([question_tests(pp, kinds, q, s) for q, s in primary.items()], ignore_index=True)
+    short = shortcut_table(lb.shortcut_run_dir, table)
+    ctx = dict(primary=primary, secondary=[c for c in scored if c not in primary.values()], rand=rand,
+               verdicts={q: method_verdicts(tests[tests["question"] == q]) for q in primary},
+               ranks={q: ranks(pp, methods, s, int(lb.bootstrap), int(lb.seed)) for q, s in primary.items()},
+               short=short[short["variant"] == variant].set_index("method"), by_title={m.title: k for k, m in METHODS.items()})
+    board = pd.DataFrame([board_row(name, kinds[name], tab, ctx) for name in tab.index])
+    board["_sort"] = [float(tab.at[name, sort]) for name in tab.index]
+    board = board.sort_values("_sort", ascending=sort in LOWER_IS_BETTER, kind="stable")
     board = board.drop(columns="_sort").reset_index(drop=True)
-    board.attrs["sort"] = sort  # the score the rows are sorted and judged by (markdown names it)
-    return board
+    board.attrs.update(sort=sort, primary=primary)  # what the rows are sorted by and judged on (markdown names them)
+    return board, tests, agreement(pp, methods, scored)
 
 
-def markdown(board: pd.DataFrame, lb, data_name: str, n: int, n_patients: int,
-             superpixel_sizes: Dict[float, float]) -> str:
-    """sanity/leaderboard.md: what was scored and how, the board, and which methods beat every control."""
-    sort = board.attrs.get("sort", str(lb.sort))
-    winners = list(board.loc[(board["kind"] == "method") & (board["beats every control"] == "yes"), "row"])
-    sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in superpixel_sizes.items())
-    masks = any(SCORE_TITLES[c] in board for c in LOCALIZATION_SCORES)
+def verdict_lines(board: pd.DataFrame, primary: Dict[str, str], n_patients: int) -> List[str]:
+    """One line per question: the methods that beat every control, or why nothing can be decided."""
+    if n_patients < MIN_PATIENTS:
+        return [f"Which method beats the controls cannot be decided here: the patches come from {n_patients} "
+                f"patient(s), fewer than the {MIN_PATIENTS} a calibrated verdict needs (use a set with more patients)."]
+    lines = []
+    for q, score in primary.items():
+        col = f"{q}: beats every control"
+        winners = list(board.loc[(board["kind"] == "method") & (board[col] == "yes"), "row"])
+        lines.append(f"- **{q}** ({SCORE_TITLES[score]}): " + (", ".join(winners) if winners else "no method")
+                     + " beats every control.")
+    return lines
+
+
+def markdown(board: pd.DataFrame, lb, facts: dict) -> str:
+    """sanity/leaderboard.md: what was scored and how, the board, the verdicts, ranking agreement, chance levels.
+    `facts`: data_name, cohort (description), n, n_patients, superpixel_sizes, agreement, chance (dict), pairs (the
+    tests of one question: Holm's family)."""
+    sort, primary = board.attrs.get("sort", str(lb.sort)), board.attrs.get("primary", {})
+    sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in facts["superpixel_sizes"].items())
+    masks = "localization" in primary
+    declared = "; ".join(f"{q}: {SCORE_TITLES[s]}" for q, s in primary.items())
+    alpha = facts["agreement"].assign(score=lambda a: a["score"].map(SCORE_TITLES),
+                                      alpha=lambda a: a["alpha"].map(lambda v: "-" if not np.isfinite(v) else f"{v:.2f}"))
+    chance = facts.get("chance", {})
     return "\n".join([
         "# Which attribution method should I use? (leaderboard)",
         "",
-        f"{n} IDC-positive test patches from {n_patients} patients (data `{data_name}`), maps for the IDC "
-        f"class, {lb.variant} relevance, unclipped. Each cell: mean [patient-clustered bootstrap 95% CI, "
-        f"{lb.bootstrap} replicates]."
+        f"{facts['n']} IDC-positive patches from {facts['n_patients']} patients of {facts['cohort']} (data "
+        f"`{facts['data_name']}`), maps for the IDC "
+        f"class, {lb.variant} relevance, unclipped. Each cell: mean of the patient means [95% t-interval, k - 1 df]; "
+        "n = patches/patients, and a cell whose n differs from its row's shows its own."
         + ("" if masks else " This data set has no pixel ground truth (`data.masks_dir` is null, as the real Kaggle "
                             "set), so there are no localization columns: faithfulness only."),
-        f"Sorted by {SCORE_TITLES[sort]} (mean, best first), controls included. **beats every control**: "
-        f"the paired 95% CI of (method - control) on {SCORE_TITLES[sort]} is above 0 for the uniform random "
-        "map, the edge map |x - blur(x)|, image darkness and the method's own maps from the fully randomized model; "
-        "the next column counts the scores on which it does so.",
+        "",
+        f"**Verdicts.** One primary score per question, declared before any number was seen ({declared}); every "
+        "other score is secondary: mean and CI, no verdict. A method **beats every control** when the one-sided "
+        "paired t-test on the patient means of (method - control) rejects at 2.5% for each of its controls (the "
+        "uniform random map, the edge map |x - blur(x)|, image darkness and its own maps from the fully randomized "
+        f"model), with Holm's correction across every method and control of the question ({facts['pairs']} tests); "
+        f"below {MIN_PATIENTS} patients the verdict is \"too few patients\". Rank: among the methods on the primary "
+        f"score, 1 = best, with a 95% interval from {lb.bootstrap} patient-bootstrap replicates. Rows are sorted by "
+        f"{SCORE_TITLES[sort]} (best first), controls included.",
         "",
         frame_table(board),
         "",
-        (f"Methods that beat every control on {SCORE_TITLES[sort]}: " + (", ".join(winners) if winners else "none") + "."
-         if n_patients >= 2 else f"Which method beats the controls cannot be decided here: the patches come from "
-         f"{n_patients} patient, so there is no patient-clustered CI (use a set with more test patients)."),
+        *verdict_lines(board, primary, facts["n_patients"]),
         "",
-        f"Pointing game tolerance {lb.pointing_tolerance} px; top-k = {lb.top_k_fraction:g} of the pixels; deletion "
-        f"fills with `{lb.deletion_fill}`; insertion starts from a blur (sigma {lb.blur_sigma:g} px); ROAD = "
-        "pytorch-grad-cam's ROADCombined. Randomization verdicts come from `sanity/randomization.csv`."
+        "## How consistently each score ranks the methods",
+        "",
+        "Each patient ranks the methods by its own mean score; Krippendorff's alpha (ordinal) of those rankings: 1 = "
+        "every patient orders the methods alike, 0 = no more agreement than chance (Gevaert et al. 2024).",
+        "",
+        frame_table(alpha.rename(columns={"alpha": "Krippendorff's alpha"})),
+        "",
+        (f"Chance levels: pointing game {chance['pointing_game']:.2f} (the mean share of the patch inside the mask grown "
+         f"by {lb.pointing_tolerance} px), relevance mass, rank and top-k {chance['mask_fraction']:.2f} (the mean mask "
+         "fraction), pixel AUROC 0.5. " if chance else "")
+        + f"Pointing game tolerance {lb.pointing_tolerance} px; top-k = {lb.top_k_fraction:g} of the pixels; deletion "
+        f"fills with `{lb.deletion_fill}`; insertion starts from a blur (sigma {lb.blur_sigma:g} px) and, as a second "
+        "start, from the image's mean colour; ROAD = pytorch-grad-cam's ROADCombined on the seeded dense ranking of "
+        "the map. All-zero maps count 0 relevance mass. Randomization verdicts come from `sanity/randomization.csv`."
         + (f" Mean LIME superpixel size: {sp}." if sp else ""),
-        "CAM resolution: layer4 is a 2x2 grid at 50x50 px and layer3 4x4, upsampled bilinearly. "
-        "See docs/attribution-evaluation.md.",
+        "CAM resolution: layer4 is a 2x2 grid at 50x50 px and layer3 4x4, upsampled bilinearly; CAMs are scored "
+        "unscaled (the ReLU'd CAM). See docs/attribution-evaluation.md.",
         "",
     ])

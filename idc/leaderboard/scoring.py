@@ -1,10 +1,13 @@
 """Which patches the leaderboard scores, each map source's scores on them, and the summary per source.
 
-On data with pixel ground truth (`data.masks_dir`, the synthetic sets) every eligible IDC-positive test
-patch (a non-trivial evidence mask; at most `leaderboard.num_patches`) is scored against its evidence
-mask (localization), on faithfulness (deletion, insertion, ROAD) and, where the set plants a cue, on the
-relevance mass on that cue (shortcut). On data without pixel ground truth (`data.masks_dir=null`, as the
-real Kaggle set) up to `leaderboard.num_patches` IDC-positive test patches are scored on faithfulness only.
+The patches are IDC-positive patches of the evaluation cohort (`idc.data.cohort`: generated patients never
+trained on, or the test split), taken one patient at a time (`idc.explain.select.round_robin`) so that the
+patches spread over as many patients as possible: a verdict needs patients, not patches. On data with pixel
+ground truth (`data.masks_dir`, the synthetic sets) every eligible patch (a non-trivial evidence mask; at
+most `leaderboard.num_patches`) is scored against its evidence mask (localization), on faithfulness
+(deletion, insertion from two starts, ROAD) and, where the set plants a cue, on the relevance mass on that
+cue (shortcut). On data without pixel ground truth (`data.masks_dir=null`, as the real Kaggle set) up to
+`leaderboard.num_patches` IDC-positive patches are scored on faithfulness only.
 """
 from __future__ import annotations
 
@@ -16,28 +19,31 @@ import numpy as np
 import pandas as pd
 
 from idc.data.synthetic import load_masks, patch_mask
-from idc.scores.bootstrap import cluster_bootstrap
+from idc.explain.select import round_robin
 from idc.scores.faithfulness import faithfulness_scores, road_scores
-from idc.scores.localization import LOCALIZATION_SCORES, localization_scores, relevance_mass_accuracy
+from idc.scores.inference import t_interval
+from idc.scores.localization import LOCALIZATION_SCORES, localization_scores, pointing_chance, relevance_mass_accuracy
+from idc.utils import Laps
 
 log = logging.getLogger("idc")
 
-FAITHFULNESS_SCORES = ("deletion", "insertion", "road")
+FAITHFULNESS_SCORES = ("deletion", "insertion", "insertion_mean", "road")
 SHORTCUT_SCORES = ("cue_mass", "evidence_mass_cue_patches")
 SCORES = LOCALIZATION_SCORES + FAITHFULNESS_SCORES + SHORTCUT_SCORES
+PER_PATCH_FACTS = ("empty_map", "pointing_chance")  # per patch, beside the scores: a map that is 0 everywhere,
+# and the pointing game's chance level (the share of the patch inside the tolerance-dilated mask)
 FAITHFUL_VARIANT = "positive"  # deletion/insertion/ROAD/shortcut mass rank pixels by evidence FOR IDC
 
 
 # ---------------------------------------------------------------- patches
 def select_localization_patches(preds: pd.DataFrame, masks_dir: Path, n: int, seed: int, size: int = 50):
-    """Up to `n` IDC-positive patches whose evidence mask is neither empty nor full, in random (seeded)
-    order, with their bool evidence masks and cue masks (None unless the set has a `cue` layer)."""
+    """Up to `n` IDC-positive patches whose evidence mask is neither empty nor full, one patient at a time
+    (seeded), with their bool evidence masks and cue masks (None unless the set has a `cue` layer)."""
     pos = preds[preds["target"] == 1]
-    order = np.random.default_rng(seed).permutation(len(pos))
     slides: Dict[int, dict] = {}
     keep, masks, cues, skipped = [], [], [], 0
-    for i in order:
-        row = pos.iloc[i]
+    for i in round_robin(pos, seed):
+        row = pos.loc[i]
         pid = int(row["patient_id"])
         if pid not in slides:
             slides[pid] = load_masks(masks_dir, pid)
@@ -45,24 +51,25 @@ def select_localization_patches(preds: pd.DataFrame, masks_dir: Path, n: int, se
         if not 0 < m.sum() < m.size:
             skipped += 1
             continue
-        keep.append(pos.index[i])
+        keep.append(i)
         masks.append(m)
         if "cue" in slides[pid]:
             cues.append(patch_mask(slides[pid]["cue"], int(row["x"]), int(row["y"]), size=size).astype(bool))
         if len(keep) == n:
             break
-    log.info("localization: %d IDC-positive test patches with a non-trivial evidence mask (cap %d; %d skipped "
-             "with an empty or full mask)", len(keep), n, skipped)
+    log.info("localization: %d IDC-positive patches of %d patients with a non-trivial evidence mask (cap %d; %d "
+             "skipped with an empty or full mask)", len(keep), preds.loc[keep, "patient_id"].nunique(), n, skipped)
     stack = (lambda a: np.stack(a) if a else np.zeros((0, size, size), bool))
     return preds.loc[keep], stack(masks), (stack(cues) if cues and len(cues) == len(keep) else None)
 
 
 def select_faithfulness_patches(preds: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Up to `n` IDC-positive patches in random (seeded) order: the patches of a set without masks."""
+    """Up to `n` IDC-positive patches, one patient at a time (seeded): the patches of a set without masks."""
     pos = preds[preds["target"] == 1]
-    order = np.random.default_rng(seed).permutation(len(pos))[:n]
-    log.info("faithfulness only (no pixel ground truth): %d IDC-positive test patches (cap %d)", len(order), n)
-    return pos.iloc[order]
+    chosen = pos.loc[round_robin(pos, seed)[:n]]
+    log.info("faithfulness only (no pixel ground truth): %d IDC-positive patches of %d patients (cap %d)", len(chosen),
+             chosen["patient_id"].nunique(), n)
+    return chosen
 
 
 # ---------------------------------------------------------------- scoring
@@ -78,24 +85,31 @@ def shortcut_scores(maps: np.ndarray, masks: np.ndarray, cues: np.ndarray) -> Di
     return out
 
 
-def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks, cues, lb) -> Dict[str, Dict[str, np.ndarray]]:
-    """{variant: {score: [n]}} for one source's maps; `masks` None (no pixel ground truth): faithfulness only.
+def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks, cues, lb,
+                 timing: Optional[Dict[str, float]] = None) -> Dict[str, Dict[str, np.ndarray]]:
+    """{variant: {score: [n]}} for one source's maps (with `empty_map` and, given masks, `pointing_chance`);
+    `masks` None (no pixel ground truth): faithfulness only, on the faithful variant.
     `lb`: the leaderboard settings (pointing_tolerance, top_k_fraction, deletion_fill, blur_sigma, road,
-    road_patches, seed)."""
-    out = {}
+    road_patches, seed). `timing`, when given, accumulates the wall seconds of localization,
+    deletion + insertion and ROAD (the stage's timing.json)."""
+    out, clock = {}, Laps(timing if timing is not None else {})
     for variant, maps in maps_by_variant.items():
-        scores = {}
+        scores = {"empty_map": (maps.reshape(len(maps), -1).max(axis=1) <= 0).astype(np.float64)}
         if masks is not None:
             top_k = max(1, int(round(float(lb.top_k_fraction) * masks[0].size)))
-            scores = localization_scores(maps, masks, tolerance=int(lb.pointing_tolerance), top_k=top_k)
+            scores.update(localization_scores(maps, masks, tolerance=int(lb.pointing_tolerance), top_k=top_k))
+            scores["pointing_chance"] = pointing_chance(masks, int(lb.pointing_tolerance))
+        clock.lap("localization scores")
         if variant == FAITHFUL_VARIANT:
             scores.update(faithfulness_scores(model, x, maps, target, fill=str(lb.deletion_fill),
                                               sigma=float(lb.blur_sigma), road=False, seed=int(lb.seed)))
+            clock.lap("deletion and insertion (2 starts)")
             if lb.road:  # ROAD's imputation costs seconds per patch on a CPU: the first `road_patches` only
                 k = min(len(maps), int(lb.road_patches))
                 scores["road"] = np.full(len(maps), np.nan)
                 if k:
                     scores["road"][:k] = road_scores(model, x[:k], maps[:k], target[:k], seed=int(lb.seed))
+                clock.lap("ROAD")
             if cues is not None:
                 scores.update(shortcut_scores(maps, masks, cues))
         out[variant] = scores
@@ -107,7 +121,7 @@ def score_frames(src, rows: pd.DataFrame, masks: Optional[np.ndarray], scores: D
     mask_fraction, then the scores); a variant without scores (no masks: all but the faithful one) has none."""
     frames = []
     for variant, by_score in scores.items():
-        if not by_score:
+        if set(by_score) <= set(PER_PATCH_FACTS):  # no score on this variant (no masks: all but the faithful one)
             continue
         frame = pd.DataFrame(by_score)
         frame.insert(0, "mask_fraction", masks.mean(axis=(1, 2)) if masks is not None else np.nan)
@@ -120,18 +134,25 @@ def score_frames(src, rows: pd.DataFrame, masks: Optional[np.ndarray], scores: D
     return frames
 
 
-def summarize(per_patch: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per source (and relevance variant): n and the mean of every score; with a `patient_id` column also
-    `<score>_ci_low/_ci_high`, the patient-clustered bootstrap 95% CI. Best pixel AUROC first."""
+def summarize(per_patch: pd.DataFrame) -> pd.DataFrame:
+    """Per source (and relevance variant): n (patches), n_patients, n_empty (all-zero maps) and every score;
+    with a `patient_id` column each score is the mean of its patient means with `<score>_ci_low/_ci_high`
+    (t-interval, k - 1 df: `idc.scores.inference.t_interval`), `<score>_n` patches and `<score>_k` patients
+    with a value; without, the plain mean. Best pixel AUROC first."""
     keys = [k for k in ("method", "kind", "variant") if k in per_patch]
     cols = [c for c in SCORES if c in per_patch]
     rows = []
     for key, grp in per_patch.groupby(keys, sort=False):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)), n=len(grp))
+        if "patient_id" in grp:
+            row["n_patients"] = int(grp["patient_id"].nunique())
+        if "empty_map" in grp:
+            row["n_empty"] = int(grp["empty_map"].sum())
         for c in cols:
             if "patient_id" in grp:
-                est = cluster_bootstrap(grp[c].to_numpy(), grp["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
-                row.update({c: est.mean, f"{c}_ci_low": est.ci_low, f"{c}_ci_high": est.ci_high, f"{c}_n": est.n})
+                est = t_interval(grp[c].to_numpy(), grp["patient_id"].to_numpy())
+                row.update({c: est.mean, f"{c}_ci_low": est.ci_low, f"{c}_ci_high": est.ci_high, f"{c}_n": est.n,
+                            f"{c}_k": est.n_clusters})
             else:
                 row[c] = float(grp[c].mean())
         rows.append(row)

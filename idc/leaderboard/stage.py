@@ -1,11 +1,14 @@
 """Stage `make leaderboard`: localization, faithfulness and shortcut scores of every method, variant and
 control row, and the leaderboard with the sanity stage's randomization verdicts.
 
-Reads model/best.pt, eval/predictions.csv, the packed cache, the evidence masks (`data.masks_dir`) and
-sanity/randomization.csv (the stage graph runs `make sanity` first). Writes sanity/localization.csv (one
-row per map source, relevance variant and patch), sanity/localization_summary.csv (mean and
-patient-clustered bootstrap 95% CI per score), sanity/localization.md, sanity/leaderboard.md|csv and
-figures/sanity_localization_examples.png, figures/chapter_05_method_leaderboard.png. Maps come from the
+Reads model/best.pt, the evaluation cohort (data/cohort.csv with its images and evidence masks,
+`idc.data.cohort`; `leaderboard.split=val`: the validation split instead) and sanity/randomization.csv (the
+stage graph runs `make sanity` first). Writes sanity/localization.csv (one row per map source, relevance
+variant and patch), sanity/localization_summary.csv (mean of the patient means and 95% t-interval per
+score), sanity/localization.md, sanity/leaderboard.md|csv, sanity/leaderboard_tests.csv (every method x
+control test of the primary scores, Holm-corrected), sanity/leaderboard_timing.json (wall seconds per phase
+and the images through the network, read by `make bench`) and figures/sanity_localization_examples.png,
+figures/chapter_05_method_leaderboard.png. Maps come from the
 explain driver with `explain.*`, LIME samples and RISE masks capped (`leaderboard.lime_num_samples`,
 `rise_num_masks`), each variant's overrides as the method's keyword arguments.
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
@@ -21,9 +23,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from idc.errors import DataError
+from idc.data.cohort import Cohort, load_cohort, split_cohort
+from idc.errors import ConfigError, DataError
 from idc.explain.driver import capped, dataset_reference, patch_batch
-from idc.explain.select import test_patches
 from idc.inputs import load_run
 from idc.leaderboard.board import build_leaderboard, check_settings, markdown, read_randomization
 from idc.leaderboard.plots import plot_leaderboard, plot_localization_examples
@@ -31,10 +33,10 @@ from idc.leaderboard.scoring import (FAITHFUL_VARIANT, SCORES, score_frames, sco
                                      select_localization_patches, summarize)
 from idc.leaderboard.sources import lime_kernel_sizes, map_sources, mean_superpixel_size, source_maps
 from idc.markdown import frame_table
-from idc.model import build_model
+from idc.model import build_model, counting_images
 from idc.paths import RunPaths
 from idc.scores.randomization import randomize_cascading
-from idc.utils import write_csv_atomic, write_text_atomic, wrote
+from idc.utils import Laps, write_csv_atomic, write_json_atomic, write_text_atomic, wrote
 from idc.viz.style import save_figure_atomic
 
 log = logging.getLogger("idc")
@@ -45,13 +47,26 @@ def _skip(paths: RunPaths, reason: str) -> None:
           "localization skipped")
 
 
-def scored_patches(cfg, preds: pd.DataFrame):
+SPLITS = ("cohort", "val")
+
+
+def cohort_of(cfg, run) -> Cohort:
+    """The patients scored: the evaluation cohort, or the validation split (`leaderboard.split=val`)."""
+    split = str(cfg.leaderboard.split)
+    if split not in SPLITS:
+        raise ConfigError(f"leaderboard.split must be one of {SPLITS}, got {split!r}")
+    if split == "val":
+        return split_cohort(cfg, run.patches, run.images, "val")
+    return load_cohort(cfg, run.paths, run.patches, run.images)
+
+
+def scored_patches(cfg, cohort: Cohort):
     """(rows, evidence masks, cue masks) of the patches to score, or a str saying why there are none."""
-    lb = cfg.leaderboard
-    if cfg.data.masks_dir is None:  # the real set: no ground truth to localize against; faithfulness needs none
+    lb, preds = cfg.leaderboard, cohort.patches
+    if cohort.masks_dir is None:  # the real set: no ground truth to localize against; faithfulness needs none
         rows = select_faithfulness_patches(preds, int(lb.num_patches), int(lb.seed))
-        return (rows, None, None) if len(rows) else "the test split has no IDC-positive patch to score."
-    masks_dir = Path(cfg.data.masks_dir)
+        return (rows, None, None) if len(rows) else f"the {cohort.source} has no IDC-positive patch to score."
+    masks_dir = cohort.masks_dir
     if not masks_dir.is_dir():
         raise DataError(f"data.masks_dir={masks_dir} does not exist; it is written by `make data` for the "
                         "synthetic set. Set data.masks_dir=null for data without masks.")
@@ -62,13 +77,13 @@ def scored_patches(cfg, preds: pd.DataFrame):
 
 def localization_markdown(table: pd.DataFrame, n: int, lb, sizes: Dict[float, float], has_masks: bool = True) -> str:
     """sanity/localization.md: the summary's means (the leaderboard gives the CIs)."""
-    cols = ["method", "kind", "variant", "n"] + [c for c in SCORES if c in table]
+    cols = ["method", "kind", "variant", "n", "n_patients", "n_empty"] + [c for c in SCORES if c in table]
     sp = "; ".join(f"kernel_size {k:g}: {v:.0f} px" for k, v in sizes.items())
-    scored = ("scored against the IDC-nuclei evidence mask. Means over patches; the leaderboard "
-              "(`sanity/leaderboard.md`) gives the patient-clustered 95% CIs. Sorted by pixel AUROC." if has_masks else
+    scored = ("scored against the IDC-nuclei evidence mask. Means of the patient means; the leaderboard "
+              "(`sanity/leaderboard.md`) gives the 95% CIs. Sorted by pixel AUROC." if has_masks else
               "faithfulness only: this data set has no pixel ground truth (`data.masks_dir` is null, as for the real "
-              "Kaggle set), so there are no localization scores. Means over patches; the leaderboard "
-              "(`sanity/leaderboard.md`) gives the patient-clustered 95% CIs.")
+              "Kaggle set), so there are no localization scores. Means of the patient means; the leaderboard "
+              "(`sanity/leaderboard.md`) gives the 95% CIs.")
     return "\n".join([
         "# Localization and faithfulness" if has_masks else "# Faithfulness (no pixel ground truth)",
         "",
@@ -83,28 +98,40 @@ def localization_markdown(table: pd.DataFrame, n: int, lb, sizes: Dict[float, fl
     ])
 
 
+def chance_levels(per_patch: pd.DataFrame) -> Dict[str, float]:
+    """Mean chance level of the localization scores over the scored patches (one source's rows)."""
+    first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]].drop_duplicates("image_id")
+    if "pointing_chance" not in first or first["mask_fraction"].isna().all():
+        return {}
+    return {"pointing_game": float(first["pointing_chance"].mean()), "mask_fraction": float(first["mask_fraction"].mean())}
+
+
 def write_leaderboard(cfg, paths: RunPaths, per_patch: pd.DataFrame, table: pd.DataFrame,
-                      superpixel_sizes: Dict[float, float]) -> pd.DataFrame:
-    """Write sanity/leaderboard.{md,csv} and figures/chapter_05_method_leaderboard.png; return the board."""
+                      superpixel_sizes: Dict[float, float], cohort: Cohort) -> pd.DataFrame:
+    """Write sanity/leaderboard.{md,csv}, sanity/leaderboard_tests.csv and figures/chapter_05_method_leaderboard.png;
+    return the board."""
     lb = cfg.leaderboard
-    board = build_leaderboard(lb, per_patch, table, read_randomization(paths.randomization_csv))
-    first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]]
-    first = first[first["variant"] == first["variant"].iloc[0]]
+    board, tests, agree = build_leaderboard(lb, per_patch, table, read_randomization(paths.randomization_csv))
+    first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]].drop_duplicates("image_id")
     wrote(write_csv_atomic(board, paths.leaderboard_csv), "leaderboard")
-    md = markdown(board, lb, str(cfg.data.name), len(first), first["patient_id"].nunique(), superpixel_sizes)
-    wrote(write_text_atomic(paths.leaderboard_md, md), "leaderboard")
+    wrote(write_csv_atomic(tests, paths.leaderboard_tests_csv), f"{len(tests)} method x control tests (Holm)")
+    facts = dict(data_name=str(cfg.data.name), cohort=cohort.description, n=len(first),
+                 n_patients=first["patient_id"].nunique(), superpixel_sizes=superpixel_sizes, agreement=agree,
+                 chance=chance_levels(per_patch), pairs=int(tests.groupby("question").size().max()) if len(tests) else 0)
+    wrote(write_text_atomic(paths.leaderboard_md, markdown(board, lb, facts)), "leaderboard")
     fig = plot_leaderboard(table, list(board["row"]), str(lb.variant))
     wrote(save_figure_atomic(fig, paths.figure("chapter_05_method_leaderboard")), "method leaderboard figure")
     return board
 
 
-def score_all(cfg, run, sources, selection) -> tuple:
-    """(per-patch scores of every source, the non-randomized sources' faithful maps, the uint8 patches)."""
-    lb = cfg.leaderboard
+def score_all(cfg, run, cohort: Cohort, sources, selection, timing: Dict[str, float]) -> tuple:
+    """(per-patch scores of every source, the non-randomized sources' faithful maps, the uint8 patches);
+    wall seconds per phase (each source's maps, each kind of score) are added to `timing`."""
+    clock, lb = Laps(timing), cfg.leaderboard
     rows, masks, cues = selection
     ecfg = capped(cfg.explain, lime_num_samples=lb.lime_num_samples, rise_num_masks=lb.rise_num_masks)
     reference = dataset_reference(run.images, run.patches, int(ecfg.ig_expected_k), int(ecfg.seed))
-    imgs, x, _ = patch_batch(run.images, rows, run.device)
+    imgs, x, _ = patch_batch(cohort.images, rows, run.device)
     target = np.ones(len(rows), dtype=np.int64)  # explain the IDC class on IDC-positive patches
     s = cfg.sanity  # the randomized-model rows use the sanity stage's fully randomized model
 
@@ -113,12 +140,15 @@ def score_all(cfg, run, sources, selection) -> tuple:
 
     random_model = randomize_cascading(run.model, list(s.cascade), len(s.cascade), int(s.seed), str(s.reinit), factory)
     frames, examples = [], {}
+    clock.lap("patches, reference images, randomized model")
     for src in tqdm(sources, desc="localization and faithfulness", unit="source"):
         maps = source_maps(src, run.model, random_model, imgs, target, ecfg, run.device, int(lb.seed), reference)
+        clock.lap(f"maps: {src.title}")
         if src.kind != "randomized":
             examples[src.title] = maps[FAITHFUL_VARIANT]
-        scores = score_source(run.model, x, torch.as_tensor(target), maps, masks, cues, lb)
+        scores = score_source(run.model, x, torch.as_tensor(target), maps, masks, cues, lb, timing)
         frames += score_frames(src, rows, masks, scores)
+        clock.last = time.perf_counter()  # score_source charged its own phases
     return pd.concat(frames, ignore_index=True), examples, imgs
 
 
@@ -131,16 +161,19 @@ def run(cfg) -> Optional[pd.DataFrame]:
         return None
     check_settings(lb)
     sources = map_sources(list(lb.methods), list(lb.variants), bool(lb.randomized_controls))
-    run = load_run(cfg, needs=("patches", "images", "model", "predictions"))
-    selection = scored_patches(cfg, test_patches(run.predictions, run.patches, str(paths.predictions_csv)))
+    run = load_run(cfg, needs=("patches", "images", "model"))
+    cohort = cohort_of(cfg, run)
+    selection = scored_patches(cfg, cohort)
     if isinstance(selection, str):
         _skip(paths, selection)
         return None
-    tic = time.perf_counter()
-    per_patch, examples, imgs = score_all(cfg, run, sources, selection)
+    tic, timing = time.perf_counter(), {}
+    with counting_images() as passes:
+        per_patch, examples, imgs = score_all(cfg, run, cohort, sources, selection, timing)
+    clock = Laps(timing)
     rows, masks = selection[0], selection[1]
     wrote(write_csv_atomic(per_patch, paths.localization_csv), "per-patch localization scores")
-    table = summarize(per_patch, n_boot=int(lb.bootstrap), seed=int(lb.seed))
+    table = summarize(per_patch)
     wrote(write_csv_atomic(table, paths.localization_summary_csv), "localization summary")
     fig = plot_localization_examples(imgs, masks, {k: v / max(v.max(), 1e-12) for k, v in examples.items()})
     wrote(save_figure_atomic(fig, paths.figure("sanity_localization_examples")), "localization examples")
@@ -148,6 +181,11 @@ def run(cfg) -> Optional[pd.DataFrame]:
              for k in lime_kernel_sizes(cfg.explain.lime_kernel_size, sources)}
     md = localization_markdown(table, len(rows), lb, sizes, masks is not None)
     wrote(write_text_atomic(paths.localization_md, md), "localization table")
-    write_leaderboard(cfg, paths, per_patch, table, sizes)
-    log.info("leaderboard: localization, faithfulness and leaderboard took %.1f s", time.perf_counter() - tic)
+    write_leaderboard(cfg, paths, per_patch, table, sizes, cohort)
+    clock.lap("tables, verdicts and figures")
+    timing = {k: round(v, 1) for k, v in timing.items()}
+    timing["total"] = round(time.perf_counter() - tic, 1)
+    wrote(write_json_atomic(paths.leaderboard_timing_json, {**timing, "network_images": dict(passes)}),
+          "wall seconds per phase, images through the network")
+    log.info("leaderboard: localization, faithfulness and leaderboard took %.1f s", timing["total"])
     return table

@@ -14,6 +14,12 @@ a model that ends at the majority-class rate has learned nothing, and its maps s
 The record says whether the threshold was reached; when it was not, the data-randomization verdict is
 "invalid (reached X%)", never pass/fail. The model and record are cached under
 `sanity/random_labels_model/` and reused while the settings and data are unchanged.
+
+The **recipe control** (`recipe_control_model`): the same recipe (same subset, Adam, no dropout, no flips,
+the same number of epochs as the random-label model took) on the subset's TRUE labels. The real model
+differs from the random-label model in its recipe as well as its labels (Adamax, dropout, flips, every
+training patch); maps that differ between two models trained alike except for the labels show that the
+labels, not the recipe, changed them. Cached under `sanity/recipe_control_model/`.
 """
 from __future__ import annotations
 
@@ -84,55 +90,88 @@ def fit_random_labels(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
     return dict(epochs=len(history), train_accuracy=acc, history=history)
 
 
-def random_labels_model(cfg, paths, patches, images, device) -> Tuple[nn.Module, dict]:
-    """Train (or reuse) the memorizing model; return it (eval mode) and its record (see module doc)."""
+def _recipe_settings(cfg, paths, epochs=None) -> dict:
     s = cfg.sanity
-    record_path, ckpt_path = paths.random_labels_json, paths.random_labels_pt
-    model_cfg = {**as_dict(cfg.model), "dropout": 0.0, "weights": None}
     settings = dict(patches=int(s.random_labels_patches), max_epochs=int(s.random_labels_epochs),
                     target=float(s.random_labels_target), lr=float(s.random_labels_lr),
-                    batch_size=int(s.random_labels_batch_size), seed=int(s.seed), model=model_cfg,
+                    batch_size=int(s.random_labels_batch_size), seed=int(s.seed),
+                    model={**as_dict(cfg.model), "dropout": 0.0, "weights": None},
                     patches_sha256=file_sha256(paths.patches_csv))
+    if epochs is not None:  # the recipe control: true labels, exactly this many epochs
+        settings.update(labels="true", max_epochs=int(epochs), target=None)
+    return settings
+
+
+def _cached(record_path: Path, ckpt_path: Path, settings: dict, device):
     try:
         record = read_json(record_path) if record_path.exists() else None
     except IntegrityError as err:  # a damaged record is no record: the model is trained again
-        log.warning("%s: training the random-label model again", str(err).split(";")[0])
+        log.warning("%s: training the model again", str(err).split(";")[0])
         record = None
     if record is not None and record.get("settings") == settings and ckpt_path.exists():
         log.info("reusing %s (same settings and data; delete it to retrain)", ckpt_path)
-        model, _ = load_model(ckpt_path, device=device)
-        return model.eval(), record
+        return load_model(ckpt_path, device=device)[0].eval(), record
+    return None
 
-    rows, labels = memorization_subset(patches["split"], patches["target"], settings["patches"], settings["seed"])
+
+def _train_recipe(settings: dict, patches, images, device, permute: bool, what: str) -> Tuple[nn.Module, dict]:
+    """Train a model with the memorization recipe on the fixed subset (permuted or true labels); its record."""
+    rows, permuted = memorization_subset(patches["split"], patches["target"], settings["patches"], settings["seed"])
     if len(rows) == 0:
-        raise DataError(f"{paths.patches_csv} has no training patches: the data-randomization test needs them")
-    sub_images = np.ascontiguousarray(images[rows])
+        raise DataError("data/patches.csv has no training patches: the data-randomization test needs them")
+    labels = permuted if permute else np.asarray(patches["target"], dtype=np.int64)[rows]
     torch.manual_seed(settings["seed"])
-    model = build_model(model_cfg).to(device)
-    log.info("data randomization: memorizing %d permuted labels (cap %d epochs, target %.0f%%)",
-             len(rows), settings["max_epochs"], 100 * settings["target"])
+    model = build_model(settings["model"]).to(device)
+    log.info("data randomization: %s on %d patches (cap %d epochs)", what, len(rows), settings["max_epochs"])
     start = time.perf_counter()
-    fit = fit_random_labels(model, sub_images, labels, device, max_epochs=settings["max_epochs"],
-                            target=settings["target"], lr=settings["lr"], batch_size=settings["batch_size"],
-                            seed=settings["seed"])
+    target = settings["target"] if settings["target"] is not None else 2.0  # > 1: train every epoch
+    fit = fit_random_labels(model, np.ascontiguousarray(images[rows]), labels, device, max_epochs=settings["max_epochs"],
+                            target=target, lr=settings["lr"], batch_size=settings["batch_size"], seed=settings["seed"])
     model.eval()
     test = np.flatnonzero(np.asarray(patches["split"]) == "test")
     test_y = np.asarray(patches["target"], dtype=np.int64)[test]
-    test_acc = accuracy(model, images, test_y, device, rows=test) if len(test) else None
-    share = float(np.mean(labels)) if len(labels) else 0.0
-    test_share = float(np.mean(test_y)) if len(test_y) else 0.0
+    share, test_share = (float(np.mean(y)) if len(y) else 0.0 for y in (labels, test_y))
     record = dict(
         settings=settings, n=len(rows), epochs=fit["epochs"], train_accuracy=fit["train_accuracy"],
-        memorized=bool(fit["train_accuracy"] >= settings["target"]), majority_rate=max(share, 1 - share),
-        test_accuracy=test_acc, test_majority_rate=max(test_share, 1 - test_share) if len(test_y) else None,
+        memorized=bool(fit["train_accuracy"] >= target), majority_rate=max(share, 1 - share),
+        test_accuracy=accuracy(model, images, test_y, device, rows=test) if len(test) else None,
+        test_majority_rate=max(test_share, 1 - test_share) if len(test_y) else None,
         seconds=round(time.perf_counter() - start, 1), history=fit["history"],
     )
-    log.info("data randomization: %.1f%% of %d permuted labels after %d epochs (majority rate %.1f%%, "
-             "test accuracy %s)", 100 * record["train_accuracy"], len(rows), record["epochs"],
-             100 * record["majority_rate"], "-" if test_acc is None else f"{100 * test_acc:.1f}%")
-    save_checkpoint(ckpt_path, {"model": model.state_dict(), "model_cfg": model_cfg, "epoch": fit["epochs"]})
-    wrote(write_json_atomic(record_path, record), "random-label training record")
+    log.info("data randomization: %s: %.1f%% of %d training labels after %d epochs (majority rate %.1f%%, test "
+             "accuracy %s)", what, 100 * record["train_accuracy"], len(rows), record["epochs"],
+             100 * record["majority_rate"], _percent(record["test_accuracy"]))
     return model, record
+
+
+def _save(model, record: dict, ckpt_path: Path, record_path: Path, what: str) -> None:
+    save_checkpoint(ckpt_path, {"model": model.state_dict(), "model_cfg": record["settings"]["model"],
+                                "epoch": record["epochs"]})
+    wrote(write_json_atomic(record_path, record), what)
+
+
+def _recipe_model(settings: dict, json_path: Path, pt_path: Path, patches, images, device, permute: bool,
+                  what: str) -> Tuple[nn.Module, dict]:
+    """Reuse the model recorded at (json_path, pt_path) when its settings match, else train it with the
+    memorization recipe (labels permuted or true) and save it with its record."""
+    cached = _cached(json_path, pt_path, settings, device)
+    if cached:
+        return cached
+    model, record = _train_recipe(settings, patches, images, device, permute, what)
+    _save(model, record, pt_path, json_path, f"{what} training record")
+    return model, record
+
+
+def random_labels_model(cfg, paths, patches, images, device) -> Tuple[nn.Module, dict]:
+    """Train (or reuse) the memorizing model; return it (eval mode) and its record (see module doc)."""
+    return _recipe_model(_recipe_settings(cfg, paths), paths.random_labels_json, paths.random_labels_pt,
+                         patches, images, device, True, "memorizing permuted labels")
+
+
+def recipe_control_model(cfg, paths, patches, images, device, epochs: int) -> Tuple[nn.Module, dict]:
+    """Train (or reuse) the recipe control: the memorization recipe for `epochs` epochs on the true labels."""
+    return _recipe_model(_recipe_settings(cfg, paths, epochs=epochs), paths.recipe_control_json,
+                         paths.recipe_control_pt, patches, images, device, False, "recipe control (true labels)")
 
 
 def memorization_note(record: dict) -> str:
@@ -144,6 +183,13 @@ def memorization_note(record: dict) -> str:
     return (f"Data randomization {head} ({record['n']} training patches with permuted labels, {record['epochs']} "
             f"epochs, no flips, no dropout; accuracy in eval mode; majority rate {100 * record['majority_rate']:.1f}%; "
             f"test accuracy on true labels {test}, test majority rate {test_major}).")
+
+
+def recipe_note(record: dict, similarity: str) -> str:
+    """One sentence for Table 5.2 on the recipe control."""
+    return (f"Recipe control: the same recipe on the same {record['n']} patches with their TRUE labels for the same "
+            f"{record['epochs']} epochs (training accuracy {_percent(record['train_accuracy'])}, test accuracy "
+            f"{_percent(record.get('test_accuracy'))}); {similarity}")
 
 
 def _percent(v) -> str:

@@ -2,10 +2,11 @@
 eMPRT, Hedström et al. 2023) and Table 5.2. Localization, faithfulness and the method leaderboard are
 the next stage (`make leaderboard`, `idc.leaderboard`), which reads this stage's verdicts.
 
-Reads the trained model (model/best.pt), the test predictions and the packed patch cache; writes
-`sanity/table_5_2.md`, `sanity/randomization.csv` (one verdict per method and test),
-`sanity/metrics.csv` (every measure per step, with CIs), `sanity/logit_change.csv`,
-`sanity/random_labels.json` (+ the model under `sanity/random_labels_model/`), `sanity/timing.json`
+Reads the trained model (model/best.pt), the evaluation cohort (data/cohort.csv and its images:
+`idc.data.cohort`) and the training patches; writes `sanity/table_5_2.md`, `sanity/randomization.csv` (one
+verdict per method and test), `sanity/metrics.csv` (every measure per step, with CIs), `sanity/logit_change.csv`,
+`sanity/random_labels.json` (+ the model under `sanity/random_labels_model/`), `sanity/recipe_control.json`
+(+ `sanity/recipe_control_model/`: the memorization recipe on the true labels), `sanity/timing.json`
 (wall seconds per phase) and figures `figures/sanity_*.png`. Maps come from the explain driver
 (`idc.explain.driver.compute_maps`); the randomized copies and similarity measures from `idc.scores`.
 Method and measure choices are documented in docs/sanity.md.
@@ -21,17 +22,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from idc.data.cohort import load_cohort
 from idc.data.dataset import normalize_batch
 from idc.errors import ConfigError, DataError
 from idc.explain.driver import CAPPED_KEYS, capped, compute_maps, dataset_reference, to_grayscale
 from idc.explain.methods import METHODS
-from idc.explain.select import select_balanced, test_patches
+from idc.explain.select import select_balanced
 from idc.inputs import load_run
-from idc.model import build_model
-from idc.sanity.memorization import memorization_note, random_labels_model
+from idc.model import build_model, counting_images
+from idc.sanity.memorization import memorization_note, random_labels_model, recipe_control_model, recipe_note
 from idc.sanity.plots import write_sanity_figures
 from idc.sanity.table import table_5_2
-from idc.sanity.verdicts import RANDOMIZATION_COLUMNS, cluster_bootstrap_ci, per_patch_means, summarize_test
+from idc.sanity.verdicts import RANDOMIZATION_COLUMNS, patient_ci, per_patch_means, summarize_test
 from idc.scores.randomization import (REINIT_SCHEMES, cascade_models, logit_change, logits_of, randomize_independent,
                                       uncovered_parameters)
 from idc.scores.similarity import METRICS, constant_maps, entropy_rise, map_similarities
@@ -40,7 +42,8 @@ from idc.utils import write_csv_atomic, write_json_atomic, write_text_atomic, wr
 log = logging.getLogger("idc")
 
 TABLE_METRIC = "spearman_abs"  # the measure the verdicts use
-METRICS_COLUMNS = ["method", "test", "depth", "block", "metric", "value", "std", "ci_low", "ci_high", "n", "n_degenerate"]
+METRICS_COLUMNS = ["method", "test", "depth", "block", "metric", "value", "std", "ci_low", "ci_high", "n", "n_patients",
+                   "n_degenerate"]
 Maps = Dict[str, np.ndarray]  # method -> raw maps
 
 
@@ -73,13 +76,14 @@ def _grays(a, b):
     return to_grayscale(a), to_grayscale(b)
 
 
-def aggregate(sims: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
-    """metrics.csv: per (method, test, step, measure) the mean over patches, its sd and patient CI."""
+def aggregate(sims: pd.DataFrame) -> pd.DataFrame:
+    """metrics.csv: per (method, test, step, measure) the mean of the patient means, the sd over patches and
+    the 95% t-interval."""
     rows = []
     for (method, test, depth, block, metric), g in sims.groupby(["method", "test", "depth", "block", "metric"], sort=False):
-        mean, low, high = cluster_bootstrap_ci(g["value"], g["patient_id"], n_boot, seed)
+        mean, low, high, k = patient_ci(g["value"], g["patient_id"])
         rows.append(dict(method=method, test=test, depth=depth, block=block, metric=metric, value=mean,
-                         std=float(g["value"].std(ddof=0)), ci_low=low, ci_high=high, n=len(g),
+                         std=float(g["value"].std(ddof=0)), ci_low=low, ci_high=high, n=len(g), n_patients=k,
                          n_degenerate=int(g["degenerate"].sum())))
     return pd.DataFrame(rows, columns=METRICS_COLUMNS)
 
@@ -100,7 +104,7 @@ def _validate(cfg) -> None:
         raise ConfigError(f"sanity.reinit={s.reinit!r} is not known; choose from {list(REINIT_SCHEMES)}")
     if not 1 <= s.hog_pixels_per_cell <= cfg.data.patch_size // 2:
         raise ConfigError(f"sanity.hog_pixels_per_cell={s.hog_pixels_per_cell} must be in 1..{cfg.data.patch_size // 2}")
-    for key in ("num_patches", "smprt_samples", "smprt_patches", "random_labels_patches", "random_labels_epochs", "bootstrap"):
+    for key in ("num_patches", "smprt_samples", "smprt_patches", "random_labels_patches", "random_labels_epochs"):
         if int(s[key]) < 1:
             raise ConfigError(f"sanity.{key}={s[key]} must be >= 1")
     if not 0 < s.random_labels_target <= 1:
@@ -124,6 +128,7 @@ class Sample:
     x: object  # normalized NCHW tensor
     maps: Callable  # maps(model, images=imgs, targets=targets) -> Maps
     randomized: Callable  # randomized(fn, *args) -> fn(model, *args, seed, scheme, factory)
+    cohort: str = ""  # which patients, in words (Table 5.2 names them)
     timing: Dict[str, float] = field(default_factory=dict)
     clock: List[float] = field(default_factory=lambda: [time.perf_counter()])
 
@@ -139,15 +144,15 @@ def sample(cfg, inputs, ecfg) -> Sample:
     """Choose the balanced sanity patches and bind the map and randomization settings to them."""
     s, model, device, images = cfg.sanity, inputs.model, inputs.device, inputs.images
     seed, scheme, methods = int(s.seed), str(s.reinit), list(s.methods)
-    chosen = select_balanced(test_patches(inputs.predictions, inputs.patches, str(inputs.paths.predictions_csv)),
-                             int(s.num_patches), seed)
+    cohort = load_cohort(cfg, inputs.paths, inputs.patches, images)
+    chosen = select_balanced(cohort.patches, int(s.num_patches), seed)
     if chosen.empty:
-        raise DataError(f"{inputs.paths.predictions_csv} has no test patches; re-run `make evaluate` on a non-empty test split")
-    imgs = np.ascontiguousarray(images[chosen["row"].to_numpy()])
+        raise DataError(f"{inputs.paths.cohort_csv} has no patches; re-run `make data` (the {cohort.source} is empty)")
+    imgs = np.ascontiguousarray(cohort.images[chosen["row"].to_numpy()])
     targets, patients = chosen["target"].to_numpy(np.int64), chosen["patient_id"].to_numpy()
     reference = dataset_reference(images, inputs.patches, int(ecfg.ig_expected_k), int(ecfg.seed))
-    log.info("sanity: %d test patches (%d IDC-positive) from %d patients; methods %s; reinit %s",
-             len(chosen), int(targets.sum()), len(set(patients)), methods, scheme)
+    log.info("sanity: %d patches (%d IDC-positive) from %d patients of %s; methods %s; reinit %s",
+             len(chosen), int(targets.sum()), len(set(patients)), cohort.description, methods, scheme)
 
     def maps(m, ims=imgs, tg=targets) -> Maps:
         return compute_maps(m, ims, tg, methods, ecfg, device, reference=reference)[0]
@@ -158,7 +163,8 @@ def sample(cfg, inputs, ecfg) -> Sample:
     def randomized(fn, *args):
         return fn(model, *args, seed, scheme, factory)
 
-    return Sample(chosen, imgs, targets, patients, normalize_batch(imgs, device=device), maps, randomized)
+    return Sample(chosen, imgs, targets, patients, normalize_batch(imgs, device=device), maps, randomized,
+                  cohort=cohort.description)
 
 
 def check_cascade(model, cascade: List[str]) -> None:
@@ -189,9 +195,15 @@ def model_randomization(cfg, model, smp: Sample, ref: Maps, ref_logits) -> tuple
 
 
 def run(cfg) -> dict:
+    """The sanity checks (module doc); sanity/timing.json also counts the images through the network."""
+    with counting_images() as passes:
+        return _run(cfg, passes)
+
+
+def _run(cfg, passes: dict) -> dict:
     s = cfg.sanity
     _validate(cfg)
-    inputs = load_run(cfg, needs=("patches", "images", "model", "predictions"))
+    inputs = load_run(cfg, needs=("patches", "images", "model"))
     paths, model, cascade, methods = inputs.paths, inputs.model, list(s.cascade), list(s.methods)
     ecfg = explain_settings(cfg)
     smp = sample(cfg, inputs, ecfg)
@@ -205,15 +217,13 @@ def run(cfg) -> dict:
     sub = select_balanced(smp.chosen.reset_index(drop=True), int(s.smprt_patches), int(s.seed)).index.to_numpy()
     sims += smprt_rows(cfg, model, smp.randomized, smp.maps, smp.imgs[sub], smp.targets[sub], smp.patients[sub], ppc)
     smp.lap("smooth MPRT")
-    rl_model, record = random_labels_model(cfg, paths, inputs.patches, inputs.images, inputs.device)
-    logit_rows.append(logit_row("data_randomization", 0, "random labels", ref_logits, rl_model, smp.x))
-    rl_maps = smp.maps(rl_model)
-    sims += similarity_rows(ref, rl_maps, "data_randomization", 0, "random labels", smp.patients, ppc)
+    rows, record, recipe, rl_maps = data_randomization(cfg, inputs, smp, ref, ref_logits, logit_rows)
+    sims += rows
     examples.append(("random labels", rl_maps))
-    smp.lap("data randomization (memorization and maps)")
+    smp.lap("data randomization (memorization, recipe control and maps)")
 
     sims = pd.DataFrame(sims)
-    metrics = aggregate(sims, int(s.bootstrap), int(s.seed))
+    metrics = aggregate(sims)
     logits = pd.DataFrame(logit_rows)
     verdicts = verdict_frame(sims, ref, depth_maps[len(cascade)], smp.patients, record, cfg)
     settings = (f"Maps: explain.* with {', '.join(f'{k}={ecfg[k]}' for k in CAPPED_KEYS)}, "
@@ -222,7 +232,8 @@ def run(cfg) -> dict:
                 f"{len(sub)} of the patches (half IDC-positive where possible), bottom-up; eMPRT: {s.emprt_bins}-bin entropy.")
     table = table_5_2(verdicts, metrics, logits, methods, {k: m.title for k, m in METHODS.items()},
                       threshold=float(s.threshold), metric=TABLE_METRIC, n_patches=len(smp.chosen),
-                      n_patients=len(set(smp.patients)), memorization=memorization_note(record), settings=settings)
+                      n_patients=len(set(smp.patients)), cohort=smp.cohort, settings=settings,
+                      memorization=memorization_note(record) + "\n\n" + recipe_note(recipe, recipe_similarity(metrics)))
     wrote(write_csv_atomic(metrics, paths.sanity_metrics_csv), f"{len(metrics)} similarity rows")
     wrote(write_csv_atomic(logits, paths.logit_change_csv), "logit change per randomized model")
     wrote(write_csv_atomic(verdicts, paths.randomization_csv), "verdicts per method and test")
@@ -232,10 +243,38 @@ def run(cfg) -> dict:
                                    float(s.threshold), smp.imgs[0], gray_examples)
     smp.lap("tables and figures")
     smp.timing["total"] = round(sum(smp.timing.values()), 1)
-    wrote(write_json_atomic(paths.sanity_timing_json, smp.timing), "wall seconds per phase")
+    wrote(write_json_atomic(paths.sanity_timing_json, {**smp.timing, "network_images": dict(passes)}),
+          "wall seconds per phase, images through the network")
     log.info("sanity: localization, faithfulness and the method leaderboard are the next stage: `make leaderboard`")
     return dict(metrics=metrics, verdicts=verdicts, logits=logits, table_5_2=table, random_labels=record,
-                figures=figures)
+                recipe_control=recipe, figures=figures)
+
+
+def data_randomization(cfg, inputs, smp: Sample, ref: Maps, ref_logits, logit_rows: List[dict]) -> tuple:
+    """The random-label model and its recipe control (the same recipe on the true labels, as many epochs):
+    (similarity rows, random-label record, recipe record, random-label maps). Rows: `data_randomization`
+    (random labels vs the trained model), `data_randomization_recipe` (random labels vs the recipe control)
+    and `recipe_control` (the recipe control vs the trained model: how far the recipe alone moves the maps)."""
+    ppc, patches, images, device = int(cfg.sanity.hog_pixels_per_cell), inputs.patches, inputs.images, inputs.device
+    rl_model, record = random_labels_model(cfg, inputs.paths, patches, images, device)
+    recipe_model, recipe = recipe_control_model(cfg, inputs.paths, patches, images, device, int(record["epochs"]))
+    logit_rows.append(logit_row("data_randomization", 0, "random labels", ref_logits, rl_model, smp.x))
+    logit_rows.append(logit_row("recipe_control", 0, "recipe control (true labels)", ref_logits, recipe_model, smp.x))
+    rl_maps, recipe_maps = smp.maps(rl_model), smp.maps(recipe_model)
+    rows = similarity_rows(ref, rl_maps, "data_randomization", 0, "random labels", smp.patients, ppc)
+    rows += similarity_rows(recipe_maps, rl_maps, "data_randomization_recipe", 0, "random labels vs recipe control",
+                            smp.patients, ppc)
+    rows += similarity_rows(ref, recipe_maps, "recipe_control", 0, "recipe control", smp.patients, ppc)
+    return rows, record, recipe, rl_maps
+
+
+def recipe_similarity(metrics: pd.DataFrame) -> str:
+    """How similar the recipe control's maps are to the trained model's (mean over methods), in words."""
+    m = metrics[(metrics["test"] == "recipe_control") & (metrics["metric"] == TABLE_METRIC)]
+    if m.empty:
+        return "no maps compared."
+    return (f"its maps' similarity to the trained model's, mean over methods: {m['value'].mean():.2f} (Spearman of "
+            "absolute maps; 1 = the recipe alone leaves the maps unchanged).")
 
 
 def smprt_rows(cfg, model, randomized, maps_of, imgs, targets, patients, ppc) -> List[dict]:
@@ -260,7 +299,7 @@ def smprt_rows(cfg, model, randomized, maps_of, imgs, targets, patients, ppc) ->
 def verdict_frame(sims: pd.DataFrame, ref: Maps, full: Maps, patients, record: dict, cfg) -> pd.DataFrame:
     """randomization.csv: one row per method and test (columns RANDOMIZATION_COLUMNS)."""
     s = cfg.sanity
-    args = dict(threshold=float(s.threshold), n_boot=int(s.bootstrap), seed=int(s.seed))
+    args = dict(threshold=float(s.threshold))
     frames = [summarize_test(per_patch_means(sims, t, TABLE_METRIC), t, **args)
               for t in ("mprt_cascading", "mprt_independent", "smprt")]
     emprt = []
@@ -271,6 +310,6 @@ def verdict_frame(sims: pd.DataFrame, ref: Maps, full: Maps, patients, record: d
                   for i, (v, d) in enumerate(zip(rise, degenerate))]
     frames.append(summarize_test(pd.DataFrame(emprt), "emprt", **args))
     invalid = None if record["memorized"] else f"invalid (reached {100 * record['train_accuracy']:.1f}%)"
-    frames.append(summarize_test(per_patch_means(sims, "data_randomization", TABLE_METRIC), "data_randomization",
-                                 invalid=invalid, **args))
+    for test in ("data_randomization", "data_randomization_recipe"):
+        frames.append(summarize_test(per_patch_means(sims, test, TABLE_METRIC), test, invalid=invalid, **args))
     return pd.concat(frames, ignore_index=True)[RANDOMIZATION_COLUMNS]

@@ -1,4 +1,4 @@
-"""From per-patch scores to verdicts with their spread: patient-clustered bootstrap CIs and the rules.
+"""From per-patch scores to verdicts with their spread: 95% t-intervals on the patient means and the rules.
 
 Pure functions on arrays and DataFrames (scikit-learn style). The rules, as stated in Table 5.2 and
 docs/sanity.md:
@@ -7,10 +7,13 @@ docs/sanity.md:
   is below `sanity.threshold` (the map changed, and not by luck of the patients drawn), else fail;
 - `emprt`: the value is the mean relative rise in the map's entropy, H(random) / H(trained) - 1;
   **pass** when the lower end of its 95% CI is above 0 (the map became more complex), else fail;
-- `data_randomization` is **invalid** (never pass/fail) when the random-label model did not memorize
-  its labels (see idc.sanity.memorization);
-- any test is **invalid** when its patches come from fewer than 2 patients: no spread can be estimated,
-  so the CI is NaN and no verdict is given.
+- `data_randomization` (random-label vs trained model) and `data_randomization_recipe` (random-label vs the
+  recipe control, the same recipe on the true labels) are **invalid** (never pass/fail) when the
+  random-label model did not memorize its labels (see idc.sanity.memorization);
+- any test whose patches come from fewer than `idc.scores.inference.MIN_PATIENTS` patients reads **too few
+  patients** (never pass/fail): below that the interval is not shown to be calibrated.
+The CI is `idc.scores.inference.t_interval` (k - 1 df on the patient means), so "pass" is wrong at most
+~2.5% of the time when the true similarity is at the threshold (tests/test_inference.py).
 """
 from __future__ import annotations
 
@@ -19,16 +22,16 @@ from typing import Tuple
 import numpy as np
 import pandas as pd
 
-from idc.scores.bootstrap import cluster_bootstrap
+from idc.scores.inference import enough_patients, t_interval, too_few
 
-RANDOMIZATION_COLUMNS = ["method", "test", "value", "ci_low", "ci_high", "n", "n_degenerate", "verdict"]
+RANDOMIZATION_COLUMNS = ["method", "test", "value", "ci_low", "ci_high", "n", "n_patients", "n_degenerate", "verdict"]
 
 
-def cluster_bootstrap_ci(values, groups, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Tuple[float, float, float]:
-    """(mean, low, high) of `idc.scores.bootstrap.cluster_bootstrap` (patients resampled; NaN values
+def patient_ci(values, groups) -> Tuple[float, float, float, int]:
+    """(mean of the patient means, low, high, patients) of `idc.scores.inference.t_interval` (NaN values
     left out; with fewer than two patients the CI is NaN)."""
-    est = cluster_bootstrap(values, groups, n_boot=int(n_boot), level=level, seed=seed)
-    return float(est.mean), float(est.ci_low), float(est.ci_high)
+    est = t_interval(np.asarray(values, np.float64), np.asarray(groups))
+    return float(est.mean), float(est.ci_low), float(est.ci_high), int(est.n_clusters)
 
 
 def similarity_verdict(ci_high: float, threshold: float) -> str:
@@ -41,8 +44,7 @@ def emprt_verdict(ci_low: float) -> str:
     return "pass" if ci_low > 0 else "fail"
 
 
-def summarize_test(per_patch: pd.DataFrame, test: str, threshold: float, n_boot: int, seed: int,
-                   invalid: str | None = None) -> pd.DataFrame:
+def summarize_test(per_patch: pd.DataFrame, test: str, threshold: float, invalid: str | None = None) -> pd.DataFrame:
     """One verdict row per method from per-patch rows (method, patient_id, value, n_degenerate).
 
     `value` holds one number per patch (already averaged over depths where the test has several);
@@ -50,19 +52,19 @@ def summarize_test(per_patch: pd.DataFrame, test: str, threshold: float, n_boot:
     replaces the verdict when the test's precondition failed."""
     rows = []
     for method, g in per_patch.groupby("method", sort=False):
-        mean, low, high = cluster_bootstrap_ci(g["value"], g["patient_id"], n_boot, seed)
+        mean, low, high, k = patient_ci(g["value"], g["patient_id"])
         if invalid is not None:
             verdict = invalid
-        elif not np.isnan(mean) and np.isnan(low):
-            verdict = "invalid (1 patient: no CI)"
         elif np.isnan(mean):
             verdict = "fail"  # no usable patch: nothing shows the map changed
+        elif not enough_patients(k):
+            verdict = too_few(k)
         elif test == "emprt":
             verdict = emprt_verdict(low)
         else:
             verdict = similarity_verdict(high, threshold)
-        rows.append(dict(method=method, test=test, value=mean, ci_low=low, ci_high=high,
-                         n=int(g["value"].notna().sum()), n_degenerate=int(g["n_degenerate"].sum()), verdict=verdict))
+        rows.append(dict(method=method, test=test, value=mean, ci_low=low, ci_high=high, n=int(g["value"].notna().sum()),
+                         n_patients=k, n_degenerate=int(g["n_degenerate"].sum()), verdict=verdict))
     return pd.DataFrame(rows, columns=RANDOMIZATION_COLUMNS)
 
 

@@ -10,5 +10,10 @@ the sanity stage (`idc.sanity`) and the leaderboard stage (`idc.leaderboard`) ca
   randomized-model control rows).
 - `nuclei`: scores against a label map of IDC and decoy nuclei and the counterfactual evidence check
   (synthetic set, generator v7; docs/data.md).
-- `bootstrap`: patient-clustered bootstrap confidence intervals.
+- `inference`: the verdicts' statistics: t-intervals on patient means (k - 1 df), "too few patients"
+  below 5, Holm's correction, rank intervals and Krippendorff's alpha of per-patient rankings.
+- `calibration`: the seeded null simulation that shows those verdicts' error rate
+  (`python -m idc.scores.calibration` prints the table of docs/attribution-evaluation.md).
+- `bootstrap`: the patient-clustered percentile bootstrap (the interval the verdicts used before; too
+  narrow with few patients, kept as the calibration table's "before").
 """

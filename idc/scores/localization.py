@@ -8,7 +8,10 @@ equality on tie-free maps), with two documented differences where Quantus lets t
 - `pointing_game`: Quantus counts a hit when ANY pixel tied at the maximum lies in the mask, so a
   constant map always "hits". Here ties are broken uniformly at random in expectation: the score is
   the share of the tied maximal pixels inside the (tolerance-dilated) mask. A unique maximum gives
-  exactly Quantus's 0/1; a constant map gives the mask fraction (chance).
+  exactly Quantus's 0/1; a constant map gives the dilated mask's share of the patch, which is the
+  pointing game's chance level (`pointing_chance`; with a 2 px tolerance far above the mask fraction).
+- `relevance_mass_accuracy`: an all-zero map (a positive-relevance map with no evidence for the class)
+  puts no relevance in the mask: 0, not NaN, so such patches are counted, not dropped.
 - `relevance_rank_accuracy`, `top_k_intersection`: pixels tied at the cut-off rank are counted
   fractionally (the expectation over random tie-breaking) instead of by argsort order.
 
@@ -62,33 +65,40 @@ def pixel_auroc(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return out
 
 
+def _dilated(g: np.ndarray, tolerance: int) -> np.ndarray:
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    return binary_dilation(g, structure=np.ones((3, 3), bool), iterations=tolerance) if tolerance else g
+
+
 def pointing_game(maps: np.ndarray, masks: np.ndarray, tolerance: int = 0) -> np.ndarray:
     """Share of the map's maximal pixels (the true maximum, ties included) inside the mask grown by
     `tolerance` pixels (8-connected): 1/0 for a unique maximum; NaN where the mask is empty."""
     maps, masks = _check(maps, masks)
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     out = np.full(len(maps), np.nan)
     for i, (m, g) in enumerate(zip(maps, masks)):
-        if not g.any():
-            continue
-        if tolerance:
-            g = binary_dilation(g, structure=np.ones((3, 3), bool), iterations=tolerance)
-        top = m == m.max()
-        out[i] = g[top].mean()
+        if g.any():
+            out[i] = _dilated(g, tolerance)[m == m.max()].mean()
     return out
+
+
+def pointing_chance(masks: np.ndarray, tolerance: int = 0) -> np.ndarray:
+    """[n] the pointing game's chance level: the share of the patch inside the mask grown by `tolerance`
+    pixels (a maximum placed uniformly at random hits with this probability); NaN where the mask is empty."""
+    masks = np.asarray(masks, dtype=bool)
+    return np.array([_dilated(g, tolerance).mean() if g.any() else np.nan for g in masks])
 
 
 def relevance_mass_accuracy(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Share of the map's total relevance inside the mask (chance = mask fraction); maps must be >= 0.
-    NaN where the mask is empty or the map sums to zero."""
+    0 for an all-zero map (no relevance anywhere, so none in the mask); NaN only where the mask is empty."""
     maps, masks = _check(maps, masks)
     if (maps < 0).any():
         raise ValueError("relevance mass needs non-negative maps; use relevance_variants() first")
     total = maps.sum(axis=(1, 2))
     inside = (maps * masks).sum(axis=(1, 2))
-    ok = (total > 0) & masks.any(axis=(1, 2))
-    return np.where(ok, inside / np.where(ok, total, 1.0), np.nan)
+    mass = np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0)
+    return np.where(masks.any(axis=(1, 2)), mass, np.nan)
 
 
 def _top_share(maps: np.ndarray, masks: np.ndarray, k: np.ndarray) -> np.ndarray:

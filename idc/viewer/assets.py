@@ -17,7 +17,11 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from idc.atlas import canvas as atlas_canvas
+from idc.atlas.shards import patient_dir, patient_maps
 from idc.data.synthetic import load_masks
+from idc.integrity import read_csv
+from idc.paths import RunPaths
 from idc.stitch import original_tiles, stitch_patches
 from idc.viz.style import colormap
 
@@ -27,9 +31,27 @@ DISPLAY = 100  # px: a 50 x 50 patch and its maps are shown twice as large, pixe
 
 
 def tissue_image(sub, images, root, size: int = 50) -> np.ndarray:
-    """The patient's stitched tissue, uint8 [H, W, 3]; canvas pixel (r, c) = slide pixel (r, c)."""
+    """The patient's stitched tissue, uint8 [H, W, 3]; canvas pixel (r, c) = slide pixel (r, c) (at full
+    resolution: the per-patch layers are drawn in slide pixels over it)."""
     tiles = original_tiles(sub, images, root, size)
-    return stitch_patches(tiles, sub["x"].to_numpy(), sub["y"].to_numpy())
+    return stitch_patches(tiles, sub["x"].to_numpy(), sub["y"].to_numpy(), max_side=atlas_canvas.FULL_RES_MAX_SIDE)
+
+
+def atlas_layers(paths: RunPaths, summary: Optional[dict], pid: int, shape) -> dict:
+    """{method: data URI of a palette PNG}: the patient's attribution landscapes (make atlas) on the tissue
+    canvas of `shape`, as the atlas figures draw them (same evidence, scale and colours); {} without them."""
+    if summary is None or int(pid) not in [int(p) for p in summary["patients"]]:
+        return {}
+    maps = patient_maps(paths, pid)
+    index = read_csv(patient_dir(paths, pid) / "index.csv", ["x", "y", "width", "height"])
+    out = {}
+    for m in summary["methods"]:
+        values = atlas_canvas.stitch_map(atlas_canvas.evidence(maps[m], float(summary["display_sigma"])), index)
+        disp = np.full(shape, np.nan, np.float32)
+        crop = values[: shape[0], : shape[1]]
+        disp[: crop.shape[0], : crop.shape[1]] = atlas_canvas.display(crop, float(summary["scale"][m]))
+        out[m] = data_uri(atlas_canvas.layer_png(disp), "image/png")
+    return out
 
 
 def jpeg_bytes(rgb: np.ndarray, quality: int = 85) -> bytes:
@@ -55,15 +77,16 @@ def data_uri(data: bytes | None, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}" if data else ""
 
 
-def patient_script(folder: Path, pid: int, tissue: str, mask: str) -> Path:
-    """`patient_<pid>.js`: the patient's images as data URIs, registered under the patient id.
+def patient_script(folder: Path, pid: int, tissue: str, mask: str, atlas: Optional[dict] = None) -> Path:
+    """`patient_<pid>.js`: the patient's images as data URIs (tissue, mask, and per atlas method its
+    landscape layer), registered under the patient id.
 
     Why a script and not the image files: bokeh loads images with crossOrigin="anonymous", which
     browsers refuse for file:// URLs (a console error, then a retry); a <script src> and data: URIs
     load from file:// and from a server alike, and only when that patient is picked."""
     path = folder / f"patient_{int(pid)}.js"
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = json.dumps({"tissue": tissue, "mask": mask})
+    body = json.dumps({"tissue": tissue, "mask": mask, "atlas": atlas or {}})
     path.write_text(f"(window.{STORE} = window.{STORE} || {{}})[{json.dumps(str(int(pid)))}] = {body};\n")
     return path
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from idc.data import load_patches
-from idc.integrity import read_csv, read_npz
+from idc.integrity import read_csv, read_json, read_npz
 from idc.paths import BY_KEY, RunPaths, make_target
 
 log = logging.getLogger("idc")
@@ -40,6 +40,7 @@ class RunInputs:
     maps: Dict[str, np.ndarray] = field(default_factory=dict)  # method -> grey maps [n, 50, 50]
     leaderboard: Optional[pd.DataFrame] = None
     randomization: Optional[pd.DataFrame] = None
+    atlas: Optional[dict] = None  # atlas/summary.json: methods, patients, display scales (make atlas)
     notes: List[Note] = field(default_factory=list)
 
 
@@ -68,6 +69,12 @@ def load_inputs(paths: RunPaths) -> RunInputs:
             out.explained = out.explained.assign(row=np.arange(len(out.explained)))
     out.leaderboard = _optional_csv(paths, "leaderboard_csv", "Method scores (leaderboard)", notes)
     out.randomization = _optional_csv(paths, "randomization_csv", "Sanity verdicts", notes)
+    if paths.atlas_summary_json.exists():
+        out.atlas = read_json(paths.atlas_summary_json)
+        log.info("read %s (%d patients, %s)", paths.atlas_summary_json, len(out.atlas["patients"]),
+                 ", ".join(out.atlas["methods"]))
+    else:
+        notes.append(Note("Attribution landscapes", str(paths.atlas_summary_json), make_target("atlas")))
     return out
 
 

@@ -16,12 +16,13 @@ from bokeh.document import Document
 from bokeh.embed import file_html
 from bokeh.layouts import column, row
 from bokeh.models import (BoxZoomTool, CheckboxGroup, ColorBar, ColumnDataSource, CustomJS, Div, HoverTool,
-                          InlineStyleSheet, LinearColorMapper, Range1d, Select, TabPanel, Tabs, TapTool)
+                          InlineStyleSheet, LinearColorMapper, Range1d, Select, Slider, TabPanel, Tabs, TapTool)
 from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from idc.atlas.canvas import LAYER_ALPHA, lut
 from idc.overview import TABLE_CSS
 from idc.viewer.assets import STORE
 
@@ -35,9 +36,12 @@ INTRO = ("<p>Hover a patch for its id, label, P(IDC) and outcome. Click a patch 
 NO_MAPS = "<p>This patch has no attribution maps; the explained patches are marked &#9670;.</p>"
 
 
-def legend(has_predictions: bool, has_masks: bool) -> str:
+def legend(has_predictions: bool, has_masks: bool, has_atlas: bool = False) -> str:
     """The key to the slide's layers, naming only the layers this page has."""
     parts = ["<span style='color:#d62728'>red tint</span> = IDC label"]
+    if has_atlas:
+        parts.append("attribution landscape = the chosen method's evidence for IDC on every patch (jet colours, "
+                     "more opaque where stronger; 1 on its colour bar = the atlas's 99th percentile)")
     if has_predictions:
         parts += ["heat map = P(IDC) (colour bar)",
                   "outlines: <span style='color:#ff7f0e'>orange</span> = false positive, "
@@ -58,10 +62,12 @@ shown.selected.indices = [];
 shown.data = d;
 const W = P.width[i], H = P.height[i], s = Math.max(W, H), key = select.value;
 const place = (url) => url ? {url: [url], x: [0], y: [H], w: [W], h: [H]} : {url: [], x: [], y: [], w: [], h: []};
-const show = (imgs) => { if (select.value === key) { tissue.data = place(imgs.tissue); mask.data = place(imgs.mask); } };
+const show = (imgs) => { if (select.value === key) { tissue.data = place(imgs.tissue); mask.data = place(imgs.mask);
+  atlas.data = place((imgs.atlas || {})[method.value] || ""); } };
 const store = window[store_name] = window[store_name] || {};
 tissue.data = place("");
 mask.data = place("");
+atlas.data = place("");
 if (store[key]) { show(store[key]); } else {
   const tag = document.createElement("script");
   tag.src = P.script_url[i];
@@ -79,6 +85,15 @@ const idx = shown.selected.indices;
 panel.text = idx.length === 0 ? intro : (shown.data.panel[idx[0]] || no_maps);
 """
 PICK_EXPLAINED = "shown.selected.indices = cb_obj.value === '' ? [] : [parseInt(cb_obj.value)];"
+PICK_METHOD = """
+const P = patients.data, i = P.pid.indexOf(select.value);
+const imgs = (window[store_name] || {})[select.value];
+const url = (i >= 0 && imgs) ? ((imgs.atlas || {})[method.value] || "") : "";
+const W = P.width[i], H = P.height[i];
+atlas.data = url ? {url: [url], x: [0], y: [H], w: [W], h: [H]} : {url: [], x: [], y: [], w: [], h: []};
+bar.visible = method.value !== "";
+"""
+OPACITY = "layer.glyph.global_alpha = cb_obj.value;"
 TOGGLE = "layers.forEach((rs, i) => rs.forEach(r => { r.visible = cb_obj.active.includes(i); }));"
 
 
@@ -90,6 +105,7 @@ class PageContent:
     patients: pd.DataFrame  # pid, width, height, script_url, start, stop, label, explained_options
     has_predictions: bool
     has_masks: bool
+    atlas_methods: dict = field(default_factory=dict)  # method -> title of the attribution landscapes (make atlas)
     notes: List[str] = field(default_factory=list)  # already HTML
     results_html: str = ""
     leaderboard_html: str = ""
@@ -126,10 +142,11 @@ def slide_panel(c: PageContent):
                toolbar_location="above", title="stitched tissue (full resolution)")
     p.axis.visible = False
     p.grid.visible = False
-    tissue, mask = _image_source(), _image_source()
+    tissue, mask, atlas = _image_source(), _image_source(), _image_source()
     quad = dict(left="left", right="right", top="top", bottom="bottom", source=shown)
     layers = {"tissue": [p.image_url(url="url", x="x", y="y", w="w", h="h", anchor="top_left", source=tissue,
                                      name="layer-tissue")]}
+    landscape = atlas_controls(p, atlas, c.atlas_methods)
     layers["ground-truth IDC tint"] = [p.quad(fill_color="#d62728", fill_alpha="gt_alpha", line_alpha=0, **quad)]
     if c.has_predictions:
         mapper = LinearColorMapper(palette=Viridis256, low=0, high=1, nan_color="rgba(0, 0, 0, 0)")
@@ -170,15 +187,36 @@ def slide_panel(c: PageContent):
                        options=[("", "(choose an explained patch)")] + list(first["explained_options"]), value="")
     panel = _div(INTRO, name="panel", width=780)
     switch = CustomJS(args=dict(select=select, all=all_src, shown=shown, patients=patients, tissue=tissue, mask=mask,
-                                xr=xr, yr=yr, explained=explained, panel=panel, intro=INTRO, store_name=STORE),
-                      code=SWITCH_PATIENT)
+                                xr=xr, yr=yr, explained=explained, panel=panel, intro=INTRO, store_name=STORE,
+                                atlas=atlas, method=landscape["method"]), code=SWITCH_PATIENT)
+    landscape["method"].js_on_change("value", CustomJS(args=dict(select=select, patients=patients, atlas=atlas,
+                                                                 method=landscape["method"], bar=landscape["bar"],
+                                                                 store_name=STORE), code=PICK_METHOD))
     select.js_on_change("value", switch)
     explained.js_on_change("value", CustomJS(args=dict(shown=shown), code=PICK_EXPLAINED))
     shown.selected.js_on_change("indices", CustomJS(args=dict(shown=shown, panel=panel, intro=INTRO, no_maps=NO_MAPS),
                                                     code=SHOW_PANEL))
-    notes = _div("".join(f'<p class="missing">{n}</p>' for n in c.notes) + legend(c.has_predictions, c.has_masks),
-                 width=300)
-    return row(column(select, toggles, explained, notes), p, panel), switch
+    notes = _div("".join(f'<p class="missing">{n}</p>' for n in c.notes) +
+                 legend(c.has_predictions, c.has_masks, bool(c.atlas_methods)), width=300)
+    controls = [select, toggles] + ([landscape["method"], landscape["opacity"]] if c.atlas_methods else [])
+    return row(column(*controls, explained, notes), p, panel), switch
+
+
+def atlas_controls(p, source: ColumnDataSource, methods: dict) -> dict:
+    """The attribution-landscape layer (one image over the tissue, filled per patient and method from the
+    patient's script), its method picker, opacity slider and colour bar."""
+    layer = p.image_url(url="url", x="x", y="y", w="w", h="h", anchor="top_left", source=source, name="layer-atlas",
+                        global_alpha=1.0)
+    options = [("", "none")] + [(m, t) for m, t in methods.items()]
+    method = Select(title="Attribution landscape (make atlas)", options=options, value="", name="atlas-method", width=300)
+    opacity = Slider(title="landscape opacity", start=0, end=1, step=0.05, value=1.0, name="atlas-opacity", width=300)
+    opacity.js_on_change("value", CustomJS(args=dict(layer=layer), code=OPACITY))
+    palette = ["#%02x%02x%02x" % tuple(int(v) for v in rgb) for rgb in lut("jet")]
+    bar = ColorBar(color_mapper=LinearColorMapper(palette=palette, low=0, high=1), width=12, visible=False,
+                   title=f"evidence (opacity up to {LAYER_ALPHA})")
+    if methods:
+        p.add_layout(bar, "right")
+    return {"layer": layer, "method": method, "opacity": opacity, "bar": bar}
 
 
 def pr_figure(pr: dict):

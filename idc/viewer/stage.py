@@ -50,14 +50,16 @@ def slide_columns(table: pd.DataFrame, heights: dict) -> pd.DataFrame:
     )
 
 
-def patient_assets(cfg, table: pd.DataFrame, images, folder: Path) -> pd.DataFrame:
-    """Tissue JPEG (+ evidence mask PNG) per patient; returns one row per patient for the page."""
-    rows = []
+def patient_assets(cfg, table: pd.DataFrame, images, folder: Path, atlas=None) -> pd.DataFrame:
+    """Tissue JPEG (+ evidence mask PNG, + attribution landscape PNGs) per patient; returns one row per patient
+    for the page."""
+    rows, paths = [], RunPaths.from_cfg(cfg)
     for pid, sub in tqdm(table.groupby("patient_id", sort=False), desc="viewer: patients", unit="patient"):
         tissue = assets.tissue_image(sub, images[sub["cache_row"].to_numpy()], cfg.data.root, cfg.data.patch_size)
         mask = assets.load_mask(cfg.data.masks_dir, pid)
         uris = {"tissue": assets.data_uri(assets.jpeg_bytes(tissue), "image/jpeg"),
-                "mask": assets.data_uri(None if mask is None else assets.mask_png_bytes(mask, tissue.shape[:2]), "image/png")}
+                "mask": assets.data_uri(None if mask is None else assets.mask_png_bytes(mask, tissue.shape[:2]), "image/png"),
+                "atlas": assets.atlas_layers(paths, atlas, pid, tissue.shape[:2])}
         script = assets.patient_script(folder, pid, **uris)
         ex = sub[sub["explain_row"] >= 0]
         split = sub["split"].iloc[0]
@@ -65,7 +67,8 @@ def patient_assets(cfg, table: pd.DataFrame, images, folder: Path) -> pd.DataFra
             "pid": int(pid), "width": tissue.shape[1], "height": tissue.shape[0],
             "script_url": script.relative_to(folder.parent).as_posix(), "has_mask": mask is not None,
             "start": int(sub.index.min()), "stop": int(sub.index.max()) + 1,
-            "label": f"{int(pid)} ({split}, {len(sub)} patches, {len(ex)} explained)",
+            "label": f"{int(pid)} ({split}, {len(sub)} patches, {len(ex)} explained"
+                     f"{', landscapes' if uris['atlas'] else ''})",
             "explained_options": [[str(int(i - sub.index.min())), f"{r.image_id} ({r.outcome})"] for i, r in ex.iterrows()],
         })
     return pd.DataFrame(rows)
@@ -113,7 +116,7 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
                         "check data.test_size or re-run `make data`")
     images = load_or_build_cache(inputs.patches, cfg.data.root, paths.cache_dir, size=cfg.data.patch_size)
     table = patch_table(inputs.patches, inputs.predictions, inputs.explained, pids)
-    patients = patient_assets(cfg, table, images, out / "assets")
+    patients = patient_assets(cfg, table, images, out / "assets", inputs.atlas)
     table = slide_columns(table, dict(zip(patients["pid"], patients["height"])))
     panels = explained_panels(inputs, table, images, out / "assets" / "explain", out) if inputs.explained is not None else {}
     table["panel"] = [panels.get(k, "") for k in table["explain_row"]]
@@ -131,6 +134,7 @@ def build(cfg, paths: RunPaths, out: Path) -> dict:
         title=run_title(paths, str(cfg.data.name)), subtitle=f"run directory: {paths.root.resolve()}",
         table=table.drop(columns=["split", "cache_row"]), patients=patients,
         has_predictions=inputs.predictions is not None, has_masks=has_masks,
+        atlas_methods={m: METHODS[m].title if m in METHODS else m for m in (inputs.atlas or {}).get("methods", [])},
         notes=[html.escape(n) for n in notes], results_html=table_html, leaderboard_html=board_html,
         overview_html=overview_html(paths), pr=pr)
     page = write_text_atomic(out / "index.html", build_page(content))

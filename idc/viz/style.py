@@ -42,6 +42,12 @@ def colormap(name: str):
     return colormaps[name]
 
 
+def colorbar(fig, ax, cmap: str, vmin: float, vmax: float, label: str):
+    """A colour bar for `cmap` over [vmin, vmax] beside `ax` (for images drawn already coloured, e.g. blended)."""
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(vmin, vmax), cmap=colormaps[cmap])
+    return fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04, label=label)
+
+
 def save_figure_atomic(fig, path: str | os.PathLike, dpi: int = 100, **kwargs) -> Path:
     """Save a matplotlib figure via a temp file and close it."""
     path = Path(path)

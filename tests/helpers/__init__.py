@@ -34,7 +34,6 @@ TINY = [
     "sanity.smprt_samples=1",
     "sanity.smprt_patches=2",
     "sanity.random_labels_patches=32",
-    "sanity.bootstrap=200",
     "leaderboard.num_patches=4",
     "leaderboard.bootstrap=200",
     "leaderboard.variants=[]",
