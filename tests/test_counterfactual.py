@@ -88,7 +88,10 @@ def test_counterfactual_probabilities_match_the_evaluated_model(tiny_evaluated, 
 
 def test_evidence_report_on_the_tiny_run(tiny_evaluated, tiny_data_dir):
     out = evidence_run(tiny_evaluated, tiny_data_dir, nuclei=1)
-    assert out["patches"] > 0 and out["verdict"].split(":")[0] in {"verified", "invalid"}
+    assert out["patches"] > 0 and out["verdict"].startswith(("verified", "invalid", "too few patients"))
+    cf = {r["row"]: r for r in out["counterfactuals"]}
+    if cf["difference"]["patients"] < 5:  # a verdict needs 5 patients (t-interval on the patient means)
+        assert out["verdict"].startswith("too few patients")
     rows = {r["row"]: r for r in out["controls"]}
     assert {"control: image darkness: nuclear AUROC", "control: edge map |x - blur(x)|: relevance rank"} <= set(rows)
     assert len(out["nucleus_controls"]) == 4

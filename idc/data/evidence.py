@@ -30,8 +30,9 @@ from idc.data.synthetic import PATCH, load_masks, patch_labels, patch_nucleus_id
 from idc.integrity import read_csv
 from idc.model import load_model, predict
 from idc.paths import RunPaths
-from idc.scores.bootstrap import Estimate, cluster_bootstrap
-from idc.scores.controls import BLURRED_DARKNESS_TITLE, blurred_darkness_maps, model_free_controls
+from idc.scores.bootstrap import cluster_bootstrap
+from idc.scores.controls import model_free_controls
+from idc.scores.inference import Estimate, t_interval
 from idc.scores.localization import relevance_rank_accuracy
 from idc.scores.nuclei import (evidence_verification, idc_area_share, nuclear_auroc, nuclear_mass,
                                nucleus_rank_correlation, nucleus_relevance)
@@ -146,7 +147,7 @@ def estimate_row(name: str, values, patients) -> dict:
 
 def label_map_controls(images: np.ndarray, seed: int = 0) -> dict:
     """The model-free controls, plus darkness blurred to the scale of a nucleus (a dark-blob finder)."""
-    return {**model_free_controls(images, seed), BLURRED_DARKNESS_TITLE: blurred_darkness_maps(images)}
+    return model_free_controls(images, seed, label_map=True)
 
 
 def control_scores(images: np.ndarray, labels: np.ndarray, patients, seed: int = 0) -> list[dict]:
@@ -194,7 +195,7 @@ def run(run_dir: Path, data_dir: Path, nuclei: int = 0, seed: int = 0) -> dict:
         log.warning("P(IDC) of the unchanged patches differs from predictions.csv: not the same model or pixels")
     v = evidence_verification(cf["p_as_is"], cf["p_no_idc"], cf["p_no_decoy"], patients, p_tissue=cf["p_tissue"])
     rows = [as_row(k, e) for k, e in v._asdict().items() if isinstance(e, Estimate)]
-    rows.append(estimate_row("drop_benign", (cf["p_as_is"] - cf["p_no_benign"]).to_numpy(), patients))
+    rows.append(as_row("drop_benign", t_interval((cf["p_as_is"] - cf["p_no_benign"]).to_numpy(), patients)))
     out = {"patches": len(pos), "patients": int(len(set(patients))), "counterfactuals": rows,
            "mean_p": {k: float(cf[k].mean()) for k in cf.filter(like="p_")}, "verdict": v.reason(), "controls": control_scores(images, labels, patients, seed), "decoys": decoys,
            "tissue_replaced_share": float(cf["tissue_replaced"].sum() / max(cf["idc_footprint"].sum(), 1))}
