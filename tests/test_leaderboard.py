@@ -241,3 +241,22 @@ def test_shortcut_mass_only_on_patches_that_carry_the_cue():
     assert pos["cue_mass"][0] == pytest.approx(12 / 13) and np.isnan(pos["cue_mass"][1])
     assert pos["evidence_mass_cue_patches"][0] == pytest.approx(1 / 13)
     assert "cue_mass" not in out["absolute"] and "deletion" in pos
+
+
+def test_counterfactual_table_and_its_section():
+    """Known answer: 6 patients, one patch each with IDC and decoy nuclei (and one without, left out): drops
+    0.3 (IDC) and 0.1 (decoys), difference 0.2, every patient alike (zero-width t-intervals): verified."""
+    from idc.leaderboard.nuclei import NuclearTruth, counterfactual_table, evidence_markdown
+    from idc.scores.nuclei import evidence_verification
+
+    p, pid = np.full(7, 0.9), np.arange(7)
+    patches = pd.DataFrame(dict(image_id=list("abcdefg"), patient_id=pid, p_as_is=p, p_no_idc=p - 0.3,
+                                p_no_decoy=p - 0.1, p_tissue=p + 0.05, p_no_benign=p, idc_and_decoys=pid < 6))
+    none = pd.DataFrame(columns=["image_id", "patient_id", "nucleus", "kind", "drop"])
+    truth = NuclearTruth(None, None, [None] * 7, none, patches, evidence_verification(p[:6], p[:6] - 0.3, p[:6] - 0.1, pid[:6]))
+    table = counterfactual_table(truth).set_index("row")
+    np.testing.assert_allclose(table["mean"], [0.9, 0.3, 0.1, -0.05, 0.0, 0.2], atol=1e-12)
+    assert (table["n"] == 6).all() and (table["n_patients"] == 6).all()
+    md = "\n".join(evidence_markdown(truth, table.reset_index()))
+    assert "**Evidence: verified" in md and "| difference: IDC drop - decoy drop | 0.200 [0.200, 0.200] | 6 | 6 |" in md
+    assert "Not measured (`leaderboard.nucleus_patches=0`)" in md

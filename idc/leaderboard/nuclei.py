@@ -90,9 +90,9 @@ def nuclear_truth(model, rows: pd.DataFrame, root: Path, masks_dir: Path, lb, de
         d = nucleus_drops(model, truths[i], device=device)
         drops[i] = (d["nucleus"].to_numpy(), d["drop"].to_numpy())
         frames.append(d.assign(image_id=rows["image_id"].iloc[i], patient_id=rows["patient_id"].iloc[i]))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["nucleus", "kind", "drop"])
-    table = table.assign(kind=table["kind"].map(KINDS))[["image_id", "patient_id", "nucleus", "kind", "drop"]] \
-        if frames else table
+    columns = ["image_id", "patient_id", "nucleus", "kind", "drop"]
+    table = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    table["kind"] = table["kind"].map(KINDS)
     log.info("per-nucleus drops: %d nuclei on %d patches (cap leaderboard.nucleus_patches=%d)", len(table), k,
              int(lb.nucleus_patches))
     clock.lap("per-nucleus drops")
@@ -152,15 +152,19 @@ def evidence_markdown(truth: NuclearTruth, table: pd.DataFrame) -> List[str]:
         "",
         "## Nucleus-level ground truth of this model",
         "",
-        f"On {d['image_id'].nunique() if len(d) else 0} scored patches (`leaderboard.nucleus_patches`), each nucleus "
-        f"with a pixel in the patch was removed alone ({len(d)} nuclei, {len(d) / max(d['image_id'].nunique(), 1):.1f} "
-        "per patch) and the drop of the IDC logit log P(IDC) / P(benign) recorded (`sanity/nucleus_drops.csv`). The "
-        "column nucleus rank correlation is, per patch, the Spearman correlation between a map's relevance summed "
-        "over each nucleus and these drops (NaN with fewer than 3 nuclei or a constant side), then the mean of the "
-        "patient means. It asks which nuclei *this model* uses, whatever the label map says.",
+    ]
+    if not len(d):
+        return lines + ["Not measured (`leaderboard.nucleus_patches=0`).", ""]
+    patches = d["image_id"].nunique()
+    return lines + [
+        f"On {patches} scored patches (`leaderboard.nucleus_patches`), each nucleus with a pixel in the patch was "
+        f"removed alone ({len(d)} nuclei, {len(d) / patches:.1f} per patch) and the drop of the IDC logit "
+        "log P(IDC) / P(benign) recorded (`sanity/nucleus_drops.csv`). The column nucleus rank correlation is, per "
+        "patch, the Spearman correlation between a map's relevance summed over each nucleus and these drops (0 for a "
+        "map constant over the nuclei; NaN with fewer than 3 nuclei or constant drops), then the mean of the patient "
+        "means. It asks which nuclei *this model* uses, whatever the label map says.",
+        "",
+        frame_table(drops_by_kind(d)),
         "",
     ]
-    if len(d):
-        lines += [frame_table(drops_by_kind(d)), ""]
-    return lines
 
