@@ -73,6 +73,8 @@ def nuclear_truth(model, rows: pd.DataFrame, root: Path, masks_dir: Path, lb, de
     clock = Laps(timing)
     labels, ids = model_view_truth(rows, masks_dir)
     truths = load_truths(rows, root, masks_dir)
+    log.info("label map: read the sidecars of %d patients under %s and %d patch PNGs under %s",
+             rows["patient_id"].nunique(), masks_dir, len(rows), root)
     clock.lap("label maps and counterfactual truth")
     cf = counterfactual_probabilities(model, truths, seed=int(lb.seed), device=device)
     both = np.array([len(t.nuclei((IDC,))) > 0 and len(t.nuclei(DECOY_KINDS)) > 0 for t in truths], bool)
