@@ -278,7 +278,7 @@ def test_decoys_in_both_classes_as_dark_as_the_idc_nuclei(slide_patches):
     assert abs(decoy_area[pos].mean() / decoy_area[~pos].mean() - 1) < 0.2, (decoy_area[pos].mean(), decoy_area[~pos].mean())
     images = np.stack([slide.rgb[sl] for sl, _ in cuts])[pos]
     auroc = nuclear_auroc(darkness_maps(images), labels[pos])
-    assert 0.4 <= np.nanmean(auroc) <= 0.6, np.nanmean(auroc)
+    assert 0.4 <= np.nanmean(auroc) <= 0.65, np.nanmean(auroc)  # issue 22's gate (0.59 on the default set's test patches)
     assert np.nanmean(nuclear_auroc(edge_maps(images), labels[pos])) <= 0.65  # edges favour the (smaller) decoys
 
 

@@ -11,8 +11,9 @@ find them (generator v7):
   crowded benign epithelium (oval, uniform nuclei) or a lymphoid aggregate (small, dense; these stay
   in the IDC region too);
 - inside it, the same nests hold IDC nuclei: larger, pleomorphic (random size, ragged outline),
-  vesicular (pale chromatin, dark membrane, a nucleolus), in solid sheets with cribriform spaces of
-  the same total area as the benign lumina (loss of duct architecture, same share of white);
+  vesicular (pale chromatin, dark membrane, a nucleolus); each nest keeps the architecture of the
+  benign nest it replaces (a duct's lumen, or none), so only the nuclei tell IDC from benign (the
+  cribriform spaces of generator v7a-v7n were a cue outside the nuclei);
 - decoy nuclei in both classes alike (idc.data.cells): lymphocytes, entrapped benign epithelial nuclei,
   stromal nuclei and the lymphoid aggregates, as dark after the optics' blur as the IDC nuclei;
 - the IDC nuclei's stain amount is rescaled per slide so that IDC nests carry the same mean
@@ -57,7 +58,7 @@ NEST_CLUSTERING = 0.2
 FAT_SHARE = (0.04, 0.14)
 ANNOTATION_WOBBLE = 0.1
 IDC_NEST = 4
-# Spread (log scale) of the smooth field that modulates the lymphocytes' density (inflammation), the
+# Spread (log scale) of the smooth field that modulates the lymphocytes' and stromal nuclei's density (inflammation), the
 # same in both classes. Wide, so that patches range from almost no lymphocytes to dense infiltrates:
 # a model must then be invariant to how many there are, and a counterfactual that removes them stays
 # in the training distribution (docs/data.md, "How v7 was tuned").
@@ -112,17 +113,15 @@ def layout(rng, shape, tissue, region):
     kind = rng.choice([1, 2, 3], size=n + 1, p=NEST_KINDS).astype(np.uint8)
     kind[0] = 0
     nests = kind[labels]
-    nests[nest & region & (nests != 3)] = IDC_NEST  # lymphoid aggregates stay: decoys in both classes
-    # Normal ducts: a lumen in the middle of the nest. IDC nests: cribriform spaces of the same share.
+    # Normal ducts: a lumen in the middle of the nest. A nest of the IDC region keeps the architecture of
+    # the benign nest it replaces (a duct's lumen, or none): only its nuclei tell it apart.
     depth = ndi.distance_transform_edt(nest).astype(np.float32)
     deepest = np.zeros(n + 1, np.float32)  # per-nest maximum depth; np.maximum.at is ~100x ndi.maximum here
     inside = labels > 0
     np.maximum.at(deepest, labels[inside], depth[inside])
     lumen = (nests == 1) & (depth > np.maximum(1.8, 0.5 * deepest[labels]))
-    share = lumen.sum() / max(np.isin(nests, EPITHELIAL_NESTS).sum(), 1)
-    idc = nests == IDC_NEST
-    spaces = quantile_mask(smooth_noise(rng, shape, 1.3) + 0.25 * depth, idc, share)
-    return fat, fat_zone, nests, lumen | spaces
+    nests[nest & region & (nests != 3)] = IDC_NEST  # lymphoid aggregates stay: decoys in both classes
+    return fat, fat_zone, nests, lumen
 
 
 def draw_nuclei(rng, tissue, nests, stroma, empty, difficulty) -> NucleusLayer:
