@@ -68,7 +68,7 @@ class DataConfig:
     edge_patch_prob: float = 0.02
     # How far IDC nuclei are from benign ones: 0 = very different (large, pleomorphic, vesicular),
     # 1 = drawn like benign nuclei (no signal). Default chosen by measurement (docs/data.md).
-    difficulty: float = 0.3
+    difficulty: float = 0.0
     # Planted shortcut (data=synthetic_shortcut): share of patches with an ink-dot cue, by class in
     # train/val patients, and for both classes alike in test patients. All 0 = no cue.
     cue_train_positive: float = 0.0
@@ -315,14 +315,19 @@ class LeaderboardConfig:
     # `road_patches` scored patches (its imputation takes seconds per patch and map on a CPU).
     road: bool = True
     road_patches: int = 32
+    # Data with a label map (generator v7): the per-nucleus logit drops (each nucleus removed alone: one forward
+    # pass per nucleus, ~94 per patch) on the first `nucleus_patches` scored patches, one patient at a time
+    # (0: none). 48 = 2 per patient of the default 24-patient cohort; a cap for the stage's 40-minute budget.
+    nucleus_patches: int = 48
     # Patient-bootstrap replicates of the rank intervals (every CI of a mean is a t-interval on the patient means).
     bootstrap: int = 1000
-    # Relevance variant shown (positive | absolute) and the score that sorts the rows (pointing_game |
-    # relevance_mass | relevance_rank | pixel_auroc | top_k | deletion | insertion | insertion_mean | road). It
-    # decides nothing: "beats every control" is judged on each question's pre-declared primary score
-    # (idc.leaderboard.verdicts.QUESTIONS).
+    # Relevance variant shown (positive | absolute) and the score that sorts the rows (primary: the localization
+    # primary score, nuclear AUROC with a label map, relevance rank with a mask, deletion without masks |
+    # nuclear_auroc | nuclear_mass | pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k |
+    # deletion | insertion | insertion_mean | road | nucleus_rank). It decides nothing: "beats every control" is
+    # judged on each question's pre-declared primary score (idc.leaderboard.verdicts.QUESTIONS).
     variant: str = "positive"
-    sort: str = "relevance_rank"
+    sort: str = "primary"
     # A run dir of data=synthetic_shortcut whose sanity/localization_summary.csv fills the shortcut columns
     # (null: this run's own cue scores, if its data has a cue layer).
     shortcut_run_dir: Optional[str] = None

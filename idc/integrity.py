@@ -127,12 +127,13 @@ def read_json(path: Path, fix: Optional[str] = None):
         raise damaged(path, f"not readable JSON: {_first_line(err)}", fix) from None
 
 
-def read_npz(path: Path, fix: Optional[str] = None) -> Dict[str, np.ndarray]:
-    """Every array of an .npz file (maps, masks); a cut or corrupt file is damaged."""
+def read_npz(path: Path, fix: Optional[str] = None, keys: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """Every array of an .npz file (maps, masks), or only those of `keys` it holds (the others are not
+    decompressed); a cut or corrupt file is damaged."""
     path = require(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in (z.files if keys is None else [k for k in keys if k in z.files])}
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
         raise damaged(path, f"not a complete .npz file: {_first_line(err)}", fix) from None
 

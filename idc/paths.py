@@ -120,6 +120,10 @@ ARTIFACTS: List[Artifact] = [
     Artifact("leaderboard_csv", "sanity/leaderboard.csv", "leaderboard", core=False),
     Artifact("leaderboard_tests_csv", "sanity/leaderboard_tests.csv", "leaderboard", core=False),  # Holm-corrected
     Artifact("leaderboard_timing_json", "sanity/leaderboard_timing.json", "leaderboard", core=False),  # make bench
+    # data with a label map only (generator v7; idc.leaderboard.nuclei): the evidence check and per-nucleus drops
+    Artifact("counterfactuals_csv", "sanity/counterfactuals.csv", "leaderboard", core=False),
+    Artifact("counterfactual_patches_csv", "sanity/counterfactual_patches.csv", "leaderboard", core=False),
+    Artifact("nucleus_drops_csv", "sanity/nucleus_drops.csv", "leaderboard", core=False),
     # figures (every stage's book figures land in this folder) and report
     Artifact("figures_dir", "figures", "figures", core=False),
     Artifact("figure_index_md", "figures/index.md", "figures"),

@@ -45,3 +45,19 @@ def test_model_free_controls_know_nothing_of_the_mask_but_darkness_and_edges_see
     edges = maps[controls.CONTROL_TITLES["edges"]]
     assert edges[0, 8, 8] > 1.0 and edges[0, 0, 0] < 1e-9  # flat background has no edges
     assert abs(pixel_auroc(controls.uniform_random_maps((200, 20, 20), seed=0), np.repeat(masks[:1], 200, 0)).mean() - 0.5) < 0.02
+
+
+def test_blurred_darkness_favours_large_nuclei_over_small_ones_equally_dark():
+    from idc.scores.nuclei import nuclear_auroc
+
+    images = np.full((1, 30, 30, 3), 230, np.uint8)
+    images[0, 4:12, 4:12] = 40  # a large nucleus (label 1) ...
+    images[0, 20, 20] = images[0, 24, 6] = 40  # ... and two one-pixel ones, as dark (label 2)
+    labels = np.zeros((1, 30, 30), np.uint8)
+    labels[0, 4:12, 4:12] = 1
+    labels[0, 20, 20] = labels[0, 24, 6] = 2
+    dark = controls.darkness_maps(images)
+    assert nuclear_auroc(dark, labels)[0] == 0.5  # equally dark: darkness cannot tell them apart
+    assert nuclear_auroc(controls.blurred_darkness_maps(images), labels)[0] == 1.0  # the blur can
+    flat = controls.blurred_darkness_maps(np.full((1, 9, 9, 3), 100, np.uint8))
+    np.testing.assert_allclose(flat, 1 - 100 / 255)

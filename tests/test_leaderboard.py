@@ -63,14 +63,13 @@ def test_holm_runs_across_methods_and_controls():
     assert strong["beaten"].tolist() == [True, True] + [False] * 6
 
 
-def test_primary_scores_are_declared_in_one_place(monkeypatch):
+def test_primary_scores_are_declared_in_one_place():
     assert lv.primary_scores(["relevance_rank", "pixel_auroc", "deletion", "insertion"]) == {
-        "localization": "relevance_rank", "faithfulness": "deletion"}
+        "localization": "relevance_rank", "faithfulness": "deletion"}  # a hand-made evidence mask
     assert lv.primary_scores(["deletion", "insertion"]) == {"faithfulness": "deletion"}  # no masks
-    # the ground-truth issue's headline score goes first where a label map provides it
-    monkeypatch.setitem(lv.QUESTIONS, "localization", ("nuclear_auroc", "relevance_rank"))
-    assert lv.primary_scores(["relevance_rank", "deletion"])["localization"] == "relevance_rank"
-    assert lv.primary_scores(["nuclear_auroc", "relevance_rank"])["localization"] == "nuclear_auroc"
+    # a label map: its headline score goes first, and the model's own per-nucleus drops are a question of their own
+    assert lv.primary_scores(["nuclear_auroc", "nuclear_mass", "relevance_rank", "deletion", "nucleus_rank"]) == {
+        "localization": "nuclear_auroc", "faithfulness": "deletion", "model's nuclei": "nucleus_rank"}
 
 
 def test_too_few_patients_gives_no_verdict(tmp_path):
@@ -88,6 +87,21 @@ def test_too_few_patients_gives_no_verdict(tmp_path):
                  chance={}, pairs=2)
     md = lb.markdown(board, cfg.leaderboard, facts)
     assert "cannot be decided" in md and "Holm" in md and "**localization**" not in md
+
+
+def test_unverified_evidence_replaces_the_localization_verdicts_only(tmp_path):
+    """The label map's evidence check failed: every localization verdict reads the reason, not yes / no; the
+    other questions keep theirs."""
+    cfg = compose_cfg(tmp_path)
+    pp = fake_scores(np.random.default_rng(0), 0.8)
+    pp = pp.assign(deletion=1 - pp["relevance_rank"])
+    invalid = "invalid: the model does not rely on the marked evidence"
+    board, _, _ = lb.build_leaderboard(cfg.leaderboard, pp, summarize(pp), None, evidence=invalid)
+    row = board.set_index("row").loc["M"]
+    assert row["localization: beats every control"] == invalid and row["faithfulness: beats every control"] == "yes"
+    assert board.attrs["sort"] == "relevance_rank"  # leaderboard.sort=primary: the localization primary score
+    lines = lb.verdict_lines(board, board.attrs["primary"], 12, invalid)
+    assert lines[0].endswith(f"no verdict, {invalid} (the counterfactual check below).") and "M beats" in lines[1]
 
 
 def test_summary_has_patient_cis_and_counts_empty_maps():
@@ -132,30 +146,52 @@ def test_randomization_cells_read_the_sanity_csv_or_say_not_run():
 
 @pytest.mark.slow
 def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_path):
+    """The tiny set's sidecars carry a label map (generator v7): nuclear AUROC is the localization primary score,
+    darkness blurred to a nucleus a control row, the counterfactual evidence check gates the localization verdicts,
+    and the per-nucleus drops give a third question (on `nucleus_patches` patches)."""
     run_dir = copy_run(tiny_evaluated, tmp_path / "run")
     cfg = compose_cfg(run_dir, "leaderboard.methods=[gradcam,vanilla_backprop]",
                       'leaderboard.variants=["gradcam:cam_layer=layer3"]', "leaderboard.bootstrap=50",
-                      "leaderboard.road=false", "leaderboard.num_patches=10", data_dir=tiny_data_dir)
+                      "leaderboard.road=false", "leaderboard.num_patches=10", "leaderboard.nucleus_patches=5",
+                      data_dir=tiny_data_dir)
     stage.run(cfg)
     md = (run_dir / "sanity" / "leaderboard.md").read_text()
-    board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv")
-    assert len(board) == 3 * 2 + 3  # 3 method rows, their randomized rows, 3 controls
+    board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv").set_index("row")
+    assert len(board) == 3 * 2 + 4  # 3 method rows, their randomized rows, 4 controls
+    assert board.at["control: image darkness blurred (sigma 2 px)", "kind"] == "control"
     assert "Grad-CAM (cam_layer=layer3)" in md and "not run" in md and "beats every control" in md
     # the tiny set's 5 generated cohort patients (never trained on), one patch each per round: a verdict
     assert "10 IDC-positive patches from 5 patients of the generated cohort (never trained on)" in md and (board["n (patches/patients)"] == "10/5").all()
-    verdicts = board.loc[board["kind"] == "method", "localization: beats every control"]
-    assert verdicts.map(lambda v: v == "yes" or v.startswith("no (not beaten")).all(), verdicts
+    headline, nuclei = "nuclear AUROC (IDC vs decoy nuclei) (primary)", "nucleus rank correlation (model's drops) (primary)"
+    assert {headline, nuclei, "relevance mass on IDC vs decoy nuclei", "relevance rank", "pixel AUROC"} <= set(board.columns)
+    assert board[nuclei].str.endswith("(n 5/5)").all()  # drops on nucleus_patches=5 patches of 10: the cell says so
     tests = pd.read_csv(run_dir / "sanity" / "leaderboard_tests.csv")
-    assert len(tests) == 2 * 3 * 4 and set(tests["score"]) == {"relevance_rank", "deletion"}  # 2 questions x 3 x 4
-    assert "Krippendorff" in md and "Chance levels: pointing game" in md
-    assert "of the question (12 tests)" in md  # Holm's family is one question's 3 methods x 4 controls, not both
+    assert len(tests) == 3 * 3 * 5 and set(tests["score"]) == {"nuclear_auroc", "deletion", "nucleus_rank"}  # 3 questions x 3 x 5
+    assert "of the question (15 tests)" in md  # Holm's family is one question's 3 methods x 5 controls
+    # the evidence check: verified only with >= 5 patients and both lower CI ends above 0; else no localization verdict
+    cf = pd.read_csv(run_dir / "sanity" / "counterfactuals.csv").set_index("row")
+    diff, idc = cf.loc["difference: IDC drop - decoy drop"], cf.loc["drop: every IDC nucleus removed"]
+    assert len(cf) == 6 and (cf["n_patients"] == 5).all() and (cf["n"] <= 10).all()
+    verified = diff["n_patients"] >= 5 and diff["ci_low"] > 0 and idc["ci_low"] > 0
+    local = board.loc[board["kind"] == "method", "localization: beats every control"]
+    if verified:
+        assert local.map(lambda v: v == "yes" or v.startswith("no (not beaten")).all(), local
+    else:
+        assert (local == "invalid: the model does not rely on the marked evidence").all(), local
+    assert ("**Evidence: verified" in md) == verified and "Does the model rely on the marked evidence?" in md
+    own = board.loc[board["kind"] == "method", "model's nuclei: beats every control"]  # not gated by the check
+    assert own.map(lambda v: v == "yes" or v.startswith("no (not beaten")).all(), own
+    drops = pd.read_csv(run_dir / "sanity" / "nucleus_drops.csv")
+    assert drops["image_id"].nunique() == 5 and drops["drop"].notna().all() and "idc" in set(drops["kind"])
+    assert "Krippendorff" in md and "Chance levels: pointing game" in md and "relevance mass on IDC vs decoy nuclei 0." in md
     assert (run_dir / "figures" / "chapter_05_method_leaderboard.png").stat().st_size > 1000
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert set(per_patch["variant"]) == {"positive", "absolute"}
     assert per_patch.loc[per_patch["variant"] == "positive", "deletion"].notna().all()
     timing = json.loads((run_dir / "sanity" / "leaderboard_timing.json").read_text())  # read by `make bench`
     phases = {k: v for k, v in timing.items() if k not in ("total", "network_images")}
-    assert {"maps: Grad-CAM", "maps: control: image darkness", "deletion and insertion (2 starts)"} <= set(phases)
+    assert {"maps: Grad-CAM", "maps: control: image darkness", "deletion and insertion (2 starts)", "counterfactuals",
+            "per-nucleus drops"} <= set(phases)
     assert "ROAD" not in phases and sum(phases.values()) <= timing["total"] + 0.5
     assert timing["network_images"]["images"] > timing["network_images"]["with_grad"] > 0
 
@@ -181,6 +217,7 @@ def test_leaderboard_without_masks_scores_faithfulness_only(tiny_evaluated, tiny
     assert per_patch["mask_fraction"].isna().all() and per_patch["deletion"].notna().all()
     assert set(per_patch["variant"]) == {"positive"}  # the variant faithfulness is scored on
     assert "Faithfulness (no pixel ground truth)" in (run_dir / "sanity" / "localization.md").read_text()
+    assert not (run_dir / "sanity" / "counterfactuals.csv").exists()  # no label map: no evidence check
 
 
 def test_shortcut_mass_only_on_patches_that_carry_the_cue():
@@ -204,3 +241,22 @@ def test_shortcut_mass_only_on_patches_that_carry_the_cue():
     assert pos["cue_mass"][0] == pytest.approx(12 / 13) and np.isnan(pos["cue_mass"][1])
     assert pos["evidence_mass_cue_patches"][0] == pytest.approx(1 / 13)
     assert "cue_mass" not in out["absolute"] and "deletion" in pos
+
+
+def test_counterfactual_table_and_its_section():
+    """Known answer: 6 patients, one patch each with IDC and decoy nuclei (and one without, left out): drops
+    0.3 (IDC) and 0.1 (decoys), difference 0.2, every patient alike (zero-width t-intervals): verified."""
+    from idc.leaderboard.nuclei import NuclearTruth, counterfactual_table, evidence_markdown
+    from idc.scores.nuclei import evidence_verification
+
+    p, pid = np.full(7, 0.9), np.arange(7)
+    patches = pd.DataFrame(dict(image_id=list("abcdefg"), patient_id=pid, p_as_is=p, p_no_idc=p - 0.3,
+                                p_no_decoy=p - 0.1, p_tissue=p + 0.05, p_no_benign=p, idc_and_decoys=pid < 6))
+    none = pd.DataFrame(columns=["image_id", "patient_id", "nucleus", "kind", "drop"])
+    truth = NuclearTruth(None, None, [None] * 7, none, patches, evidence_verification(p[:6], p[:6] - 0.3, p[:6] - 0.1, pid[:6]))
+    table = counterfactual_table(truth).set_index("row")
+    np.testing.assert_allclose(table["mean"], [0.9, 0.3, 0.1, -0.05, 0.0, 0.2], atol=1e-12)
+    assert (table["n"] == 6).all() and (table["n_patients"] == 6).all()
+    md = "\n".join(evidence_markdown(truth, table.reset_index()))
+    assert "**Evidence: verified" in md and "| difference: IDC drop - decoy drop | 0.200 [0.200, 0.200] | 6 | 6 |" in md
+    assert "Not measured (`leaderboard.nucleus_patches=0`)" in md

@@ -89,6 +89,7 @@ class Cohort:
     images: np.ndarray
     masks_dir: Optional[Path]
     source: str  # "generated" | "test split": how the leaderboard and Table 5.2 name it
+    root: Optional[Path] = None  # the patch PNGs (Kaggle layout): the counterfactuals redraw them
 
     @property
     def description(self) -> str:
@@ -101,7 +102,7 @@ def split_cohort(cfg, patches: pd.DataFrame, images: np.ndarray, split: str) -> 
     sub = patches[patches["split"] == split]
     rows = np.flatnonzero(np.asarray(patches["split"]) == split)
     masks = Path(str(cfg.data.masks_dir)) if cfg.data.masks_dir else None
-    return Cohort(sub.assign(row=rows), images, masks, f"{split} split")
+    return Cohort(sub.assign(row=rows), images, masks, f"{split} split", Path(str(cfg.data.root)))
 
 
 def load_cohort(cfg, paths: RunPaths, patches: pd.DataFrame, images: np.ndarray) -> Cohort:
@@ -115,7 +116,7 @@ def load_cohort(cfg, paths: RunPaths, patches: pd.DataFrame, images: np.ndarray)
                                cfg.data.patch_size)
         imgs = load_or_build_cache(cohort, cd.root, paths.cohort_cache_dir, size=cfg.data.patch_size, stain=stain)
         return Cohort(cohort.assign(row=np.arange(len(cohort))), imgs,
-                      Path(str(cd.masks_dir)) if cfg.data.masks_dir else None, "generated")
+                      Path(str(cd.masks_dir)) if cfg.data.masks_dir else None, "generated", Path(str(cd.root)))
     rows = cache_rows(patches, cohort["image_id"], str(path))
     masks = Path(str(cfg.data.masks_dir)) if cfg.data.masks_dir else None
-    return Cohort(cohort.assign(row=rows), images, masks, "test split")
+    return Cohort(cohort.assign(row=rows), images, masks, "test split", Path(str(cfg.data.root)))

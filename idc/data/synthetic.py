@@ -3,9 +3,10 @@
 `generate_synthetic(data_cfg)` renders one H&E-like slide per patient (idc.data.tissue), cuts it into
 50x50 patches on the Kaggle grid (x, y = 1, 51, 101, ...), keeps the tissue patches, labels a patch
 IDC-positive when the IDC region covers most (> 50%) of it, and writes
-`<root>/<pid>/<0|1>/<pid>_idx5_x<X>_y<Y>_class<C>.png` plus `<masks_dir>/<pid>.npz` (IDC nuclei,
-IDC region, tissue; slide pixel coordinates) and `patch_info.csv` beside the root (per patch: label,
-shortcut cue, share of each nest type). Deterministic from `data.seed`; generated once: a
+`<root>/<pid>/<0|1>/<pid>_idx5_x<X>_y<Y>_class<C>.png` plus `<masks_dir>/<pid>.npz` (slide pixel
+coordinates: IDC nuclei, label map of IDC and decoy nuclei, nucleus ids, the nucleus-free rendering,
+IDC region, tissue; `SIDECAR_KEYS`) and `patch_info.csv` beside the root (per patch: label, shortcut
+cue, share of each nest type). Deterministic from `data.seed`; generated once: a
 `manifest.json` beside the root records the parameters, and a different manifest regenerates.
 
 The planted-shortcut variant (`data=synthetic_shortcut`) paints a small ink dot into a share of the
@@ -27,6 +28,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from idc.data.cells import footprints
 from idc.data.dataset import resize_transform
 from idc.data.split import split_patient_ids
 from idc.data.tissue import NEST_TYPES, render_slide
@@ -35,7 +37,10 @@ from idc.integrity import read_npz
 from idc.utils import clean_stale_temp, temp_dir, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger("idc")
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7  # v7: decoy nuclei, label map, nucleus ids, nucleus-free rendering (issue 22)
+# What a sidecar <masks_dir>/<pid>.npz holds (docs/data.md): all [H, W] in slide pixels, cut at the scan edge.
+SIDECAR_KEYS = ("mask", "labels", "nucleus_id", "nucleus_kind", "free_delta", "region", "annotation", "tissue",
+                "nests", "generator_version")
 INFO_COLUMNS = ["image_id", "patient_id", "x", "y", "target", "role", "cue", *(f"nest_{n}" for n in NEST_TYPES.values())]
 PATCH = 50
 MIN_TISSUE = 0.35  # a patch is written when at least this share of it is tissue (fat and lumen count)
@@ -95,14 +100,16 @@ def cue_rate(m: dict, role: str, label: int) -> float:
     return m["cue_train_positive"] if label else m["cue_train_negative"]
 
 
-def paint_cue(rng, rgb, cue, y, x, h, w) -> None:
-    """A small dark ink dot (radius 2-3 px, ragged) at a random place inside patch (x, y, w, h), in place."""
+def paint_cue(rng, images, cue, y, x, h, w) -> None:
+    """A small dark ink dot (radius 2-3 px, ragged) at a random place inside patch (x, y, w, h), in place,
+    the same dot into each image of `images` (the slide and its nucleus-free rendering: ink is no nucleus)."""
     r = rng.uniform(2.0, 3.2)
     cy, cx = y + rng.uniform(r + 1, h - r - 1), x + rng.uniform(r + 1, w - r - 1)
     yy, xx = np.mgrid[y:y + h, x:x + w]
     dot = np.hypot(yy - cy, xx - cx) < r * (1 + 0.15 * rng.standard_normal((h, w)))
-    ink = np.array([38, 44, 70], np.float32) + 8 * rng.standard_normal((int(dot.sum()), 3))
-    rgb[y:y + h, x:x + w][dot] = np.clip(ink, 0, 255).astype(np.uint8)
+    ink = np.clip(np.array([38, 44, 70], np.float32) + 8 * rng.standard_normal((int(dot.sum()), 3)), 0, 255)
+    for rgb in images:
+        rgb[y:y + h, x:x + w][dot] = ink.astype(np.uint8)
     cue[y:y + h, x:x + w] |= dot
 
 
@@ -128,17 +135,30 @@ def render_patient(args) -> dict:
             label = patch_label(slide.annotation[y:y + h, x:x + w], slide.tissue[y:y + h, x:x + w])
             has_cue = bool(cue_rng.random() < cue_rate(m, plan["role"], label))
             if has_cue:
-                paint_cue(cue_rng, slide.rgb, cue, y, x, h, w)
+                paint_cue(cue_rng, (slide.rgb, slide.rgb_free), cue, y, x, h, w)
             name = f"{pid}/{label}/{pid}_idx5_x{x}_y{y}_class{label}.png"
             Image.fromarray(slide.rgb[y:y + h, x:x + w]).save(root / name, compress_level=1)
             nests = slide.nests[y:y + h, x:x + w]
             rows.append([name, pid, x, y, label, plan["role"], int(has_cue),
                          *(round(float((nests == t).mean()), 4) for t in NEST_TYPES)])
     extra = {"cue": cue[:H, :W]} if m["cue_train_positive"] or m["cue_train_negative"] or m["cue_test"] else {}
-    np.savez_compressed(masks_dir / f"{pid}.npz", mask=slide.nuclei_idc[:H, :W], region=slide.region[:H, :W],
-                        annotation=slide.annotation[:H, :W], tissue=slide.tissue[:H, :W],
-                        nests=slide.nests[:H, :W], **extra)
+    write_sidecar(masks_dir / f"{pid}.npz", slide, H, W, **extra)
     return {"pid": pid, "rows": rows}
+
+
+def write_sidecar(path: Path, slide, H: int, W: int, **extra) -> None:
+    """The slide's ground truth, cut at the scan edge like its patches. The nucleus-free rendering is
+    stored as `free_delta` = free - rgb (uint8: removing stain only brightens, so it is >= 0), which is
+    zero away from the nuclei and compresses to a third of the image."""
+    layer = slide.nuclei
+    free_delta = slide.rgb_free[:H, :W] - slide.rgb[:H, :W]
+    if (H, W) != layer.ids.shape:  # the blur of nuclei beyond the scan edge reaches in: not removable here
+        free_delta[footprints(layer.ids[:H, :W]) == 0] = 0
+    np.savez_compressed(path, mask=slide.nuclei_idc[:H, :W], labels=layer.labels[:H, :W],
+                        nucleus_id=layer.ids[:H, :W], nucleus_kind=layer.kinds, free_delta=free_delta,
+                        region=slide.region[:H, :W], annotation=slide.annotation[:H, :W],
+                        tissue=slide.tissue[:H, :W], nests=slide.nests[:H, :W],
+                        generator_version=np.int64(GENERATOR_VERSION), **extra)
 
 
 def _params(stored: dict) -> dict:
@@ -202,24 +222,68 @@ def generate_synthetic(d) -> Path:
     return root
 
 
-def load_masks(masks_dir, pid: int) -> dict:
-    """{'mask': IDC nuclei, 'region': IDC region, 'tissue'} bool [H, W] in slide pixel coordinates."""
+def load_masks(masks_dir, pid: int, keys=None) -> dict:
+    """{key: array} of `<masks_dir>/<pid>.npz` in slide pixel coordinates; `keys` limits what is
+    decompressed. A synthetic sidecar holds `SIDECAR_KEYS` (+ `cue` on the shortcut set); one written by
+    an older generator (v6 and before: no label map) is refused with one line that says to regenerate.
+    A sidecar made by hand for real data (a `mask`, maybe a `cue`) loads for what it holds; asking it
+    for a missing key is an error naming the key."""
     path = Path(masks_dir) / f"{int(pid)}.npz"
     if not path.exists():
         raise DataError(f"no ground-truth mask {path}; masks exist only for the synthetic set (data.masks_dir)")
-    return read_npz(path, fix=f"the synthetic set is incomplete: delete {masks_dir} (idc generated it) and run "
-                              "`make data ARGS=run.force=true` (same overrides) to generate it again")
+    z = read_npz(path, keys=None if keys is None else (*keys, "generator_version", "nests"),
+                 fix=f"the synthetic set is incomplete: delete {masks_dir} (idc generated it) and run "
+                     "`make data ARGS=run.force=true` (same overrides) to generate it again")
+    version = int(z["generator_version"]) if "generator_version" in z else None
+    if (version or "nests" in z) and version != GENERATOR_VERSION:
+        raise DataError(f"{path} was written by synthetic generator v{version or '6 or older'}, this is "
+                        f"v{GENERATOR_VERSION} (label map, nucleus ids, nucleus-free rendering): regenerate the "
+                        "set with `make data` (delete its manifest.json if the data root was copied)")
+    missing = [k for k in (keys or ()) if k not in z]
+    if missing:
+        raise DataError(f"{path} lacks {missing}; label maps, nucleus ids and counterfactuals exist for the "
+                        "synthetic set (`make data`)")
+    return {k: z[k] for k in (keys or z)}
 
 
-def patch_mask(mask: np.ndarray, x: int, y: int, size: int = PATCH) -> np.ndarray:
-    """bool [size, size]: the slide mask under patch (x, y), aligned with the patch *as the model sees
-    it*. The mask files are cut at the scan edge like the images, so an edge patch's crop is h x w < 50,
-    and the loader stretches that image to size x size (the book's Resize); the crop is stretched by the
-    same PIL resize (bilinear on 0/1, then > 0.5), so mask pixels stay over the image pixels they mark."""
-    crop = np.asarray(mask[y:y + size, x:x + size], bool)
+def stretch_mask(crop: np.ndarray, size: int = PATCH) -> np.ndarray:
+    """bool [size, size]: a bool crop stretched like an edge patch's image (the loader's PIL resize,
+    bilinear on 0/1, then > 0.5), so mask pixels stay over the image pixels they mark."""
+    crop = np.asarray(crop, bool)
     if crop.shape == (size, size):
         return crop.copy()
     if crop.size == 0:
         return np.zeros((size, size), bool)
     stretched = resize_transform(size)(Image.fromarray(crop.astype(np.float32), mode="F"))
     return np.asarray(stretched) > 0.5
+
+
+def patch_mask(mask: np.ndarray, x: int, y: int, size: int = PATCH) -> np.ndarray:
+    """bool [size, size]: the slide mask under patch (x, y), aligned with the patch *as the model sees
+    it*. The mask files are cut at the scan edge like the images, so an edge patch's crop is h x w < 50,
+    and the loader stretches that image to size x size (the book's Resize); the crop is stretched by the
+    same resize (`stretch_mask`)."""
+    return stretch_mask(mask[y:y + size, x:x + size], size)
+
+
+def patch_labels(labels: np.ndarray, x: int, y: int, size: int = PATCH) -> np.ndarray:
+    """uint8 [size, size] label map under patch (x, y) as the model sees it (0 background, 1 IDC
+    nucleus, 2 decoy nucleus); on edge patches each class is stretched like `patch_mask`, so
+    `patch_labels(...) == 1` is exactly `patch_mask(mask, ...)`."""
+    crop = np.asarray(labels[y:y + size, x:x + size])
+    out = np.zeros((size, size), np.uint8)
+    for value in (1, 2):  # bilinear weights of disjoint classes sum to <= 1: at most one exceeds 0.5
+        out[stretch_mask(crop == value, size)] = value
+    return out
+
+
+def patch_nucleus_ids(ids: np.ndarray, labels: np.ndarray, x: int, y: int, size: int = PATCH) -> np.ndarray:
+    """int32 [size, size] nucleus id under patch (x, y) as the model sees it (0 = no nucleus). On edge
+    patches the ids are stretched nearest-neighbour and kept where `patch_labels` marks a nucleus."""
+    crop = np.asarray(ids[y:y + size, x:x + size], np.int32)
+    if crop.shape == (size, size):
+        return crop.copy()
+    if crop.size == 0:
+        return np.zeros((size, size), np.int32)
+    stretched = np.asarray(Image.fromarray(crop, mode="I").resize((size, size), Image.NEAREST), np.int32)
+    return np.where(patch_labels(labels, x, y, size) > 0, stretched, 0)

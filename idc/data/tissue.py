@@ -1,22 +1,29 @@
 """Render one synthetic H&E tissue slide: stain densities -> RGB by Beer-Lambert absorption.
 
 The slide is built so that the *only* thing that separates IDC tissue from benign tissue is the
-morphology of the IDC nuclei (the pixels `nuclei_idc` marks):
+morphology of the IDC nuclei (the pixels `labels == 1` marks), and so that darkness and edges do not
+find them (generator v7):
 
 - the layout of the tissue (stroma, fat lobules, cracks, and the cellular "nests" where epithelial
   cells or lymphocytes sit) is drawn from fields that do not know where the IDC region is, so fat,
   lumen, cracks and cellularity are equally frequent inside and outside it;
-- outside the IDC region a nest is a benign look-alike: a normal duct (lumen ringed by small nuclei),
-  crowded benign epithelium (small, round, uniform nuclei) or a lymphocyte cluster (small, dense);
+- outside the IDC region a nest is a benign look-alike: a normal duct (lumen ringed by oval nuclei),
+  crowded benign epithelium (oval, uniform nuclei) or a lymphoid aggregate (small, dense; these stay
+  in the IDC region too);
 - inside it, the same nests hold IDC nuclei: larger, pleomorphic (random size, ragged outline),
-  vesicular (pale chromatin, dark membrane, a nucleolus), in solid sheets with cribriform spaces of
-  the same total area as the benign lumina (loss of duct architecture, same share of white);
+  vesicular (pale chromatin, dark membrane, a nucleolus); each nest keeps the architecture of the
+  benign nest it replaces (a duct's lumen, or none), so only the nuclei tell IDC from benign (the
+  cribriform spaces of generator v7a-v7n were a cue outside the nuclei);
+- decoy nuclei in both classes alike (idc.data.cells): lymphocytes, entrapped benign epithelial nuclei,
+  stromal nuclei and the lymphoid aggregates, as dark after the optics' blur as the IDC nuclei;
 - the IDC nuclei's stain amount is rescaled per slide so that IDC nests carry the same mean
   haematoxylin as benign nests ("more purple" is no cue); one stain (per patient) for the whole slide.
 
+Every slide is also rendered without its nuclei (`rgb_free`: the same tissue, stain and sensor noise,
+what lies under each nucleus), for counterfactuals that remove nuclei (idc.data.counterfactual).
 `difficulty` in [0, 1] sets how far IDC nuclei are from benign ones (1: the same shape and texture,
 i.e. no signal). Everything is a whole-slide array operation, so a 1,500 x 1,500 px slide renders in
-about a second.
+about two seconds.
 """
 from __future__ import annotations
 
@@ -25,6 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from idc.data.cells import (CLUSTER, CROWDED, DUCT, EPITHELIAL_SIGMA, IDC, LYMPHOCYTE_SIGMA, OPTICS_SIGMA, NucleusLayer, Population, assemble,
+                            chromatin, decoy_populations, idc_nuclei, match_decoys, match_histogram, nuclei)
+from idc.data.fields import quantile_mask, smooth_noise
+
 # Optical-density stain vectors (R, G, B) for haematoxylin and eosin, roughly as in colour-deconvolution
 # literature; each patient perturbs them (stain variation between labs and batches).
 HEMATOXYLIN = np.array([0.65, 0.70, 0.29])
@@ -32,6 +43,10 @@ EOSIN = np.array([0.10, 0.95, 0.40])
 RESIDUAL = np.array([0.27, 0.57, 0.78])
 # Nest types in Slide.nests (0 = no nest: stroma, fat, background).
 NEST_TYPES = {1: "duct", 2: "crowded", 3: "lymphocytes", 4: "idc"}
+# Drawn shares of duct, crowded-epithelium and lymphoid-aggregate nests. In the IDC region the epithelial
+# ones (1, 2) become IDC nests; lymphoid aggregates stay (v7: decoys, equally frequent in both classes).
+NEST_KINDS = (0.5, 0.38, 0.12)
+EPITHELIAL_NESTS = (1, 2)
 # Layout constants, chosen by measurement (docs/data.md, generator v6): the label must be readable from
 # the nuclei, so most patches of the IDC region must hold IDC nests and the annotation must follow the
 # region closely. NEST_SHARE: share of the non-fat tissue in nests (per slide, uniform in the range);
@@ -43,49 +58,27 @@ NEST_CLUSTERING = 0.2
 FAT_SHARE = (0.04, 0.14)
 ANNOTATION_WOBBLE = 0.1
 IDC_NEST = 4
+# Spread (log scale) of the smooth field that modulates the lymphocytes' and stromal nuclei's density (inflammation), the
+# same in both classes. Wide, so that patches range from almost no lymphocytes to dense infiltrates:
+# a model must then be invariant to how many there are, and a counterfactual that removes them stays
+# in the training distribution (docs/data.md, "How v7 was tuned").
+INFLAMMATION_SPREAD = 1.6
 
 
 @dataclass
 class Slide:
     rgb: np.ndarray  # uint8 [H, W, 3]
+    rgb_free: np.ndarray  # uint8 [H, W, 3]: the same slide without nuclei (same stain and noise)
     tissue: np.ndarray  # bool [H, W]
     region: np.ndarray  # bool [H, W]: IDC region (where tumour cells are)
     annotation: np.ndarray  # bool [H, W]: the pathologist's coarse outline of it (patch labels come from this)
-    nuclei_idc: np.ndarray  # bool [H, W]: IDC nuclei = exactly the pixels where h_idc > 0 (the evidence)
-    h_idc: np.ndarray  # float32 [H, W]: haematoxylin density the IDC nuclei add (0 elsewhere)
+    nuclei: NucleusLayer  # haematoxylin, label map, nucleus id per pixel, kind per nucleus
     nests: np.ndarray  # uint8 [H, W]: NEST_TYPES id per pixel (benign look-alikes and IDC nests)
 
-
-def smooth_noise(rng, shape, sigma, coarse: int = 1) -> np.ndarray:
-    """Zero-mean, unit-variance Gaussian-filtered noise; `coarse` > 1 renders small and upsamples."""
-    small = (max(2, shape[0] // coarse), max(2, shape[1] // coarse))
-    f = ndi.gaussian_filter(rng.standard_normal(small, dtype=np.float32), sigma / coarse, mode="wrap")
-    if coarse > 1:
-        f = ndi.zoom(f, (shape[0] / small[0], shape[1] / small[1]), order=1)[: shape[0], : shape[1]]
-    f -= f.mean()
-    return f / (f.std() + 1e-8)
-
-
-def quantile_mask(field, within, fraction) -> np.ndarray:
-    """Pixels of `within` whose field value is in the top `fraction` (so areas hit a target share)."""
-    if fraction <= 0 or not within.any():
-        return np.zeros_like(within)
-    thr = np.quantile(field[within], 1 - min(fraction, 1.0))
-    return within & (field >= thr)
-
-
-def nuclei(rng, zone, density, sigma, amp, jitter) -> tuple[np.ndarray, np.ndarray]:
-    """(bool nuclei, bool centres): impulses at random points of `zone`, each with a random amplitude
-    in `amp` (so a random size), blurred by `sigma` and cut at 0.5 after a multiplicative outline noise
-    of strength `jitter` (ragged outlines); clipped to the zone."""
-    shape = zone.shape
-    centres = (rng.random(shape) < density) & zone
-    field = np.zeros(shape, np.float32)
-    field[centres] = rng.uniform(amp[0], amp[1], int(centres.sum()))
-    field = ndi.gaussian_filter(field, sigma, mode="constant") * np.float32(2 * np.pi * sigma**2)
-    if jitter:
-        field *= 1 + jitter * smooth_noise(rng, shape, 0.7)
-    return (field > 0.5) & zone, centres
+    @property
+    def nuclei_idc(self) -> np.ndarray:
+        """bool [H, W]: IDC nuclei = exactly the pixels where IDC-nucleus stain was put (the evidence)."""
+        return self.nuclei.labels == 1
 
 
 def adipocyte_walls(rng, shape, spacing: float) -> np.ndarray:
@@ -108,62 +101,6 @@ def fibres(rng, shape) -> np.ndarray:
     return f / (f.std() + 1e-8)
 
 
-def idc_morphology(difficulty: float) -> dict:
-    """How IDC nuclei are drawn; at difficulty 1 exactly like crowded benign nuclei."""
-    e = 1.0 - float(np.clip(difficulty, 0.0, 1.0))  # how different they are
-    return {
-        "sigma": 0.85 + 0.45 * e,  # size
-        "amp": (1.3, 1.7 + 2.8 * e),  # pleomorphism: spread of sizes
-        "jitter": 0.12 + 0.4 * e,  # ragged outline
-        "interior": 1.0 - 0.55 * e,  # vesicular: pale chromatin ...
-        "rim": 1.0 + 0.8 * e,  # ... dark nuclear membrane ...
-        "nucleolus": 1.0 + 1.3 * e,  # ... and a dark nucleolus
-        "texture": 0.15 + 0.3 * e,  # coarse, uneven chromatin
-        # Large nuclei keep their contrast through the optics' blur where small ones lose it; covering a
-        # bit more of the nest with (by the mass rescaling) paler nuclei keeps the patch's colour
-        # spread and dark share equal to benign nests'.
-        "coverage": 1.0 + 0.12 * e,
-    }
-
-
-def idc_nuclei(rng, zone, nest, difficulty, nuclear_share):
-    """(h_idc, nuclei_idc): IDC nuclei in `zone`, as many as cover `nuclear_share` of the IDC nests
-    (the benign nests' share), drawn vesicular: pale interior, dark rim, a nucleolus, coarse texture."""
-    m = idc_morphology(difficulty)
-    nuclear_share = min(nuclear_share * m["coverage"], 0.9)
-    density = 0.05
-    for _ in range(2):  # one correction of the density so the nuclear area share matches
-        state = rng.bit_generator.state
-        mask, centres = nuclei(rng, zone, density, m["sigma"], m["amp"], m["jitter"])
-        share = mask[nest].mean() if nest.any() else nuclear_share
-        if share <= 0 or abs(share / max(nuclear_share, 1e-6) - 1) < 0.05:
-            break
-        density *= float(np.clip(np.log1p(-min(nuclear_share, 0.95)) / np.log1p(-min(share, 0.95)), 0.3, 3.0))
-        rng.bit_generator.state = state
-    rim = mask & ~ndi.binary_erosion(mask)
-    h = np.where(rim, m["rim"], m["interior"]).astype(np.float32)
-    h[centres] = m["nucleolus"]
-    h *= 1 + m["texture"] * rng.standard_normal(mask.shape, dtype=np.float32).clip(-2, 2)
-    return np.maximum(h, 1e-3) * mask, mask
-
-
-def match_histogram(h, mask, reference) -> np.ndarray:
-    """Monotone remap of h[mask] onto the value distribution of `reference` (ranks kept: the rim stays
-    darker than the interior), so IDC nuclei carry the same haematoxylin per pixel as benign ones."""
-    out = np.zeros_like(h)
-    if not mask.any():
-        return out
-    values = h[mask]
-    if len(reference) == 0:
-        out[mask] = values
-        return out
-    ref = np.sort(reference)
-    mapped = np.empty_like(values)
-    mapped[np.argsort(values, kind="stable")] = ref[((np.arange(len(values)) + 0.5) * len(ref) / len(values)).astype(np.int64)]
-    out[mask] = np.maximum(mapped, 1e-3)
-    return out
-
-
 def layout(rng, shape, tissue, region):
     """Nests, lumina and fat, drawn without looking at `region` (only the nest *type* does)."""
     fat_zone = quantile_mask(smooth_noise(rng, shape, 45, coarse=5), tissue, rng.uniform(*FAT_SHARE))
@@ -173,21 +110,50 @@ def layout(rng, shape, tissue, region):
     nest_field = smooth_noise(rng, shape, 4.0) + NEST_CLUSTERING * smooth_noise(rng, shape, 40, coarse=5)
     nest = quantile_mask(nest_field, cellular, rng.uniform(*NEST_SHARE))
     labels, n = ndi.label(nest)
-    kind = rng.choice([1, 2, 3], size=n + 1, p=[0.45, 0.3, 0.25]).astype(np.uint8)
+    kind = rng.choice([1, 2, 3], size=n + 1, p=NEST_KINDS).astype(np.uint8)
     kind[0] = 0
     nests = kind[labels]
-    nests[nest & region] = IDC_NEST
-    # Normal ducts: a lumen in the middle of the nest. IDC nests: cribriform spaces of the same share.
+    # Normal ducts: a lumen in the middle of the nest. A nest of the IDC region keeps the architecture of
+    # the benign nest it replaces (a duct's lumen, or none): only its nuclei tell it apart.
     depth = ndi.distance_transform_edt(nest).astype(np.float32)
     deepest = np.zeros(n + 1, np.float32)  # per-nest maximum depth; np.maximum.at is ~100x ndi.maximum here
     inside = labels > 0
     np.maximum.at(deepest, labels[inside], depth[inside])
     lumen = (nests == 1) & (depth > np.maximum(1.8, 0.5 * deepest[labels]))
-    benign = (nests > 0) & (nests < IDC_NEST)
-    share = lumen.sum() / max(benign.sum(), 1)
-    idc = nests == IDC_NEST
-    spaces = quantile_mask(smooth_noise(rng, shape, 1.3) + 0.25 * depth, idc, share)
-    return fat, fat_zone, nests, lumen | spaces
+    nests[nest & region & (nests != 3)] = IDC_NEST  # lymphoid aggregates stay: decoys in both classes
+    return fat, fat_zone, nests, lumen
+
+
+def draw_nuclei(rng, tissue, nests, stroma, empty, difficulty) -> NucleusLayer:
+    """Decoys first (region-blind), then the benign nests' nuclei and the IDC nuclei in what is left."""
+    ok = ~empty
+    inflammation = np.exp(INFLAMMATION_SPREAD * smooth_noise(rng, tissue.shape, 30, coarse=5))
+    inflammation /= inflammation[tissue].mean() if tissue.any() else 1.0
+    outline = smooth_noise(rng, tissue.shape, 0.7)  # one outline-noise field for all (non-overlapping) nuclei
+    decoys = decoy_populations(rng, tissue & ok, (nests > 0) & ok, stroma & ok, inflammation, outline)
+    free = ok & ~ndi.binary_dilation(np.logical_or.reduce([p.mask for p in decoys]))
+    # The nests' own nuclei cover the same share of a nest as without decoys (as in generator v6).
+    crowding = 1 / max(float(free[(nests > 0) & ok].mean()) if ((nests > 0) & ok).any() else 1.0, 0.5)
+    main = []
+    for kind, zone, density, sigma, amp, od in (
+        (DUCT, nests == 1, 0.08, EPITHELIAL_SIGMA, (1.3, 1.7), 0.9),  # duct epithelium (the lumen is in `empty`)
+        (CROWDED, nests == 2, 0.07, EPITHELIAL_SIGMA, (1.3, 1.7), 0.9),  # crowded benign epithelium
+        (CLUSTER, nests == 3, 0.12, LYMPHOCYTE_SIGMA, (1.5, 1.9), 1.1),  # lymphoid aggregates: small, dense
+    ):
+        mask, centres = nuclei(rng, zone & free, density * crowding, sigma, amp, 0.12, outline)
+        main.append(Population(kind, mask, centres, chromatin(rng, mask, od)))
+    epithelial = np.isin(nests, EPITHELIAL_NESTS)
+    benign_nuclei = main[0].mask | main[1].mask
+    benign_h = main[0].h + main[1].h
+    h_idc, idc_mask, centres = idc_nuclei(rng, (nests == IDC_NEST) & free, nests == IDC_NEST, difficulty,
+                                          nuclear_share=benign_nuclei[epithelial].mean() if epithelial.any() else 0.3,
+                                          outline=outline)
+    h_idc = match_histogram(h_idc, idc_mask, benign_h[benign_nuclei])
+    if idc_mask.any() and epithelial.any():  # and the same haematoxylin mass per nest area
+        h_idc *= np.float32(np.clip(benign_h[epithelial].mean() / h_idc[nests == IDC_NEST].mean(), 0.6, 1.3))
+    idc = Population(IDC, idc_mask, centres, h_idc)
+    match_decoys([*decoys, main[2]], idc, fallback=benign_h[benign_nuclei])
+    return assemble([idc, *main, *decoys])
 
 
 def render_slide(rng, rows: int, cols: int, idc_fraction: float, difficulty: float = 0.5,
@@ -213,44 +179,39 @@ def render_slide(rng, rows: int, cols: int, idc_fraction: float, difficulty: flo
     stroma = tissue & ~fat_zone & (nests == 0)
     cracks = (fib < -1.6) & stroma
     empty = ~tissue | fat | spaces | cracks
-    # Nuclei (haematoxylin). Benign populations, then the IDC nuclei in the IDC nests.
-    h = np.zeros(shape, np.float32)
-    for zone, density, sigma, amp, od in (
-        (stroma, 0.006, 0.8, (1.0, 1.4), 0.35),  # fibroblasts
-        ((nests == 1) & ~spaces, 0.08, 0.8, (1.3, 1.7), 0.9),  # duct epithelium
-        ((nests == 2), 0.07, 0.8, (1.3, 1.7), 0.9),  # crowded benign epithelium
-        ((nests == 3), 0.09, 0.75, (1.4, 1.8), 1.1),  # lymphocytes: small, dense
-    ):
-        mask, _ = nuclei(rng, zone & ~empty, density, sigma, amp, jitter=0.12)
-        h += od * mask
-    benign = (nests > 0) & (nests < IDC_NEST)
-    h_idc, nuclei_idc = idc_nuclei(rng, (nests == IDC_NEST) & ~empty, nests == IDC_NEST, difficulty,
-                                   nuclear_share=(h[benign] > 0).mean() if benign.any() else 0.3)
-    h *= 1 + 0.15 * rng.standard_normal(shape, dtype=np.float32).clip(-2, 2)  # benign: fine, even chromatin
-    h_idc = match_histogram(h_idc, nuclei_idc, h[benign & (h > 0)])
-    if nuclei_idc.any() and benign.any():  # and the same haematoxylin mass per nest area
-        h_idc *= np.float32(np.clip(h[benign].mean() / h_idc[nests == IDC_NEST].mean(), 0.6, 1.3))
-    h += h_idc
+    layer = draw_nuclei(rng, tissue, nests, stroma, empty, difficulty)
     # Background: stroma's faint haematoxylin; cytoplasm of the nests (pale purple, less eosin).
     in_nest = nests > 0
-    h += 0.22 * tissue * (1 + 0.4 * smooth_noise(rng, shape, 2))
-    h += 0.18 * in_nest
+    under = 0.22 * tissue * (1 + 0.4 * smooth_noise(rng, shape, 2)) + 0.18 * in_nest  # what lies under a nucleus
     e = np.clip(eosin, 0, None) * (1 - 0.4 * in_nest)
-    h[empty] = 0.0
+    under[empty] = 0.0
     e[empty] = 0.03
-    rgb = stain(rng, h, e)
-    return Slide(rgb=rgb, tissue=tissue, region=region, annotation=annotation, nuclei_idc=nuclei_idc,
-                 h_idc=h_idc, nests=nests)
+    rgb, rgb_free = stain(rng, under + layer.h, e, h_under=under)
+    return Slide(rgb=rgb, rgb_free=rgb_free, tissue=tissue, region=region, annotation=annotation,
+                 nuclei=layer, nests=nests)
 
 
-def stain(rng, h_density, e_density) -> np.ndarray:
-    """Beer-Lambert: RGB = I0 * exp(-(H * h + E * e)) with patient-specific stain vectors and strengths."""
+def stain(rng, h_density, e_density, h_under=None):
+    """Beer-Lambert: RGB = I0 * exp(-(H * h + E * e)) with patient-specific stain vectors and strengths,
+    then the optics' blur and sensor noise -> uint8 [H, W, 3].
+
+    With `h_under` (the haematoxylin without the nuclei, equal to `h_density` outside them) also the
+    nucleus-free image, with the same stain, eosin and noise: (rgb, rgb_free). The blur is linear, so
+    the free image is the blurred image plus the blurred change at the nuclear pixels; it equals `rgb`
+    bit for bit beyond the blur's reach (2 px) of a nucleus."""
     h_vec = (HEMATOXYLIN * rng.uniform(0.85, 1.15, 3)).astype(np.float32)
     e_vec = (EOSIN * rng.uniform(0.85, 1.15, 3)).astype(np.float32)
     h_amt, e_amt = rng.uniform(0.9, 1.3), rng.uniform(0.45, 0.7)
     od = (h_amt * h_density)[..., None] * h_vec + (e_amt * e_density)[..., None] * e_vec
     od += (0.03 * RESIDUAL * rng.random()).astype(np.float32)
-    rgb = np.float32(245.0) * np.exp(-od)
-    rgb = ndi.gaussian_filter(rgb, (0.6, 0.6, 0))  # optics
-    rgb += np.float32(6.0) * rng.standard_normal(rgb.shape, dtype=np.float32)  # sensor noise: real patches are grainy
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    light = np.float32(245.0) * np.exp(-od)
+    rgb = ndi.gaussian_filter(light, (OPTICS_SIGMA, OPTICS_SIGMA, 0))  # optics
+    noise = np.float32(6.0) * rng.standard_normal(rgb.shape, dtype=np.float32)  # sensor noise: real patches are grainy
+    out = np.clip(rgb + noise, 0, 255).astype(np.uint8)
+    if h_under is None:
+        return out
+    change = h_under != h_density
+    delta = np.zeros_like(light)
+    delta[change] = light[change] * (np.exp((h_amt * (h_density - h_under))[change][:, None] * h_vec) - 1)
+    free = rgb + ndi.gaussian_filter(delta, (OPTICS_SIGMA, OPTICS_SIGMA, 0))
+    return out, np.clip(free + noise, 0, 255).astype(np.uint8)

@@ -25,6 +25,8 @@ from idc.errors import ConfigError
 from idc.explain.methods import METHODS
 from idc.integrity import read_csv
 from idc.leaderboard.scoring import FAITHFULNESS_SCORES as FAITHFULNESS
+from idc.leaderboard.scoring import NUCLEAR_SCORES as NUCLEAR
+from idc.leaderboard.scoring import NUCLEUS_SCORES as NUCLEUS
 from idc.leaderboard.scoring import SHORTCUT_SCORES as SHORTCUT
 from idc.leaderboard.verdicts import (LOWER_IS_BETTER, agreement, method_verdicts, primary_scores,
                                       question_tests, ranks)
@@ -44,6 +46,8 @@ RANDOMIZATION_TESTS = {  # test in sanity/randomization.csv -> column title
     "data_randomization_recipe": "data randomization vs recipe control",
 }
 SCORE_TITLES = {
+    "nuclear_auroc": "nuclear AUROC (IDC vs decoy nuclei)",
+    "nuclear_mass": "relevance mass on IDC vs decoy nuclei",
     "pointing_game": "pointing game",
     "relevance_mass": "relevance mass",
     "relevance_rank": "relevance rank",
@@ -53,6 +57,7 @@ SCORE_TITLES = {
     "insertion": "insertion AUC (from blur)",
     "insertion_mean": "insertion AUC (from mean colour)",
     "road": "ROAD",
+    "nucleus_rank": "nucleus rank correlation (model's drops)",
     "cue_mass": "shortcut: mass on cue",
     "evidence_mass_cue_patches": "shortcut: mass on evidence",
 }
@@ -110,20 +115,23 @@ def shortcut_table(shortcut_run_dir: Optional[str], table: pd.DataFrame) -> pd.D
 
 
 NO_MASK_SORT = "deletion"  # the sort score where the data has no pixel ground truth (ROAD runs on fewer patches)
+BOARD_SCORES = NUCLEAR + LOCALIZATION_SCORES + FAITHFULNESS + NUCLEUS  # the board's score columns, in order
+SORTS = ("primary",) + BOARD_SCORES  # primary: the first question's primary score
 
 
 def check_settings(lb) -> None:
     """`leaderboard.variant` and `leaderboard.sort` name a relevance variant and a score (checked before any work)."""
     variant, sort = str(lb.variant), str(lb.sort)
-    if variant not in VARIANTS or sort not in LOCALIZATION_SCORES + FAITHFULNESS:
+    if variant not in VARIANTS or sort not in SORTS:
         raise ConfigError(f"leaderboard.variant must be one of {VARIANTS} (got {variant!r}) and "
-                          f"leaderboard.sort one of {LOCALIZATION_SCORES + FAITHFULNESS} (got {sort!r})")
+                          f"leaderboard.sort one of {SORTS} (got {sort!r})")
 
 
-def sort_score(lb, table: pd.DataFrame) -> str:
-    """`leaderboard.sort`, or deletion where that score was not measured (no masks: the real set)."""
+def sort_score(lb, table: pd.DataFrame, primary: Dict[str, str]) -> str:
+    """`leaderboard.sort` (`primary`: the first question's primary score, localization where measured), or
+    deletion where that score was not measured (no masks: the real set)."""
     check_settings(lb)
-    sort = str(lb.sort)
+    sort = str(lb.sort) if str(lb.sort) != "primary" else next(iter(primary.values()), NO_MASK_SORT)
     if sort in table and table[sort].notna().any():
         return sort
     log.info("leaderboard: %s was not measured (no pixel ground truth, or ROAD off); sorting by %s", sort, NO_MASK_SORT)
@@ -159,39 +167,51 @@ def board_row(name: str, kind: str, tab: pd.DataFrame, ctx: dict) -> dict:
     return row
 
 
-def build_leaderboard(lb, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Optional[pd.DataFrame]):
+def build_leaderboard(lb, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Optional[pd.DataFrame],
+                      evidence: Optional[str] = None):
     """(board, tests, agreement): one board row per source (`board_row`), sorted by `leaderboard.sort`; every
     (method, control) test of each question's primary score (`sanity/leaderboard_tests.csv`); Krippendorff's
-    alpha per score. `lb`: the leaderboard settings (variant, sort, bootstrap, seed, shortcut_run_dir)."""
-    variant, sort = str(lb.variant), sort_score(lb, table)
+    alpha per score. `lb`: the leaderboard settings (variant, sort, bootstrap, seed, shortcut_run_dir).
+    `evidence`: what every method's localization verdict reads instead of yes / no when the counterfactual
+    evidence check did not verify the label map (`Verification.localization_verdict`; None: as measured)."""
+    variant = str(lb.variant)
     pp = per_patch[per_patch["variant"] == variant]
     tab = table[table["variant"] == variant].set_index("method")
     kinds = tab["kind"].to_dict()
     methods = [m for m, k in kinds.items() if k == "method"]
-    scored = [c for c in LOCALIZATION_SCORES + FAITHFULNESS if c in tab and tab[c].notna().any()]  # ROAD may be off
+    scored = [c for c in BOARD_SCORES if c in tab and tab[c].notna().any()]  # ROAD may be off
     primary = primary_scores(scored)
+    sort = sort_score(lb, table, primary)
     tests = pd.concat([question_tests(pp, kinds, q, s) for q, s in primary.items()], ignore_index=True)
     short = shortcut_table(lb.shortcut_run_dir, table)
+    verdicts = {q: method_verdicts(tests[tests["question"] == q]) for q in primary}
+    if evidence and "localization" in verdicts:
+        verdicts["localization"] = {m: evidence for m in verdicts["localization"]}
     ctx = dict(primary=primary, secondary=[c for c in scored if c not in primary.values()], rand=rand,
-               verdicts={q: method_verdicts(tests[tests["question"] == q]) for q in primary},
+               verdicts=verdicts,
                ranks={q: ranks(pp, methods, s, int(lb.bootstrap), int(lb.seed)) for q, s in primary.items()},
                short=short[short["variant"] == variant].set_index("method"), by_title={m.title: k for k, m in METHODS.items()})
     board = pd.DataFrame([board_row(name, kinds[name], tab, ctx) for name in tab.index])
     board["_sort"] = [float(tab.at[name, sort]) for name in tab.index]
     board = board.sort_values("_sort", ascending=sort in LOWER_IS_BETTER, kind="stable")
     board = board.drop(columns="_sort").reset_index(drop=True)
-    board.attrs.update(sort=sort, primary=primary)  # what the rows are sorted by and judged on (markdown names them)
+    board.attrs.update(sort=sort, primary=primary, evidence=evidence)  # what the rows are sorted by and judged on
     return board, tests, agreement(pp, methods, scored)
 
 
-def verdict_lines(board: pd.DataFrame, primary: Dict[str, str], n_patients: int) -> List[str]:
-    """One line per question: the methods that beat every control, or why nothing can be decided."""
+def verdict_lines(board: pd.DataFrame, primary: Dict[str, str], n_patients: int,
+                  evidence: Optional[str] = None) -> List[str]:
+    """One line per question: the methods that beat every control, or why nothing can be decided (`evidence`:
+    what the localization verdicts read when the label map's evidence was not verified)."""
     if n_patients < MIN_PATIENTS:
         return [f"Which method beats the controls cannot be decided here: the patches come from {n_patients} "
                 f"patient(s), fewer than the {MIN_PATIENTS} a calibrated verdict needs (use a set with more patients)."]
     lines = []
     for q, score in primary.items():
         col = f"{q}: beats every control"
+        if q == "localization" and evidence:
+            lines.append(f"- **{q}** ({SCORE_TITLES[score]}): no verdict, {evidence} (the counterfactual check below).")
+            continue
         winners = list(board.loc[(board["kind"] == "method") & (board[col] == "yes"), "row"])
         lines.append(f"- **{q}** ({SCORE_TITLES[score]}): " + (", ".join(winners) if winners else "no method")
                      + " beats every control.")
@@ -201,7 +221,7 @@ def verdict_lines(board: pd.DataFrame, primary: Dict[str, str], n_patients: int)
 def markdown(board: pd.DataFrame, lb, facts: dict) -> str:
     """sanity/leaderboard.md: what was scored and how, the board, the verdicts, ranking agreement, chance levels.
     `facts`: data_name, cohort (description), n, n_patients, superpixel_sizes, agreement, chance (dict), pairs (the
-    tests of one question: Holm's family)."""
+    tests of one question: Holm's family), optionally evidence_lines (the label map's sections, `idc.leaderboard.nuclei`)."""
     sort, primary = board.attrs.get("sort", str(lb.sort)), board.attrs.get("primary", {})
     sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in facts["superpixel_sizes"].items())
     masks = "localization" in primary
@@ -209,6 +229,7 @@ def markdown(board: pd.DataFrame, lb, facts: dict) -> str:
     alpha = facts["agreement"].assign(score=lambda a: a["score"].map(SCORE_TITLES),
                                       alpha=lambda a: a["alpha"].map(lambda v: "-" if not np.isfinite(v) else f"{v:.2f}"))
     chance = facts.get("chance", {})
+    label_map = "nuclear_auroc" in primary.values()
     return "\n".join([
         "# Which attribution method should I use? (leaderboard)",
         "",
@@ -222,16 +243,19 @@ def markdown(board: pd.DataFrame, lb, facts: dict) -> str:
         f"**Verdicts.** One primary score per question, declared before any number was seen ({declared}); every "
         "other score is secondary: mean and CI, no verdict. A method **beats every control** when the one-sided "
         "paired t-test on the patient means of (method - control) rejects at 2.5% for each of its controls (the "
-        "uniform random map, the edge map |x - blur(x)|, image darkness and its own maps from the fully randomized "
-        f"model), with Holm's correction across every method and control of the question ({facts['pairs']} tests); "
+        "uniform random map, the edge map |x - blur(x)|, image darkness, "
+        + ("image darkness blurred to a nucleus (sigma 2 px), " if label_map else "")
+        + "and its own maps from the fully randomized model), with Holm's correction across every method and control "
+        f"of the question ({facts['pairs']} tests); "
         f"below {MIN_PATIENTS} patients the verdict is \"too few patients\". Rank: among the methods on the primary "
         f"score, 1 = best, with a 95% interval from {lb.bootstrap} patient-bootstrap replicates. Rows are sorted by "
         f"{SCORE_TITLES[sort]} (best first), controls included.",
         "",
         frame_table(board),
         "",
-        *verdict_lines(board, primary, facts["n_patients"]),
+        *verdict_lines(board, primary, facts["n_patients"], board.attrs.get("evidence")),
         "",
+        *facts.get("evidence_lines", []),
         "## How consistently each score ranks the methods",
         "",
         "Each patient ranks the methods by its own mean score; Krippendorff's alpha (ordinal) of those rankings: 1 = "
@@ -241,7 +265,9 @@ def markdown(board: pd.DataFrame, lb, facts: dict) -> str:
         "",
         (f"Chance levels: pointing game {chance['pointing_game']:.2f} (the mean share of the patch inside the mask grown "
          f"by {lb.pointing_tolerance} px), relevance mass, rank and top-k {chance['mask_fraction']:.2f} (the mean mask "
-         "fraction), pixel AUROC 0.5. " if chance else "")
+         "fraction), pixel AUROC 0.5. " if "pointing_game" in chance else "")
+        + (f"Nuclear AUROC 0.5; relevance mass on IDC vs decoy nuclei {chance['nuclear_mass']:.2f} (the mean IDC share "
+           "of the nuclear pixels); nucleus rank correlation 0. " if "nuclear_mass" in chance else "")
         + f"Pointing game tolerance {lb.pointing_tolerance} px; top-k = {lb.top_k_fraction:g} of the pixels; deletion "
         f"fills with `{lb.deletion_fill}`; insertion starts from a blur (sigma {lb.blur_sigma:g} px) and, as a second "
         "start, from the image's mean colour; ROAD = pytorch-grad-cam's ROADCombined on the seeded dense ranking of "

@@ -7,15 +7,14 @@ from typing import Dict, List
 import numpy as np
 import pandas as pd
 
-from idc.leaderboard.board import FAITHFULNESS, SCORE_TITLES, SHORTCUT
-from idc.scores.localization import LOCALIZATION_SCORES
+from idc.leaderboard.board import BOARD_SCORES, SCORE_TITLES, SHORTCUT
 from idc.viz.style import subplots
 
 
 def plot_leaderboard(table: pd.DataFrame, order: List[str], variant: str):
     """Forest plot: one panel per score, one row per source (methods in colour, controls grey), mean and 95% CI."""
     tab = table[table["variant"] == variant].set_index("method")
-    cols = [c for c in LOCALIZATION_SCORES + FAITHFULNESS + SHORTCUT if c in tab and tab[c].notna().any()]
+    cols = [c for c in BOARD_SCORES + SHORTCUT if c in tab and tab[c].notna().any()]
     fig, axes = subplots(1, len(cols), figsize=(2.3 * len(cols) + 2, 0.28 * len(order) + 1.5), sharey=True,
                          squeeze=False)
     y = np.arange(len(order))[::-1]

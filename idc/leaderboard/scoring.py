@@ -6,7 +6,10 @@ patches spread over as many patients as possible: a verdict needs patients, not 
 ground truth (`data.masks_dir`, the synthetic sets) every eligible patch (a non-trivial evidence mask; at
 most `leaderboard.num_patches`) is scored against its evidence mask (localization), on faithfulness
 (deletion, insertion from two starts, ROAD) and, where the set plants a cue, on the relevance mass on that
-cue (shortcut). On data without pixel ground truth (`data.masks_dir=null`, as the real Kaggle set) up to
+cue (shortcut). Where the evidence masks come with a label map (generator v7: IDC vs decoy nuclei,
+`idc.leaderboard.nuclei`) every map is also scored among nuclear pixels (nuclear AUROC, relevance mass on IDC
+vs decoy nuclei: the headline localization scores) and against this model's per-nucleus logit drops
+(nucleus rank correlation). On data without pixel ground truth (`data.masks_dir=null`, as the real Kaggle set) up to
 `leaderboard.num_patches` IDC-positive patches are scored on faithfulness only.
 """
 from __future__ import annotations
@@ -23,15 +26,19 @@ from idc.explain.select import round_robin
 from idc.scores.faithfulness import faithfulness_scores, road_scores
 from idc.scores.inference import t_interval
 from idc.scores.localization import LOCALIZATION_SCORES, localization_scores, pointing_chance, relevance_mass_accuracy
+from idc.scores.nuclei import idc_area_share, nuclear_auroc, nuclear_mass, nucleus_rank_scores
 from idc.utils import Laps
 
 log = logging.getLogger("idc")
 
 FAITHFULNESS_SCORES = ("deletion", "insertion", "insertion_mean", "road")
 SHORTCUT_SCORES = ("cue_mass", "evidence_mass_cue_patches")
-SCORES = LOCALIZATION_SCORES + FAITHFULNESS_SCORES + SHORTCUT_SCORES
-PER_PATCH_FACTS = ("empty_map", "pointing_chance")  # per patch, beside the scores: a map that is 0 everywhere,
-# and the pointing game's chance level (the share of the patch inside the tolerance-dilated mask)
+NUCLEAR_SCORES = ("nuclear_auroc", "nuclear_mass")  # among nuclear pixels, against the label map (headline)
+NUCLEUS_SCORES = ("nucleus_rank",)  # against this model's per-nucleus logit drops
+SCORES = NUCLEAR_SCORES + LOCALIZATION_SCORES + FAITHFULNESS_SCORES + NUCLEUS_SCORES + SHORTCUT_SCORES
+PER_PATCH_FACTS = ("empty_map", "pointing_chance", "nuclear_chance")  # per patch, beside the scores: a map
+# that is 0 everywhere, the pointing game's chance level (the share of the patch inside the tolerance-dilated
+# mask) and nuclear mass's (the IDC share of the nuclear pixels)
 FAITHFUL_VARIANT = "positive"  # deletion/insertion/ROAD/shortcut mass rank pixels by evidence FOR IDC
 
 
@@ -85,10 +92,20 @@ def shortcut_scores(maps: np.ndarray, masks: np.ndarray, cues: np.ndarray) -> Di
     return out
 
 
+def nuclear_scores(maps: np.ndarray, nuclear) -> Dict[str, np.ndarray]:
+    """Nuclear AUROC, relevance mass on IDC vs decoy nuclei (with its chance level) and the nucleus rank
+    correlation with the model's drops (NaN beyond leaderboard.nucleus_patches) of one variant's maps;
+    `nuclear`: the `idc.leaderboard.nuclei.NuclearTruth` of the scored patches."""
+    return {"nuclear_auroc": nuclear_auroc(maps, nuclear.labels), "nuclear_mass": nuclear_mass(maps, nuclear.labels),
+            "nuclear_chance": idc_area_share(nuclear.labels),
+            "nucleus_rank": nucleus_rank_scores(maps, nuclear.ids, nuclear.drops)}
+
+
 def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks, cues, lb,
-                 timing: Optional[Dict[str, float]] = None) -> Dict[str, Dict[str, np.ndarray]]:
+                 timing: Optional[Dict[str, float]] = None, nuclear=None) -> Dict[str, Dict[str, np.ndarray]]:
     """{variant: {score: [n]}} for one source's maps (with `empty_map` and, given masks, `pointing_chance`);
-    `masks` None (no pixel ground truth): faithfulness only, on the faithful variant.
+    `masks` None (no pixel ground truth): faithfulness only, on the faithful variant; `nuclear` (a
+    `NuclearTruth`, data with a label map): the nuclear scores too (`nuclear_scores`).
     `lb`: the leaderboard settings (pointing_tolerance, top_k_fraction, deletion_fill, blur_sigma, road,
     road_patches, seed). `timing`, when given, accumulates the wall seconds of localization,
     deletion + insertion and ROAD (the stage's timing.json)."""
@@ -99,6 +116,8 @@ def score_source(model, x, target, maps_by_variant: Dict[str, np.ndarray], masks
             top_k = max(1, int(round(float(lb.top_k_fraction) * masks[0].size)))
             scores.update(localization_scores(maps, masks, tolerance=int(lb.pointing_tolerance), top_k=top_k))
             scores["pointing_chance"] = pointing_chance(masks, int(lb.pointing_tolerance))
+        if nuclear is not None:
+            scores.update(nuclear_scores(maps, nuclear))
         clock.lap("localization scores")
         if variant == FAITHFUL_VARIANT:
             scores.update(faithfulness_scores(model, x, maps, target, fill=str(lb.deletion_fill),
@@ -138,7 +157,7 @@ def summarize(per_patch: pd.DataFrame) -> pd.DataFrame:
     """Per source (and relevance variant): n (patches), n_patients, n_empty (all-zero maps) and every score;
     with a `patient_id` column each score is the mean of its patient means with `<score>_ci_low/_ci_high`
     (t-interval, k - 1 df: `idc.scores.inference.t_interval`), `<score>_n` patches and `<score>_k` patients
-    with a value; without, the plain mean. Best pixel AUROC first."""
+    with a value; without, the plain mean. Best nuclear AUROC first (pixel AUROC without a label map)."""
     keys = [k for k in ("method", "kind", "variant") if k in per_patch]
     cols = [c for c in SCORES if c in per_patch]
     rows = []
@@ -157,6 +176,7 @@ def summarize(per_patch: pd.DataFrame) -> pd.DataFrame:
                 row[c] = float(grp[c].mean())
         rows.append(row)
     table = pd.DataFrame(rows)
-    if "pixel_auroc" in table:
-        table = table.sort_values("pixel_auroc", ascending=False, kind="stable")
+    best = next((c for c in ("nuclear_auroc", "pixel_auroc") if c in table and table[c].notna().any()), None)
+    if best:
+        table = table.sort_values(best, ascending=False, kind="stable")
     return table.reset_index(drop=True)

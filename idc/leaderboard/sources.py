@@ -17,7 +17,7 @@ from idc.config import ExplainConfig
 from idc.errors import ConfigError
 from idc.explain.driver import compute_maps
 from idc.explain.methods import METHODS
-from idc.scores.controls import CONTROL_TITLES, model_free_controls
+from idc.scores.controls import control_titles, model_free_controls
 from idc.scores.localization import VARIANTS, relevance_variants
 
 RANDOMIZED_SUFFIX = " [randomized model]"
@@ -68,8 +68,10 @@ def parse_variant(spec: str) -> Tuple[str, Tuple[Tuple[str, str], ...]]:
     return method, tuple(pairs)
 
 
-def map_sources(methods: Sequence[str], variants: Sequence[str], randomized_controls: bool) -> List[MapSource]:
-    """Methods, their variants, each one's randomized-model control, then the model-free controls."""
+def map_sources(methods: Sequence[str], variants: Sequence[str], randomized_controls: bool,
+                label_map: bool = False) -> List[MapSource]:
+    """Methods, their variants, each one's randomized-model control, then the model-free controls (with a
+    label map: darkness blurred to a nucleus too, `idc.scores.controls.control_titles`)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"leaderboard.methods: unknown method(s) {unknown}; choose from {sorted(METHODS)}")
@@ -80,14 +82,14 @@ def map_sources(methods: Sequence[str], variants: Sequence[str], randomized_cont
         rows.append(MapSource(f"{METHODS[method].title} ({label})", "method", method, overrides))
     if randomized_controls:
         rows += [MapSource(r.title + RANDOMIZED_SUFFIX, "randomized", r.method, r.overrides) for r in list(rows)]
-    return rows + [MapSource(t, "control") for t in CONTROL_TITLES.values()]
+    return rows + [MapSource(t, "control") for t in control_titles(label_map)]
 
 
 def source_maps(src: MapSource, model, random_model, imgs, target, explain_cfg, device, seed: int,
                 reference=None) -> Dict[str, np.ndarray]:
     """{variant: non-negative [n, H, W] maps} of one source (methods through the one explain driver)."""
     if src.kind == "control":
-        m = model_free_controls(imgs, seed)[src.title]
+        m = model_free_controls(imgs, seed, label_map=True)[src.title]
         return {v: m for v in VARIANTS}
     net = random_model if src.kind == "randomized" else model
     with torch.random.fork_rng(devices=[]):

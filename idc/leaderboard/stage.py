@@ -6,7 +6,9 @@ Reads model/best.pt, the evaluation cohort (data/cohort.csv with its images and 
 stage graph runs `make sanity` first). Writes sanity/localization.csv (one row per map source, relevance
 variant and patch), sanity/localization_summary.csv (mean of the patient means and 95% t-interval per
 score), sanity/localization.md, sanity/leaderboard.md|csv, sanity/leaderboard_tests.csv (every method x
-control test of the primary scores, Holm-corrected), sanity/leaderboard_timing.json (wall seconds per phase
+control test of the primary scores, Holm-corrected), on data with a label map (generator v7,
+`idc.leaderboard.nuclei`) sanity/counterfactuals.csv (the evidence check), sanity/counterfactual_patches.csv
+and sanity/nucleus_drops.csv, sanity/leaderboard_timing.json (wall seconds per phase
 and the images through the network, read by `make bench`) and figures/sanity_localization_examples.png,
 figures/chapter_05_method_leaderboard.png. Maps come from the
 explain driver with `explain.*`, LIME samples and RISE masks capped (`leaderboard.lime_num_samples`,
@@ -28,6 +30,7 @@ from idc.errors import ConfigError, DataError
 from idc.explain.driver import capped, dataset_reference, patch_batch
 from idc.inputs import load_run
 from idc.leaderboard.board import build_leaderboard, check_settings, markdown, read_randomization
+from idc.leaderboard.nuclei import NuclearTruth, counterfactual_table, evidence_markdown, has_label_map, nuclear_truth
 from idc.leaderboard.plots import plot_leaderboard, plot_localization_examples
 from idc.leaderboard.scoring import (FAITHFUL_VARIANT, SCORES, score_frames, score_source, select_faithfulness_patches,
                                      select_localization_patches, summarize)
@@ -79,8 +82,11 @@ def localization_markdown(table: pd.DataFrame, n: int, lb, sizes: Dict[float, fl
     """sanity/localization.md: the summary's means (the leaderboard gives the CIs)."""
     cols = ["method", "kind", "variant", "n", "n_patients", "n_empty"] + [c for c in SCORES if c in table]
     sp = "; ".join(f"kernel_size {k:g}: {v:.0f} px" for k, v in sizes.items())
-    scored = ("scored against the IDC-nuclei evidence mask. Means of the patient means; the leaderboard "
-              "(`sanity/leaderboard.md`) gives the 95% CIs. Sorted by pixel AUROC." if has_masks else
+    label_map = "nuclear_auroc" in table and table["nuclear_auroc"].notna().any()
+    scored = ("scored against the IDC-nuclei evidence mask" + (" and, among nuclear pixels, against the label map "
+              "(IDC vs decoy nuclei) and this model's per-nucleus drops" if label_map else "") + ". Means of the "
+              "patient means; the leaderboard (`sanity/leaderboard.md`) gives the 95% CIs. Sorted by "
+              + ("nuclear AUROC." if label_map else "pixel AUROC.") if has_masks else
               "faithfulness only: this data set has no pixel ground truth (`data.masks_dir` is null, as for the real "
               "Kaggle set), so there are no localization scores. Means of the patient means; the leaderboard "
               "(`sanity/leaderboard.md`) gives the 95% CIs.")
@@ -103,30 +109,54 @@ def chance_levels(per_patch: pd.DataFrame) -> Dict[str, float]:
     first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]].drop_duplicates("image_id")
     if "pointing_chance" not in first or first["mask_fraction"].isna().all():
         return {}
-    return {"pointing_game": float(first["pointing_chance"].mean()), "mask_fraction": float(first["mask_fraction"].mean())}
+    out = {"pointing_game": float(first["pointing_chance"].mean()), "mask_fraction": float(first["mask_fraction"].mean())}
+    if "nuclear_chance" in first and first["nuclear_chance"].notna().any():
+        out["nuclear_mass"] = float(first["nuclear_chance"].mean())
+    return out
+
+
+def write_nuclear_truth(paths: RunPaths, truth: Optional[NuclearTruth]) -> Optional[pd.DataFrame]:
+    """sanity/counterfactuals.csv, counterfactual_patches.csv and nucleus_drops.csv of data with a label map
+    (the evidence check's table is returned); without one, stale copies from an earlier run are removed."""
+    files = (paths.counterfactuals_csv, paths.counterfactual_patches_csv, paths.nucleus_drops_csv)
+    if truth is None:
+        for f in files:
+            f.unlink(missing_ok=True)
+        return None
+    table = counterfactual_table(truth)
+    wrote(write_csv_atomic(table, files[0]), "counterfactual evidence check")
+    wrote(write_csv_atomic(truth.patches, files[1]), "counterfactual P(IDC) per patch")
+    wrote(write_csv_atomic(truth.drop_table, files[2]), "per-nucleus logit drops")
+    return table
 
 
 def write_leaderboard(cfg, paths: RunPaths, per_patch: pd.DataFrame, table: pd.DataFrame,
-                      superpixel_sizes: Dict[float, float], cohort: Cohort) -> pd.DataFrame:
-    """Write sanity/leaderboard.{md,csv}, sanity/leaderboard_tests.csv and figures/chapter_05_method_leaderboard.png;
-    return the board."""
+                      superpixel_sizes: Dict[float, float], cohort: Cohort,
+                      truth: Optional[NuclearTruth] = None) -> pd.DataFrame:
+    """Write sanity/leaderboard.{md,csv}, sanity/leaderboard_tests.csv and figures/chapter_05_method_leaderboard.png
+    (with a label map, `truth`: the evidence check's files and sections too); return the board."""
     lb = cfg.leaderboard
-    board, tests, agree = build_leaderboard(lb, per_patch, table, read_randomization(paths.randomization_csv))
+    cf_table = write_nuclear_truth(paths, truth)
+    evidence = truth.verification.localization_verdict() if truth is not None else None
+    board, tests, agree = build_leaderboard(lb, per_patch, table, read_randomization(paths.randomization_csv), evidence)
     first = per_patch[per_patch["method"] == per_patch["method"].iloc[0]].drop_duplicates("image_id")
     wrote(write_csv_atomic(board, paths.leaderboard_csv), "leaderboard")
     wrote(write_csv_atomic(tests, paths.leaderboard_tests_csv), f"{len(tests)} method x control tests (Holm)")
     facts = dict(data_name=str(cfg.data.name), cohort=cohort.description, n=len(first),
                  n_patients=first["patient_id"].nunique(), superpixel_sizes=superpixel_sizes, agreement=agree,
-                 chance=chance_levels(per_patch), pairs=int(tests.groupby("question").size().max()) if len(tests) else 0)
+                 chance=chance_levels(per_patch), pairs=int(tests.groupby("question").size().max()) if len(tests) else 0,
+                 evidence_lines=evidence_markdown(truth, cf_table) if truth is not None else [])
     wrote(write_text_atomic(paths.leaderboard_md, markdown(board, lb, facts)), "leaderboard")
     fig = plot_leaderboard(table, list(board["row"]), str(lb.variant))
     wrote(save_figure_atomic(fig, paths.figure("chapter_05_method_leaderboard")), "method leaderboard figure")
     return board
 
 
-def score_all(cfg, run, cohort: Cohort, sources, selection, timing: Dict[str, float]) -> tuple:
+def score_all(cfg, run, cohort: Cohort, sources, selection, timing: Dict[str, float],
+              nuclear: Optional[NuclearTruth] = None) -> tuple:
     """(per-patch scores of every source, the non-randomized sources' faithful maps, the uint8 patches);
-    wall seconds per phase (each source's maps, each kind of score) are added to `timing`."""
+    wall seconds per phase (each source's maps, each kind of score) are added to `timing`. `nuclear`: the
+    label map's truth of the scored patches (data with a label map), for the nuclear scores."""
     clock, lb = Laps(timing), cfg.leaderboard
     rows, masks, cues = selection
     ecfg = capped(cfg.explain, lime_num_samples=lb.lime_num_samples, rise_num_masks=lb.rise_num_masks)
@@ -146,7 +176,7 @@ def score_all(cfg, run, cohort: Cohort, sources, selection, timing: Dict[str, fl
         clock.lap(f"maps: {src.title}")
         if src.kind != "randomized":
             examples[src.title] = maps[FAITHFUL_VARIANT]
-        scores = score_source(run.model, x, torch.as_tensor(target), maps, masks, cues, lb, timing)
+        scores = score_source(run.model, x, torch.as_tensor(target), maps, masks, cues, lb, timing, nuclear)
         frames += score_frames(src, rows, masks, scores)
         clock.last = time.perf_counter()  # score_source charged its own phases
     return pd.concat(frames, ignore_index=True), examples, imgs
@@ -160,18 +190,22 @@ def run(cfg) -> Optional[pd.DataFrame]:
         _skip(paths, "disabled by `leaderboard.enabled=false`.")
         return None
     check_settings(lb)
-    sources = map_sources(list(lb.methods), list(lb.variants), bool(lb.randomized_controls))
+    map_sources(list(lb.methods), list(lb.variants), bool(lb.randomized_controls))  # a bad name fails before any work
     run = load_run(cfg, needs=("patches", "images", "model"))
     cohort = cohort_of(cfg, run)
     selection = scored_patches(cfg, cohort)
     if isinstance(selection, str):
         _skip(paths, selection)
         return None
-    tic, timing = time.perf_counter(), {}
-    with counting_images() as passes:
-        per_patch, examples, imgs = score_all(cfg, run, cohort, sources, selection, timing)
-    clock = Laps(timing)
     rows, masks = selection[0], selection[1]
+    label_map = masks is not None and has_label_map(cohort.masks_dir, int(rows["patient_id"].iloc[0]))
+    sources = map_sources(list(lb.methods), list(lb.variants), bool(lb.randomized_controls), label_map)
+    tic, timing, truth = time.perf_counter(), {}, None
+    with counting_images() as passes:
+        if label_map:  # forward passes only: the counterfactual evidence check and the per-nucleus drops
+            truth = nuclear_truth(run.model, rows, cohort.root, cohort.masks_dir, lb, run.device, timing)
+        per_patch, examples, imgs = score_all(cfg, run, cohort, sources, selection, timing, truth)
+    clock = Laps(timing)
     wrote(write_csv_atomic(per_patch, paths.localization_csv), "per-patch localization scores")
     table = summarize(per_patch)
     wrote(write_csv_atomic(table, paths.localization_summary_csv), "localization summary")
@@ -181,7 +215,7 @@ def run(cfg) -> Optional[pd.DataFrame]:
              for k in lime_kernel_sizes(cfg.explain.lime_kernel_size, sources)}
     md = localization_markdown(table, len(rows), lb, sizes, masks is not None)
     wrote(write_text_atomic(paths.localization_md, md), "localization table")
-    write_leaderboard(cfg, paths, per_patch, table, sizes, cohort)
+    write_leaderboard(cfg, paths, per_patch, table, sizes, cohort, truth)
     clock.lap("tables, verdicts and figures")
     timing = {k: round(v, 1) for k, v in timing.items()}
     timing["total"] = round(time.perf_counter() - tic, 1)

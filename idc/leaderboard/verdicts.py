@@ -3,18 +3,25 @@ on it with Holm's correction across methods and controls, and how reliably each 
 
 **Primary scores** (`primary_scores`: the one place they are declared, before any number is seen):
 - *localization* (data with pixel ground truth): the first score of `LOCALIZATION_PRIMARY` that the data set
-  provides. Today that is relevance rank accuracy (the share of the K most relevant pixels inside the
-  evidence mask, K = the mask's size): it needs no threshold, ignores the map's scale (unlike relevance
-  mass) and looks at every evidence pixel (unlike the pointing game's single maximum). When a data set
-  carries the ground-truth issue's label map, its headline score goes first in `LOCALIZATION_PRIMARY`.
+  provides. Where the set carries a label map (generator v7, issue 22) that is the **nuclear AUROC** (the map
+  as a classifier of IDC-nucleus against decoy-nucleus pixels, among nuclear pixels only), a score darkness
+  and edges cannot win; where it has only an evidence mask (a hand-made one), relevance rank accuracy (the
+  share of the K most relevant pixels inside the mask, K = the mask's size). Both need no threshold, ignore
+  the map's scale (unlike relevance mass) and look at every evidence pixel (unlike the pointing game's
+  single maximum). On a label map these verdicts stand only where the counterfactual evidence check
+  verifies that the model relies on the marked evidence (`idc.leaderboard.nuclei`); else they read "invalid".
+- *model's nuclei* (data with a label map): the nucleus rank correlation, each map's relevance per nucleus
+  against the drop of this model's IDC logit when that nucleus alone is removed. It does not assume that
+  the model uses the marked evidence, so no evidence check gates it.
 - *faithfulness*: deletion AUC (`FAITHFULNESS_PRIMARY`). It is measured on every scored patch (ROAD only
   on the first `leaderboard.road_patches`, for its cost), it shares no baseline with any method
   (insertion starts from a blur, which is blur-IG's baseline, so insertion favours it by construction),
   and it is the score that the real set without masks is sorted by.
 Every other score is secondary: shown with its CI and n, without a verdict.
 
-**Beats every control**: for each method and each of its controls (the three model-free maps and the
-method's own maps from the fully randomized model) the one-sided paired t-test on the patient means of
+**Beats every control**: for each method and each of its controls (the model-free maps: random, edges,
+darkness and, with a label map, darkness blurred to a nucleus; and the method's own maps from the fully
+randomized model) the one-sided paired t-test on the patient means of
 (method - control) (sign flipped where lower is better, `idc.scores.inference.paired_t`); Holm's step-down
 procedure over every (method, control) pair of the question at family-wise 2.5% (one-sided, the lower end
 of a 95% CI); a method beats every control when all its pairs are rejected. Below
@@ -35,9 +42,11 @@ from idc.leaderboard.sources import RANDOMIZED_SUFFIX
 from idc.scores.inference import (ALPHA, enough_patients, holm, paired_t, patient_table, rank_intervals,
                                   ranking_agreement, too_few)
 
-LOCALIZATION_PRIMARY: Tuple[str, ...] = ("relevance_rank",)  # preference order: the first measured one is primary
+LOCALIZATION_PRIMARY: Tuple[str, ...] = ("nuclear_auroc", "relevance_rank")  # the first measured one is primary
 FAITHFULNESS_PRIMARY: Tuple[str, ...] = ("deletion",)
-QUESTIONS: Dict[str, Tuple[str, ...]] = {"localization": LOCALIZATION_PRIMARY, "faithfulness": FAITHFULNESS_PRIMARY}
+NUCLEI_PRIMARY: Tuple[str, ...] = ("nucleus_rank",)
+QUESTIONS: Dict[str, Tuple[str, ...]] = {"localization": LOCALIZATION_PRIMARY, "faithfulness": FAITHFULNESS_PRIMARY,
+                                         "model's nuclei": NUCLEI_PRIMARY}
 LOWER_IS_BETTER = {"deletion"}
 TEST_COLUMNS = ["question", "score", "method", "control", "difference", "ci_low", "ci_high", "p", "n", "n_patients",
                 "beaten"]

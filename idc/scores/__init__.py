@@ -8,6 +8,8 @@ the sanity stage (`idc.sanity`) and the leaderboard stage (`idc.leaderboard`) ca
 - `controls`: maps that look at the image but not at the model (random, edges, darkness).
 - `randomization`: randomized copies of a trained model (the randomization tests and the
   randomized-model control rows).
+- `nuclei`: scores against a label map of IDC and decoy nuclei and the counterfactual evidence check
+  (synthetic set, generator v7; docs/data.md).
 - `inference`: the verdicts' statistics: t-intervals on patient means (k - 1 df), "too few patients"
   below 5, Holm's correction, rank intervals and Krippendorff's alpha of per-patient rankings.
 - `calibration`: the seeded null simulation that shows those verdicts' error rate

@@ -39,6 +39,7 @@ TINY = [
     "leaderboard.bootstrap=200",
     "leaderboard.variants=[]",
     "leaderboard.road_patches=1",
+    "leaderboard.nucleus_patches=2",
 ]
 
 
