@@ -255,6 +255,17 @@ def test_map_title_names_the_explained_class():
     assert map_title("gradcam", fp.drop("explained_class")).startswith("Grad-CAM (explains: IDC Negative)\nModel Confidence: 20.0%")
 
 
+def test_lime_map_of_a_patch_does_not_depend_on_its_batch():
+    """Each patch gets its own seeded explainer: its map alone equals its map after a neighbour with other
+    superpixels (a shared explainer's RandomState would have drawn other samples for it)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(90, 110, (2, 50, 50, 3)).astype(np.uint8)
+    images[1, REGION[0], REGION[1]] = 210  # the second patch: a bright region, other superpixels
+    alone = attribute(RegionModel(), normalize_batch(images[1:]), [1], "lime", num_samples=50, images=images[1:])
+    batched = attribute(RegionModel(), normalize_batch(images), [1, 1], "lime", num_samples=50, images=images)
+    np.testing.assert_array_equal(batched[1], alone[0])
+
+
 def test_lime_figure_shows_the_explained_class(monkeypatch):
     """LIME's boundary image comes from the explained class's weights, not from LIME's top label."""
     import lime.lime_image as li

@@ -227,11 +227,14 @@ def lime(model, x, target, *, images: Optional[np.ndarray] = None, num_samples: 
         batch = np.clip(np.asarray(batch), 0, 255).astype(np.uint8)
         return predict(model, batch, batch_size=max(1, len(batch)), device=device, desc=None)
 
-    explainer = LimeImageExplainer(random_state=seed)
     # lime's own default segmentation, with the kernel size configurable (smaller = finer superpixels)
     segmenter = SegmentationAlgorithm("quickshift", kernel_size=kernel_size, max_dist=200, ratio=0.2, random_seed=seed)
     maps = []
     for image, t in zip(images, target.tolist()):
+        # one explainer per patch: lime draws every patch's samples from the explainer's one RandomState, so a
+        # shared explainer would give a patch other samples after a neighbour with more or fewer superpixels
+        # (its map would depend on its batch, and a stain-perturbed copy's on its neighbours' segmentation)
+        explainer = LimeImageExplainer(random_state=seed)
         exp = explainer.explain_instance(np.asarray(image), classify, top_labels=2, hide_color=LIME_HIDE[hide_color],
                                          num_samples=num_samples, batch_size=batch_size, random_seed=seed,
                                          segmentation_fn=segmenter)
