@@ -319,12 +319,21 @@ class LeaderboardConfig:
     # pass per nucleus, ~94 per patch) on the first `nucleus_patches` scored patches, one patient at a time
     # (0: none). 48 = 2 per patient of the default 24-patient cohort; a cap for the stage's 40-minute budget.
     nucleus_patches: int = 48
+    # Stain invariance (docs/attribution-evaluation.md, "Stain invariance"): the first `stain_patches` scored
+    # patches (64 = one explain batch: 2-3 per patient of the 24-patient cohort) and a copy of each with HED jitter
+    # (per stain alpha ~ U(1 - stain_scale, 1 + stain_scale), beta ~ U(-stain_shift, stain_shift) in optical
+    # density; 0.05 / 0.05 = Tellez et al.'s HED-light), every map computed again on the copy; pairs whose P(IDC)
+    # moved by more than `stain_max_change` are dropped. stain_scale = stain_shift = 0 or stain_patches = 0: no column.
+    stain_scale: float = 0.05
+    stain_shift: float = 0.05
+    stain_max_change: float = 0.05
+    stain_patches: int = 64
     # Patient-bootstrap replicates of the rank intervals (every CI of a mean is a t-interval on the patient means).
     bootstrap: int = 1000
     # Relevance variant shown (positive | absolute) and the score that sorts the rows (primary: the localization
     # primary score, nuclear AUROC with a label map, relevance rank with a mask, deletion without masks |
     # nuclear_auroc | nuclear_mass | pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k |
-    # deletion | insertion | insertion_mean | road | nucleus_rank). It decides nothing: "beats every control" is
+    # deletion | insertion | insertion_mean | road | nucleus_rank | stain_invariance). It decides nothing: "beats every control" is
     # judged on each question's pre-declared primary score (idc.leaderboard.verdicts.QUESTIONS).
     variant: str = "positive"
     sort: str = "primary"

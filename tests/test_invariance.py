@@ -8,6 +8,7 @@ import pytest
 from skimage.color import rgb_from_hed
 
 from idc.data.augment import draw_batch
+from idc.leaderboard.invariance import StainPairs, stain_facts, stain_scores
 from idc.leaderboard.verdicts import stain_flags
 from idc.scores.controls import darkness_maps
 from idc.scores.invariance import (feature_invariance, hed_jittered, stable_pairs, stain_invariance,
@@ -96,3 +97,28 @@ def test_the_flag_compares_each_map_with_the_models_features_holm_corrected():
     assert flags["Steady"].startswith("no (") and flags["Follows"].startswith("yes (-0.29 [")
     assert set(stain_flags(flag_frame(4), ["Steady", "Follows"]).values()) == {"too few patients (4 < 5)"}
     assert stain_flags(flag_frame(8).drop(columns="stain_invariance"), ["Steady"]) == {}  # not measured
+
+
+def test_each_pair_is_mapped_with_the_same_seed_in_the_same_positions():
+    """A "method" whose map is its own seeded noise (a stochastic method on a copy it cannot tell apart): the
+    copy gets the same seed, so the noise does not count (1); a control's random map is redrawn (seed + 1: about
+    0); a dropped pair is NaN; where the k patches are not whole batches of the n, their first maps are recomputed."""
+    patches, _ = two_stain_patches(n=3)
+
+    def noise(images, seed):  # numpy fills in order: the first k maps of n are the k maps
+        return {"positive": np.random.default_rng(seed).random(np.shape(images)[:3])}
+
+    pairs = StainPairs(originals=patches[:2], images=patches[:2].copy(), keep=np.array([True, False]),
+                       delta_p=np.array([0.01, 0.2]), features=np.array([0.99, 0.5]), aligned=True)
+    maps = noise(patches, 7)
+    method = stain_scores("method", maps, pairs, noise, seed=7)["positive"]
+    np.testing.assert_allclose(method[0], 1.0)
+    np.testing.assert_array_equal(np.isnan(method), [False, True, True])
+    assert abs(stain_scores("control", maps, pairs, noise, seed=7)["positive"][0]) < 0.2
+    unaligned = StainPairs(**{**pairs.__dict__, "aligned": False})
+    other = {"positive": np.zeros_like(maps["positive"])}  # not the k patches' own first maps: recomputed
+    np.testing.assert_allclose(stain_scores("method", other, unaligned, noise, seed=7)["positive"][0], 1.0)
+    facts = stain_facts(pairs, 3)
+    np.testing.assert_array_equal(facts["stain_delta_p"][:2], [0.01, 0.2])
+    assert np.isnan(facts["stain_delta_p"][2]) and facts["feature_invariance"][0] == 0.99
+    assert np.isnan(facts["feature_invariance"][1:]).all()  # the dropped pair's features do not enter the flag

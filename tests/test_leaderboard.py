@@ -179,6 +179,14 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     else:
         assert (local == "invalid: the model does not rely on the marked evidence").all(), local
     assert ("**Evidence: verified" in md) == verified and "Does the model rely on the marked evidence?" in md
+    # stain invariance (secondary, with its flag): every row on the 10 pairs (leaderboard.stain_patches=64 >= 10)
+    stain = lb.SCORE_TITLES["stain_invariance"]
+    assert stain in board and lb.STAIN_FLAG in board and "**Stain invariance** (secondary" in md
+    flags = board.loc[board["kind"] == "method", lb.STAIN_FLAG]
+    assert flags.map(lambda v: v.startswith(("yes (", "no ("))).all(), flags
+    assert (board.loc[board["kind"] != "method", lb.STAIN_FLAG] == "-").all()
+    inv = board[stain].astype(str).str.split(" ").str[0].astype(float)
+    assert abs(inv["control: uniform random map"]) < 0.1 < inv["control: image darkness"]  # redrawn: the floor
     own = board.loc[board["kind"] == "method", "model's nuclei: beats every control"]  # not gated by the check
     assert own.map(lambda v: v == "yes" or v.startswith("no (not beaten")).all(), own
     drops = pd.read_csv(run_dir / "sanity" / "nucleus_drops.csv")
@@ -188,10 +196,12 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert set(per_patch["variant"]) == {"positive", "absolute"}
     assert per_patch.loc[per_patch["variant"] == "positive", "deletion"].notna().all()
+    kept = per_patch["stain_delta_p"] <= 0.05  # leaderboard.stain_max_change: the pairs scored, the rest NaN
+    assert kept.any() and per_patch["stain_invariance"].notna().eq(kept).all()
     timing = json.loads((run_dir / "sanity" / "leaderboard_timing.json").read_text())  # read by `make bench`
     phases = {k: v for k, v in timing.items() if k not in ("total", "network_images")}
     assert {"maps: Grad-CAM", "maps: control: image darkness", "deletion and insertion (2 starts)", "counterfactuals",
-            "per-nucleus drops"} <= set(phases)
+            "per-nucleus drops", "stain-perturbed copies", "stain-perturbed maps: Grad-CAM"} <= set(phases)
     assert "ROAD" not in phases and sum(phases.values()) <= timing["total"] + 0.5
     assert timing["network_images"]["images"] > timing["network_images"]["with_grad"] > 0
 
@@ -216,6 +226,7 @@ def test_leaderboard_without_masks_scores_faithfulness_only(tiny_evaluated, tiny
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert per_patch["mask_fraction"].isna().all() and per_patch["deletion"].notna().all()
     assert set(per_patch["variant"]) == {"positive"}  # the variant faithfulness is scored on
+    assert per_patch["stain_invariance"].notna().any() and lb.STAIN_FLAG in board  # needs no masks either
     assert "Faithfulness (no pixel ground truth)" in (run_dir / "sanity" / "localization.md").read_text()
     assert not (run_dir / "sanity" / "counterfactuals.csv").exists()  # no label map: no evidence check
 

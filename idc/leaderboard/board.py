@@ -6,7 +6,8 @@ Rows: every method (and variant), each method's maps from the fully randomized m
 model-free control rows. Columns: n (patches / patients), per question (localization, faithfulness) the
 verdict "beats every control" on its pre-declared primary score (Holm-corrected, `idc.leaderboard.verdicts`),
 that score and the method's rank with its bootstrap interval; then the secondary scores (mean [95% CI], no
-verdict), the number of all-zero maps, the shortcut mass and the sanity stage's randomization verdicts
+verdict; the last, stain invariance, with its flag "follows the stain more than the model",
+`idc.leaderboard.verdicts.stain_flags`), the number of all-zero maps, the shortcut mass and the sanity stage's randomization verdicts
 (`sanity/randomization.csv`; "not run" where absent). Every mean is the mean of the patient means with a
 t-interval (k - 1 df); a cell whose n differs from its row's shows its own n.
 Rows are sorted by the mean of `leaderboard.sort` (best first; deletion where that score was not measured,
@@ -27,9 +28,11 @@ from idc.integrity import read_csv
 from idc.leaderboard.scoring import FAITHFULNESS_SCORES as FAITHFULNESS
 from idc.leaderboard.scoring import NUCLEAR_SCORES as NUCLEAR
 from idc.leaderboard.scoring import NUCLEUS_SCORES as NUCLEUS
+from idc.leaderboard.invariance import check_stain_settings
 from idc.leaderboard.scoring import SHORTCUT_SCORES as SHORTCUT
+from idc.leaderboard.scoring import STAIN_SCORES as STAIN
 from idc.leaderboard.verdicts import (LOWER_IS_BETTER, agreement, method_verdicts, primary_scores,
-                                      question_tests, ranks)
+                                      question_tests, ranks, stain_flags)
 from idc.markdown import frame_table
 from idc.paths import RunPaths
 from idc.scores.inference import MIN_PATIENTS
@@ -58,6 +61,7 @@ SCORE_TITLES = {
     "insertion_mean": "insertion AUC (from mean colour)",
     "road": "ROAD",
     "nucleus_rank": "nucleus rank correlation (model's drops)",
+    "stain_invariance": "stain invariance (map vs stain-perturbed copy)",
     "cue_mass": "shortcut: mass on cue",
     "evidence_mass_cue_patches": "shortcut: mass on evidence",
 }
@@ -115,12 +119,15 @@ def shortcut_table(shortcut_run_dir: Optional[str], table: pd.DataFrame) -> pd.D
 
 
 NO_MASK_SORT = "deletion"  # the sort score where the data has no pixel ground truth (ROAD runs on fewer patches)
-BOARD_SCORES = NUCLEAR + LOCALIZATION_SCORES + FAITHFULNESS + NUCLEUS  # the board's score columns, in order
+BOARD_SCORES = NUCLEAR + LOCALIZATION_SCORES + FAITHFULNESS + NUCLEUS + STAIN  # the board's score columns, in order
+STAIN_FLAG = "follows the stain more than the model (map - features [95% CI])"
 SORTS = ("primary",) + BOARD_SCORES  # primary: the first question's primary score
 
 
 def check_settings(lb) -> None:
-    """`leaderboard.variant` and `leaderboard.sort` name a relevance variant and a score (checked before any work)."""
+    """`leaderboard.variant` and `leaderboard.sort` name a relevance variant and a score, and the stain keys are in
+    range (checked before any work)."""
+    check_stain_settings(lb)
     variant, sort = str(lb.variant), str(lb.sort)
     if variant not in VARIANTS or sort not in SORTS:
         raise ConfigError(f"leaderboard.variant must be one of {VARIANTS} (got {variant!r}) and "
@@ -156,6 +163,8 @@ def board_row(name: str, kind: str, tab: pd.DataFrame, ctx: dict) -> dict:
         row[f"{q} rank [95% CI]"] = rank_cell(ctx["ranks"][q], name) if kind == "method" else "-"
     for c in ctx["secondary"]:
         row[SCORE_TITLES[c]] = score_cell(tab, name, c, row_n)
+    if ctx["stain"]:
+        row[STAIN_FLAG] = ctx["stain"].get(name, "-")
     row["all-zero maps"] = f"{int(tab.at[name, 'n_empty'])}/{int(tab.at[name, 'n'])}" if "n_empty" in tab else "-"
     short = ctx["short"]
     for c in SHORTCUT:
@@ -190,7 +199,8 @@ def build_leaderboard(lb, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Op
     ctx = dict(primary=primary, secondary=[c for c in scored if c not in primary.values()], rand=rand,
                verdicts=verdicts,
                ranks={q: ranks(pp, methods, s, int(lb.bootstrap), int(lb.seed)) for q, s in primary.items()},
-               short=short[short["variant"] == variant].set_index("method"), by_title={m.title: k for k, m in METHODS.items()})
+               short=short[short["variant"] == variant].set_index("method"), by_title={m.title: k for k, m in METHODS.items()},
+               stain=stain_flags(pp, methods))
     board = pd.DataFrame([board_row(name, kinds[name], tab, ctx) for name in tab.index])
     board["_sort"] = [float(tab.at[name, sort]) for name in tab.index]
     board = board.sort_values("_sort", ascending=sort in LOWER_IS_BETTER, kind="stable")
@@ -221,7 +231,8 @@ def verdict_lines(board: pd.DataFrame, primary: Dict[str, str], n_patients: int,
 def markdown(board: pd.DataFrame, lb, facts: dict) -> str:
     """sanity/leaderboard.md: what was scored and how, the board, the verdicts, ranking agreement, chance levels.
     `facts`: data_name, cohort (description), n, n_patients, superpixel_sizes, agreement, chance (dict), pairs (the
-    tests of one question: Holm's family), optionally evidence_lines (the label map's sections, `idc.leaderboard.nuclei`)."""
+    tests of one question: Holm's family), optionally evidence_lines (the label map's sections, `idc.leaderboard.nuclei`)
+    and stain_lines (the stain-invariance paragraph, `idc.leaderboard.invariance.stain_markdown`)."""
     sort, primary = board.attrs.get("sort", str(lb.sort)), board.attrs.get("primary", {})
     sp = "; ".join(f"quickshift kernel_size {k:g} -> {v:.0f} px" for k, v in facts["superpixel_sizes"].items())
     masks = "localization" in primary
@@ -255,6 +266,7 @@ def markdown(board: pd.DataFrame, lb, facts: dict) -> str:
         "",
         *verdict_lines(board, primary, facts["n_patients"], board.attrs.get("evidence")),
         "",
+        *facts.get("stain_lines", []),
         *facts.get("evidence_lines", []),
         "## How consistently each score ranks the methods",
         "",

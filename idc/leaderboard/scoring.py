@@ -10,7 +10,9 @@ cue (shortcut). Where the evidence masks come with a label map (generator v7: ID
 `idc.leaderboard.nuclei`) every map is also scored among nuclear pixels (nuclear AUROC, relevance mass on IDC
 vs decoy nuclei: the headline localization scores) and against this model's per-nucleus logit drops
 (nucleus rank correlation). On data without pixel ground truth (`data.masks_dir=null`, as the real Kaggle set) up to
-`leaderboard.num_patches` IDC-positive patches are scored on faithfulness only.
+`leaderboard.num_patches` IDC-positive patches are scored on faithfulness only. Every scored variant
+of the first `leaderboard.stain_patches` patches is also scored on stain invariance
+(`idc.leaderboard.invariance`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pandas as pd
 
 from idc.data.synthetic import load_masks, patch_mask
 from idc.explain.select import round_robin
+from idc.leaderboard.invariance import STAIN_FACTS
 from idc.scores.faithfulness import faithfulness_scores, road_scores
 from idc.scores.inference import t_interval
 from idc.scores.localization import LOCALIZATION_SCORES, localization_scores, pointing_chance, relevance_mass_accuracy
@@ -35,10 +38,12 @@ FAITHFULNESS_SCORES = ("deletion", "insertion", "insertion_mean", "road")
 SHORTCUT_SCORES = ("cue_mass", "evidence_mass_cue_patches")
 NUCLEAR_SCORES = ("nuclear_auroc", "nuclear_mass")  # among nuclear pixels, against the label map (headline)
 NUCLEUS_SCORES = ("nucleus_rank",)  # against this model's per-nucleus logit drops
-SCORES = NUCLEAR_SCORES + LOCALIZATION_SCORES + FAITHFULNESS_SCORES + NUCLEUS_SCORES + SHORTCUT_SCORES
-PER_PATCH_FACTS = ("empty_map", "pointing_chance", "nuclear_chance")  # per patch, beside the scores: a map
-# that is 0 everywhere, the pointing game's chance level (the share of the patch inside the tolerance-dilated
-# mask) and nuclear mass's (the IDC share of the nuclear pixels)
+STAIN_SCORES = ("stain_invariance",)  # a map against its map on a stain-perturbed copy (idc.leaderboard.invariance)
+SCORES = NUCLEAR_SCORES + LOCALIZATION_SCORES + FAITHFULNESS_SCORES + NUCLEUS_SCORES + STAIN_SCORES + SHORTCUT_SCORES
+PER_PATCH_FACTS = ("empty_map", "pointing_chance", "nuclear_chance") + STAIN_FACTS  # per patch, beside the
+# scores: a map that is 0 everywhere, the pointing game's chance level (the share of the patch inside the
+# tolerance-dilated mask), nuclear mass's (the IDC share of the nuclear pixels), and the stain pair's |dP(IDC)|
+# and the model's feature similarity
 FAITHFUL_VARIANT = "positive"  # deletion/insertion/ROAD/shortcut mass rank pixels by evidence FOR IDC
 
 

@@ -8,7 +8,8 @@ variant and patch), sanity/localization_summary.csv (mean of the patient means a
 score), sanity/localization.md, sanity/leaderboard.md|csv, sanity/leaderboard_tests.csv (every method x
 control test of the primary scores, Holm-corrected), on data with a label map (generator v7,
 `idc.leaderboard.nuclei`) sanity/counterfactuals.csv (the evidence check), sanity/counterfactual_patches.csv
-and sanity/nucleus_drops.csv, sanity/leaderboard_timing.json (wall seconds per phase
+and sanity/nucleus_drops.csv (and, with `leaderboard.stain_scale`/`stain_shift` above 0, each map's stain
+invariance: `idc.leaderboard.invariance`), sanity/leaderboard_timing.json (wall seconds per phase
 and the images through the network, read by `make bench`) and figures/sanity_localization_examples.png,
 figures/chapter_05_method_leaderboard.png. Maps come from the
 explain driver with `explain.*`, LIME samples and RISE masks capped (`leaderboard.lime_num_samples`,
@@ -30,10 +31,11 @@ from idc.errors import ConfigError, DataError
 from idc.explain.driver import capped, dataset_reference, patch_batch
 from idc.inputs import load_run
 from idc.leaderboard.board import build_leaderboard, check_settings, markdown, read_randomization
+from idc.leaderboard.invariance import stain_facts, stain_markdown, stain_pairs, stain_scores
 from idc.leaderboard.nuclei import NuclearTruth, counterfactual_table, evidence_markdown, has_label_map, nuclear_truth
 from idc.leaderboard.plots import plot_leaderboard, plot_localization_examples
-from idc.leaderboard.scoring import (FAITHFUL_VARIANT, SCORES, score_frames, score_source, select_faithfulness_patches,
-                                     select_localization_patches, summarize)
+from idc.leaderboard.scoring import (FAITHFUL_VARIANT, PER_PATCH_FACTS, SCORES, score_frames, score_source,
+                                     select_faithfulness_patches, select_localization_patches, summarize)
 from idc.leaderboard.sources import lime_kernel_sizes, map_sources, mean_superpixel_size, source_maps
 from idc.markdown import frame_table
 from idc.model import build_model, counting_images
@@ -145,7 +147,8 @@ def write_leaderboard(cfg, paths: RunPaths, per_patch: pd.DataFrame, table: pd.D
     facts = dict(data_name=str(cfg.data.name), cohort=cohort.description, n=len(first),
                  n_patients=first["patient_id"].nunique(), superpixel_sizes=superpixel_sizes, agreement=agree,
                  chance=chance_levels(per_patch), pairs=int(tests.groupby("question").size().max()) if len(tests) else 0,
-                 evidence_lines=evidence_markdown(truth, cf_table) if truth is not None else [])
+                 evidence_lines=evidence_markdown(truth, cf_table) if truth is not None else [],
+                 stain_lines=stain_markdown(lb, per_patch[per_patch["variant"] == str(lb.variant)]))
     wrote(write_text_atomic(paths.leaderboard_md, markdown(board, lb, facts)), "leaderboard")
     fig = plot_leaderboard(table, list(board["row"]), str(lb.variant))
     wrote(save_figure_atomic(fig, paths.figure("chapter_05_method_leaderboard")), "method leaderboard figure")
@@ -171,12 +174,21 @@ def score_all(cfg, run, cohort: Cohort, sources, selection, timing: Dict[str, fl
     random_model = randomize_cascading(run.model, list(s.cascade), len(s.cascade), int(s.seed), str(s.reinit), factory)
     frames, examples = [], {}
     clock.lap("patches, reference images, randomized model")
+    pairs = stain_pairs(run.model, imgs, lb, int(ecfg.batch_size), run.device)
+    clock.lap("stain-perturbed copies")
     for src in tqdm(sources, desc="localization and faithfulness", unit="source"):
         maps = source_maps(src, run.model, random_model, imgs, target, ecfg, run.device, int(lb.seed), reference)
         clock.lap(f"maps: {src.title}")
         if src.kind != "randomized":
             examples[src.title] = maps[FAITHFUL_VARIANT]
+        stain = stain_scores(src.kind, maps, pairs, lambda im, seed: source_maps(
+            src, run.model, random_model, im, target[:len(im)], ecfg, run.device, seed, reference),
+            int(lb.seed)) if pairs is not None else {}
+        clock.lap(f"stain-perturbed maps: {src.title}")
         scores = score_source(run.model, x, torch.as_tensor(target), maps, masks, cues, lb, timing, nuclear)
+        for variant, by_score in scores.items():  # the variants that have scores (no masks: the faithful one)
+            if variant in stain and set(by_score) - set(PER_PATCH_FACTS):
+                by_score.update(stain_invariance=stain[variant], **stain_facts(pairs, len(rows)))
         frames += score_frames(src, rows, masks, scores)
         clock.last = time.perf_counter()  # score_source charged its own phases
     return pd.concat(frames, ignore_index=True), examples, imgs
