@@ -8,11 +8,14 @@ import pytest
 from skimage.color import rgb_from_hed
 
 from idc.data.augment import draw_batch
+from idc.errors import ConfigError
+from idc.leaderboard import stage
 from idc.leaderboard.invariance import StainPairs, stain_facts, stain_scores
 from idc.leaderboard.verdicts import stain_flags
 from idc.scores.controls import darkness_maps
 from idc.scores.invariance import (feature_invariance, hed_jittered, stable_pairs, stain_invariance,
                                    stain_perturbed)
+from tests.helpers import compose_cfg
 
 
 def two_stain_patches(n: int = 3, size: int = 20, seed: int = 0):
@@ -122,3 +125,10 @@ def test_each_pair_is_mapped_with_the_same_seed_in_the_same_positions():
     np.testing.assert_array_equal(facts["stain_delta_p"][:2], [0.01, 0.2])
     assert np.isnan(facts["stain_delta_p"][2]) and facts["feature_invariance"][0] == 0.99
     assert np.isnan(facts["feature_invariance"][1:]).all()  # the dropped pair's features do not enter the flag
+
+
+@pytest.mark.parametrize("bad", ["leaderboard.stain_scale=-0.1", "leaderboard.stain_max_change=1.5",
+                                 "leaderboard.stain_patches=-1"])
+def test_stain_settings_out_of_range_fail_before_any_work(tmp_path, bad):
+    with pytest.raises(ConfigError, match="leaderboard.stain_scale, stain_shift and stain_patches"):
+        stage.run(compose_cfg(tmp_path, bad))  # no run dir, no model: nothing was read

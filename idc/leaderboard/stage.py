@@ -175,16 +175,18 @@ def score_all(cfg, run, cohort: Cohort, sources, selection, timing: Dict[str, fl
     frames, examples = [], {}
     clock.lap("patches, reference images, randomized model")
     pairs = stain_pairs(run.model, imgs, lb, int(ecfg.batch_size), run.device)
-    clock.lap("stain-perturbed copies")
+    if pairs is not None:
+        clock.lap("stain-perturbed copies")
     for src in tqdm(sources, desc="localization and faithfulness", unit="source"):
         maps = source_maps(src, run.model, random_model, imgs, target, ecfg, run.device, int(lb.seed), reference)
         clock.lap(f"maps: {src.title}")
         if src.kind != "randomized":
             examples[src.title] = maps[FAITHFUL_VARIANT]
-        stain = stain_scores(src.kind, maps, pairs, lambda im, seed: source_maps(
-            src, run.model, random_model, im, target[:len(im)], ecfg, run.device, seed, reference),
-            int(lb.seed)) if pairs is not None else {}
-        clock.lap(f"stain-perturbed maps: {src.title}")
+        stain = {}
+        if pairs is not None:  # the same source's maps of the stain-perturbed copies
+            stain = stain_scores(src.kind, maps, pairs, lambda im, seed: source_maps(
+                src, run.model, random_model, im, target[:len(im)], ecfg, run.device, seed, reference), int(lb.seed))
+            clock.lap(f"stain-perturbed maps: {src.title}")
         scores = score_source(run.model, x, torch.as_tensor(target), maps, masks, cues, lb, timing, nuclear)
         for variant, by_score in scores.items():  # the variants that have scores (no masks: the faithful one)
             if variant in stain and set(by_score) - set(PER_PATCH_FACTS):
