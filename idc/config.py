@@ -333,8 +333,8 @@ class LeaderboardConfig:
     # Relevance variant shown (positive | absolute) and the score that sorts the rows (primary: the localization
     # primary score, nuclear AUROC with a label map, relevance rank with a mask, deletion without masks |
     # nuclear_auroc | nuclear_mass | pointing_game | relevance_mass | relevance_rank | pixel_auroc | top_k |
-    # deletion | insertion | insertion_mean | road | nucleus_rank | stain_invariance). It decides nothing: "beats every control" is
-    # judged on each question's pre-declared primary score (idc.leaderboard.verdicts.QUESTIONS).
+    # deletion | insertion | insertion_mean | road | nucleus_rank | stain_invariance). It decides nothing: "beats
+    # every control" is judged on each question's pre-declared primary score (idc.leaderboard.verdicts.QUESTIONS).
     variant: str = "positive"
     sort: str = "primary"
     # A run dir of data=synthetic_shortcut whose sanity/localization_summary.csv fills the shortcut columns

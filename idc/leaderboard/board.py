@@ -7,8 +7,8 @@ model-free control rows. Columns: n (patches / patients), per question (localiza
 verdict "beats every control" on its pre-declared primary score (Holm-corrected, `idc.leaderboard.verdicts`),
 that score and the method's rank with its bootstrap interval; then the secondary scores (mean [95% CI], no
 verdict; the last, stain invariance, with its flag "follows the stain more than the model",
-`idc.leaderboard.verdicts.stain_flags`), the number of all-zero maps, the shortcut mass and the sanity stage's randomization verdicts
-(`sanity/randomization.csv`; "not run" where absent). Every mean is the mean of the patient means with a
+`idc.leaderboard.verdicts.stain_flags`), the number of all-zero maps, the shortcut mass and the sanity stage's
+randomization verdicts (`sanity/randomization.csv`; "not run" where absent). Every mean is the mean of the patient means with a
 t-interval (k - 1 df); a cell whose n differs from its row's shows its own n.
 Rows are sorted by the mean of `leaderboard.sort` (best first; deletion where that score was not measured,
 e.g. data without masks), controls included, so a control that outranks a method is visible at once.
@@ -25,10 +25,10 @@ import pandas as pd
 from idc.errors import ConfigError
 from idc.explain.methods import METHODS
 from idc.integrity import read_csv
+from idc.leaderboard.invariance import check_stain_settings
 from idc.leaderboard.scoring import FAITHFULNESS_SCORES as FAITHFULNESS
 from idc.leaderboard.scoring import NUCLEAR_SCORES as NUCLEAR
 from idc.leaderboard.scoring import NUCLEUS_SCORES as NUCLEUS
-from idc.leaderboard.invariance import check_stain_settings
 from idc.leaderboard.scoring import SHORTCUT_SCORES as SHORTCUT
 from idc.leaderboard.scoring import STAIN_SCORES as STAIN
 from idc.leaderboard.verdicts import (LOWER_IS_BETTER, agreement, method_verdicts, primary_scores,
@@ -199,8 +199,8 @@ def build_leaderboard(lb, per_patch: pd.DataFrame, table: pd.DataFrame, rand: Op
     ctx = dict(primary=primary, secondary=[c for c in scored if c not in primary.values()], rand=rand,
                verdicts=verdicts,
                ranks={q: ranks(pp, methods, s, int(lb.bootstrap), int(lb.seed)) for q, s in primary.items()},
-               short=short[short["variant"] == variant].set_index("method"), by_title={m.title: k for k, m in METHODS.items()},
-               stain=stain_flags(pp, methods))
+               short=short[short["variant"] == variant].set_index("method"),
+               by_title={m.title: k for k, m in METHODS.items()}, stain=stain_flags(pp, methods))
     board = pd.DataFrame([board_row(name, kinds[name], tab, ctx) for name in tab.index])
     board["_sort"] = [float(tab.at[name, sort]) for name in tab.index]
     board = board.sort_values("_sort", ascending=sort in LOWER_IS_BETTER, kind="stable")

@@ -55,7 +55,8 @@ def check_stain_settings(lb) -> None:
     if float(lb.stain_scale) < 0 or float(lb.stain_shift) < 0 or int(lb.stain_patches) < 0 \
             or not 0 <= float(lb.stain_max_change) <= 1:
         raise ConfigError("leaderboard.stain_scale, stain_shift and stain_patches must be >= 0 and stain_max_change "
-                          f"in [0, 1]; got {lb.stain_scale}, {lb.stain_shift}, {lb.stain_patches}, {lb.stain_max_change}")
+                          f"in [0, 1]; got {lb.stain_scale}, {lb.stain_shift}, {lb.stain_patches}, "
+                          f"{lb.stain_max_change}")
 
 
 def stain_enabled(lb) -> bool:
