@@ -90,6 +90,14 @@ def test_evidence_verification_verified_and_invalid():
     one = evidence_verification(p[:10], p[:10] - 0.5, p[:10], patients[:10])
     assert not one.verified and one.reason().startswith("too few patients (1 < 5)")
     assert one.localization_verdict() == "too few patients (1 < 5) to verify the evidence"
+    # v7o's default model: removing the IDC nuclei lowers P(IDC) (0.11) by more than removing the decoys, but
+    # no more than pasting the same pixels onto non-nuclear tissue (0.14): a paste of that size, not the
+    # nuclei, moves the model, so the evidence is not verified (and the reason names the tissue control)
+    noise = 0.02 * rng.standard_normal(60)
+    paste = evidence_verification(p, p - 0.11 + noise, p + 0.17, patients, p_tissue=p - 0.14)
+    assert paste.difference.ci_low > 0 and paste.drop_idc.ci_low > 0 and paste.beyond_tissue.ci_high < 0
+    assert not paste.verified and "equal area of non-nuclear tissue is replaced: -0.03" in paste.reason()
+    assert relies.beyond_tissue.ci_low > 0.4 and ignores.beyond_tissue is None
 
 
 def test_evidence_verification_is_a_t_interval_on_patient_means():

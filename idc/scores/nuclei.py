@@ -140,7 +140,8 @@ class Verification(NamedTuple):
     drop_decoy: Estimate  # mean P(as is) - P(decoys removed)
     drop_tissue: Estimate | None  # mean P(as is) - P(equal area of non-nuclear tissue replaced)
     difference: Estimate  # mean drop_idc - drop_decoy, per patch
-    verified: bool  # enough patients, and the CIs of drop_idc and of the difference lie above 0 and `margin`
+    verified: bool  # enough patients, and the CIs of drop_idc, the difference and beyond_tissue lie above 0 / `margin`
+    beyond_tissue: Estimate | None = None  # mean drop_idc - drop_tissue, per patch (None: no tissue control)
     decoy_tolerance: float = DECOY_TOLERANCE  # |drop_decoy| beyond this is reported as reliance on decoys
 
     @property
@@ -160,8 +161,13 @@ class Verification(NamedTuple):
         if not self.enough_patients:
             return f"{too_few(d.n_clusters)}: the evidence cannot be verified (no verdict below {MIN_PATIENTS} patients)"
         if not self.verified:
-            return (f"{EVIDENCE_INVALID} (removing the IDC nuclei lowers P(IDC) by {i.mean:.2f} [{i.ci_low:.2f}, "
-                    f"{i.ci_high:.2f}]; minus the decoys' drop: {d.mean:.2f} [{d.ci_low:.2f}, {d.ci_high:.2f}])")
+            line = (f"{EVIDENCE_INVALID} (removing the IDC nuclei lowers P(IDC) by {i.mean:.2f} [{i.ci_low:.2f}, "
+                    f"{i.ci_high:.2f}]; minus the decoys' drop: {d.mean:.2f} [{d.ci_low:.2f}, {d.ci_high:.2f}]")
+            if self.beyond_tissue is not None:
+                b = self.beyond_tissue
+                line += (f"; minus the drop when an equal area of non-nuclear tissue is replaced: {b.mean:.2f} "
+                         f"[{b.ci_low:.2f}, {b.ci_high:.2f}]")
+            return line + ")"
         line = (f"verified: removing the IDC nuclei lowers P(IDC) by {i.mean:.2f} against {self.drop_decoy.mean:.2f} "
                 f"for the decoys (difference {d.mean:.2f} [{d.ci_low:.2f}, {d.ci_high:.2f}])")
         if abs(self.drop_decoy.mean) > self.decoy_tolerance:
@@ -174,20 +180,28 @@ def evidence_verification(p_as_is, p_no_idc, p_no_decoy, patients, p_tissue=None
     """Counterfactual P(IDC) per patch (as is, IDC nuclei removed, decoys removed, optionally an equal
     area of non-nuclear tissue replaced; NaN: not measured on that patch) -> mean drops with t-intervals on
     the patient means. `verified` when there are at least `MIN_PATIENTS` patients, the CI of the IDC-removed
-    drop lies above 0 (removing the evidence lowers P(IDC)) and the CI of (IDC-removed drop - decoy-removed
-    drop) lies wholly above `margin`. Each condition is a one-sided t-test at 2.5% on the patient means and
-    both must reject (an intersection-union test), so a false "verified" is no more frequent than one
-    t-test's false "beats" (`idc.scores.calibration`: 2.3-2.7% at 5-24 patients)."""
+    drop lies above 0 (removing the evidence lowers P(IDC)), the CI of (IDC-removed drop - decoy-removed
+    drop) lies wholly above `margin` and, where `p_tissue` is given, the CI of (IDC-removed drop - drop when
+    an equal area of non-nuclear tissue is replaced) lies above 0 (the drop is more than any paste of that
+    size does). Each condition is a one-sided t-test at 2.5% on the patient means and all must reject (an
+    intersection-union test), so a false "verified" is no more frequent than one t-test's false "beats"
+    (`idc.scores.calibration`: 2.3-2.7% at 5-24 patients)."""
     p = np.asarray(p_as_is, np.float64)
     drop_idc = p - np.asarray(p_no_idc, np.float64)
     drop_decoy = p - np.asarray(p_no_decoy, np.float64)
     difference = t_interval(drop_idc - drop_decoy, patients, null=margin)
     idc = t_interval(drop_idc, patients)
     enough = enough_patients(min(difference.n_clusters, idc.n_clusters))
+    drop_tissue = beyond = None
+    if p_tissue is not None:
+        drop_tissue = p - np.asarray(p_tissue, np.float64)
+        beyond = t_interval(drop_idc - drop_tissue, patients)
+        drop_tissue = t_interval(drop_tissue, patients)
     return Verification(
         p_as_is=t_interval(p, patients),
         drop_idc=idc,
         drop_decoy=t_interval(drop_decoy, patients),
-        drop_tissue=None if p_tissue is None else t_interval(p - np.asarray(p_tissue, np.float64), patients),
+        drop_tissue=drop_tissue,
         difference=difference,
-        verified=bool(enough and difference.ci_low > margin and idc.ci_low > 0))
+        verified=bool(enough and difference.ci_low > margin and idc.ci_low > 0 and (beyond is None or beyond.ci_low > 0)),
+        beyond_tissue=beyond)
