@@ -153,7 +153,7 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     cfg = compose_cfg(run_dir, "leaderboard.methods=[gradcam,vanilla_backprop]",
                       'leaderboard.variants=["gradcam:cam_layer=layer3"]', "leaderboard.bootstrap=50",
                       "leaderboard.road=false", "leaderboard.num_patches=10", "leaderboard.nucleus_patches=5",
-                      data_dir=tiny_data_dir)
+                      "leaderboard.stain_patches=64", data_dir=tiny_data_dir)
     stage.run(cfg)
     md = (run_dir / "sanity" / "leaderboard.md").read_text()
     board = pd.read_csv(run_dir / "sanity" / "leaderboard.csv").set_index("row")
@@ -171,15 +171,17 @@ def test_leaderboard_stage_on_the_tiny_run(tiny_evaluated, tiny_data_dir, tmp_pa
     # the evidence check: verified only with >= 5 patients and both lower CI ends above 0; else no localization verdict
     cf = pd.read_csv(run_dir / "sanity" / "counterfactuals.csv").set_index("row")
     diff, idc = cf.loc["difference: IDC drop - decoy drop"], cf.loc["drop: every IDC nucleus removed"]
-    assert len(cf) == 6 and (cf["n_patients"] == 5).all() and (cf["n"] <= 10).all()
-    verified = diff["n_patients"] >= 5 and diff["ci_low"] > 0 and idc["ci_low"] > 0
+    paste = cf.loc["difference: IDC drop - equal-area tissue drop"]
+    assert len(cf) == 7 and (cf["n_patients"] == 5).all() and (cf["n"] <= 10).all()
+    verified = diff["n_patients"] >= 5 and diff["ci_low"] > 0 and idc["ci_low"] > 0 and paste["ci_low"] > 0
     local = board.loc[board["kind"] == "method", "localization: beats every control"]
     if verified:
         assert local.map(lambda v: v == "yes" or v.startswith("no (not beaten")).all(), local
     else:
         assert (local == "invalid: the model does not rely on the marked evidence").all(), local
     assert ("**Evidence: verified" in md) == verified and "Does the model rely on the marked evidence?" in md
-    # stain invariance (secondary, with its flag): every row on the 10 pairs (leaderboard.stain_patches=64 >= 10)
+    # stain invariance (secondary, with its flag): every row on the 10 pairs (leaderboard.stain_patches=64 >= 10;
+    # off by default)
     stain = lb.SCORE_TITLES["stain_invariance"]
     assert stain in board and lb.STAIN_FLAG in board and "**Stain invariance** (secondary" in md
     flags = board.loc[board["kind"] == "method", lb.STAIN_FLAG]
@@ -226,7 +228,11 @@ def test_leaderboard_without_masks_scores_faithfulness_only(tiny_evaluated, tiny
     per_patch = pd.read_csv(run_dir / "sanity" / "localization.csv")
     assert per_patch["mask_fraction"].isna().all() and per_patch["deletion"].notna().all()
     assert set(per_patch["variant"]) == {"positive"}  # the variant faithfulness is scored on
-    assert per_patch["stain_invariance"].notna().any() and lb.STAIN_FLAG in board  # needs no masks either
+    # the stain column is off by default (leaderboard.stain_patches=0): no column, no flag, no stain phase
+    assert "stain_invariance" not in per_patch or per_patch["stain_invariance"].isna().all()
+    assert lb.STAIN_FLAG not in board and lb.SCORE_TITLES["stain_invariance"] not in board
+    phases = json.loads((run_dir / "sanity" / "leaderboard_timing.json").read_text())
+    assert not any("stain" in p for p in phases)
     assert "Faithfulness (no pixel ground truth)" in (run_dir / "sanity" / "localization.md").read_text()
     assert not (run_dir / "sanity" / "counterfactuals.csv").exists()  # no label map: no evidence check
 
@@ -256,7 +262,8 @@ def test_shortcut_mass_only_on_patches_that_carry_the_cue():
 
 def test_counterfactual_table_and_its_section():
     """Known answer: 6 patients, one patch each with IDC and decoy nuclei (and one without, left out): drops
-    0.3 (IDC) and 0.1 (decoys), difference 0.2, every patient alike (zero-width t-intervals): verified."""
+    0.3 (IDC), 0.1 (decoys) and -0.05 (tissue paste), differences 0.2 and 0.35, every patient alike
+    (zero-width t-intervals): verified."""
     from idc.leaderboard.nuclei import NuclearTruth, counterfactual_table, evidence_markdown
     from idc.scores.nuclei import evidence_verification
 
@@ -266,7 +273,7 @@ def test_counterfactual_table_and_its_section():
     none = pd.DataFrame(columns=["image_id", "patient_id", "nucleus", "kind", "drop"])
     truth = NuclearTruth(None, None, [None] * 7, none, patches, evidence_verification(p[:6], p[:6] - 0.3, p[:6] - 0.1, pid[:6]))
     table = counterfactual_table(truth).set_index("row")
-    np.testing.assert_allclose(table["mean"], [0.9, 0.3, 0.1, -0.05, 0.0, 0.2], atol=1e-12)
+    np.testing.assert_allclose(table["mean"], [0.9, 0.3, 0.1, -0.05, 0.0, 0.2, 0.35], atol=1e-12)
     assert (table["n"] == 6).all() and (table["n_patients"] == 6).all()
     md = "\n".join(evidence_markdown(truth, table.reset_index()))
     assert "**Evidence: verified" in md and "| difference: IDC drop - decoy drop | 0.200 [0.200, 0.200] | 6 | 6 |" in md
