@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -63,16 +63,17 @@ def stain_enabled(lb) -> bool:
     return (float(lb.stain_scale) > 0 or float(lb.stain_shift) > 0) and int(lb.stain_patches) > 0
 
 
-def penultimate_features(model: nn.Module, images: np.ndarray, device) -> np.ndarray:
-    """[n, d] the input of the model's last linear layer (the features its logits are a linear function of)."""
+def predict_with_features(model: nn.Module, images: np.ndarray, device) -> Tuple[np.ndarray, np.ndarray]:
+    """(probabilities [n, classes], features [n, d]) in one pass: the features are the input of the model's
+    last linear layer (what its logits are a linear function of)."""
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     out: List[torch.Tensor] = []
     handle = last.register_forward_hook(lambda _m, args, _o: out.append(args[0].detach().float().cpu()))
     try:
-        predict(model, images, device=device, desc=None)
+        probs = predict(model, images, device=device, desc=None)
     finally:
         handle.remove()
-    return torch.cat(out).numpy()
+    return probs, torch.cat(out).numpy()
 
 
 def stain_pairs(model: nn.Module, images: np.ndarray, lb, batch_size: int, device) -> Optional[StainPairs]:
@@ -83,10 +84,10 @@ def stain_pairs(model: nn.Module, images: np.ndarray, lb, batch_size: int, devic
     n, k = len(images), min(int(lb.stain_patches), len(images))
     originals = np.ascontiguousarray(images[:k])
     copies, _ = stain_perturbed(originals, float(lb.stain_scale), float(lb.stain_shift), int(lb.seed))
-    p = predict(model, np.concatenate([originals, copies]), device=device, desc=None)[:, 1]
+    probs, feats = predict_with_features(model, np.concatenate([originals, copies]), device)
+    p = probs[:, 1]
     delta = np.abs(p[k:] - p[:k])
     keep = stable_pairs(p[:k], p[k:], float(lb.stain_max_change))
-    feats = penultimate_features(model, np.concatenate([originals, copies]), device)
     log.info("stain invariance: %d of %d pairs kept (|dP(IDC)| <= %g), %d dropped", keep.sum(), k,
              float(lb.stain_max_change), k - keep.sum())
     return StainPairs(originals, copies, keep, delta, feature_invariance(feats[:k], feats[k:]),

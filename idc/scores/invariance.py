@@ -29,12 +29,18 @@ from idc.data.augment import draw_batch, hed_jitter_
 from idc.scores.similarity import batch_similarity, spearman_similarity
 
 
-def hed_jittered(images: np.ndarray, hed: np.ndarray) -> np.ndarray:
-    """uint8 NHWC copies of `images` with the HED jitter `hed` [n, 2, 3] = (alpha, beta) per patch and stain
-    (`idc.data.augment.hed_jitter_`: c -> alpha_c * c + beta_c in optical density), rounded back to uint8."""
+def uint8_nhwc(images) -> np.ndarray:
+    """`images` as an array, or a ValueError unless they are uint8 NHWC RGB patches."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 NHWC images, got {images.dtype} {images.shape}")
+    return images
+
+
+def hed_jittered(images: np.ndarray, hed: np.ndarray) -> np.ndarray:
+    """uint8 NHWC copies of `images` with the HED jitter `hed` [n, 2, 3] = (alpha, beta) per patch and stain
+    (`idc.data.augment.hed_jitter_`: c -> alpha_c * c + beta_c in optical density), rounded back to uint8."""
+    images = uint8_nhwc(images)
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     hed_jitter_(x, torch.as_tensor(np.asarray(hed, np.float32)))
     return np.ascontiguousarray(np.rint(x.numpy().transpose(0, 2, 3, 1) * 255.0).clip(0, 255).astype(np.uint8))
@@ -48,12 +54,11 @@ def stain_perturbed(images: np.ndarray, scale: float, shift: float, seed: int) -
     `numpy.random.default_rng(seed)` in the order of `draw_batch` (the training augmentation's), then
     rounded back to uint8 (`hed_jittered`). Deterministic under `seed`; scale = shift = 0 draws nothing and
     returns the images unchanged."""
-    images = np.asarray(images)
+    images = uint8_nhwc(images)
     _, hed = draw_batch(np.random.default_rng(seed), len(images), flip=False, hed_scale=float(scale),
                         hed_shift=float(shift))
-    if hed is None:
-        hed = np.tile(np.array([[1, 1, 1], [0, 0, 0]], np.float32), (len(images), 1, 1))
-        return hed_jittered(images, hed) if images.size else images.copy(), hed
+    if hed is None:  # nothing to jitter: the identity (alpha 1, beta 0) and the patches as they are
+        return images.copy(), np.tile(np.array([[1, 1, 1], [0, 0, 0]], np.float32), (len(images), 1, 1))
     return hed_jittered(images, hed), hed
 
 

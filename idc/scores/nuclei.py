@@ -192,16 +192,13 @@ def evidence_verification(p_as_is, p_no_idc, p_no_decoy, patients, p_tissue=None
     difference = t_interval(drop_idc - drop_decoy, patients, null=margin)
     idc = t_interval(drop_idc, patients)
     enough = enough_patients(min(difference.n_clusters, idc.n_clusters))
-    drop_tissue = beyond = None
-    if p_tissue is not None:
-        drop_tissue = p - np.asarray(p_tissue, np.float64)
-        beyond = t_interval(drop_idc - drop_tissue, patients)
-        drop_tissue = t_interval(drop_tissue, patients)
+    tissue = None if p_tissue is None else p - np.asarray(p_tissue, np.float64)
+    beyond = None if tissue is None else t_interval(drop_idc - tissue, patients)
     return Verification(
         p_as_is=t_interval(p, patients),
         drop_idc=idc,
         drop_decoy=t_interval(drop_decoy, patients),
-        drop_tissue=drop_tissue,
+        drop_tissue=None if tissue is None else t_interval(tissue, patients),
         difference=difference,
         verified=bool(enough and difference.ci_low > margin and idc.ci_low > 0 and (beyond is None or beyond.ci_low > 0)),
         beyond_tissue=beyond)
