@@ -10,6 +10,7 @@ import torch
 from captum.attr import GuidedGradCam
 from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy.stats import spearmanr
 from torch import nn
 
 from idc.config import ExplainConfig
@@ -18,7 +19,7 @@ from idc.errors import ConfigError
 from idc.explain import METHODS, attribute, compute_maps, method_kwargs, resolve_targets, to_grayscale
 from idc.explain.figures import map_title
 from idc.explain.methods import Reference, ig_baselines, integrated_gradients, no_inplace_relu, rise_fill, rise_masks
-from idc.model import build_model
+from idc.model import build_model, inference_layout
 from idc.utils import write_npz_atomic
 from tests.helpers.models import REGION, RegionModel
 
@@ -326,3 +327,25 @@ def test_method_kwargs_turn_explain_keys_into_arguments_and_take_overrides():
     assert method_kwargs("gradcam", e, {"layer": "layer2"}) == {"layer": "layer2"}  # a leaderboard variant
     with pytest.raises(ConfigError, match="gradcam takes no argument"):
         method_kwargs("gradcam", e, {"steps": 3})
+
+
+def test_inference_layout_keeps_outputs_and_maps():
+    """The channels-last layout of the sanity and leaderboard stages: logits and maps equal to float rounding,
+    for a method of each kind (input gradient, path integral, CAM hook, perturbation)."""
+    torch.manual_seed(3)
+    plain = build_model({"weights": None}).eval()
+    fast = inference_layout(build_model({"weights": None}).eval())
+    fast.load_state_dict(plain.state_dict())
+    assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images = np.random.default_rng(1).integers(0, 256, (3, 50, 50, 3)).astype(np.uint8)
+    x = normalize_batch(images)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), atol=1e-4, rtol=1e-4)
+    methods = ["vanilla_backprop", "integrated_gradients", "gradcam", "rise"]
+    c = settings(ig_steps=4, rise_num_masks=16)
+    a, _ = compute_maps(plain, images, [1, 0, 1], methods, c, "cpu")
+    b, _ = compute_maps(fast, images, [1, 0, 1], methods, c, "cpu")
+    for m in methods:
+        scale = float(np.abs(a[m]).max())
+        assert scale > 0 and np.abs(a[m] - b[m]).max() <= 1e-2 * scale, m
+        assert spearmanr(a[m].ravel(), b[m].ravel())[0] > 0.999, m

@@ -38,7 +38,7 @@ from idc.leaderboard.scoring import (FAITHFUL_VARIANT, PER_PATCH_FACTS, SCORES, 
                                      select_faithfulness_patches, select_localization_patches, summarize)
 from idc.leaderboard.sources import lime_kernel_sizes, map_sources, mean_superpixel_size, source_maps
 from idc.markdown import frame_table
-from idc.model import build_model, counting_images
+from idc.model import build_model, counting_images, inference_layout
 from idc.paths import RunPaths
 from idc.scores.randomization import randomize_cascading
 from idc.utils import Laps, write_csv_atomic, write_json_atomic, write_text_atomic, wrote
@@ -206,6 +206,7 @@ def run(cfg) -> Optional[pd.DataFrame]:
     check_settings(lb)
     map_sources(list(lb.methods), list(lb.variants), bool(lb.randomized_controls))  # a bad name fails before any work
     run = load_run(cfg, needs=("patches", "images", "model"))
+    run.model = inference_layout(run.model)
     cohort = cohort_of(cfg, run)
     selection = scored_patches(cfg, cohort)
     if isinstance(selection, str):

@@ -29,7 +29,7 @@ from idc.explain.driver import CAPPED_KEYS, capped, compute_maps, dataset_refere
 from idc.explain.methods import METHODS
 from idc.explain.select import select_balanced
 from idc.inputs import load_run
-from idc.model import build_model, counting_images
+from idc.model import build_model, counting_images, inference_layout
 from idc.sanity.memorization import memorization_note, random_labels_model, recipe_control_model, recipe_note
 from idc.sanity.plots import write_sanity_figures
 from idc.sanity.table import table_5_2
@@ -204,6 +204,7 @@ def _run(cfg, passes: dict) -> dict:
     s = cfg.sanity
     _validate(cfg)
     inputs = load_run(cfg, needs=("patches", "images", "model"))
+    inputs.model = inference_layout(inputs.model)
     paths, model, cascade, methods = inputs.paths, inputs.model, list(s.cascade), list(s.methods)
     ecfg = explain_settings(cfg)
     smp = sample(cfg, inputs, ecfg)
@@ -258,6 +259,7 @@ def data_randomization(cfg, inputs, smp: Sample, ref: Maps, ref_logits, logit_ro
     ppc, patches, images, device = int(cfg.sanity.hog_pixels_per_cell), inputs.patches, inputs.images, inputs.device
     rl_model, record = random_labels_model(cfg, inputs.paths, patches, images, device)
     recipe_model, recipe = recipe_control_model(cfg, inputs.paths, patches, images, device, int(record["epochs"]))
+    rl_model, recipe_model = inference_layout(rl_model), inference_layout(recipe_model)
     logit_rows.append(logit_row("data_randomization", 0, "random labels", ref_logits, rl_model, smp.x))
     logit_rows.append(logit_row("recipe_control", 0, "recipe control (true labels)", ref_logits, recipe_model, smp.x))
     rl_maps, recipe_maps = smp.maps(rl_model), smp.maps(recipe_model)
