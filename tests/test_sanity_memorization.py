@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from idc.sanity.memorization import memorization_note, memorization_subset, random_labels_model
+from idc.utils import recording_outputs
 
 from tests.helpers import compose_cfg
 
@@ -43,6 +44,13 @@ def test_memorizes_a_few_patches_valid_path(tiny_evaluated, tiny_data_dir, tmp_p
     assert record["history"][-1]["train_accuracy"] == record["train_accuracy"]
     assert memorization_note(record).startswith("Data randomization valid:")
     assert not any(m.p > 0 for m in model.modules() if hasattr(m, "p") and isinstance(m.p, float))  # no dropout
+    with recording_outputs() as vouched:  # a second sanity run reuses the model and vouches for what it kept,
+        _, again = _run(tmp_path / "run", tiny_data_dir, run, "sanity.random_labels_patches=16",  # so the stage
+                        "sanity.random_labels_batch_size=8", "sanity.random_labels_epochs=40",  # writes its record
+                        "sanity.random_labels_lr=0.003")
+    assert again == record
+    assert {str(tmp_path / "run" / "sanity" / "random_labels.json"),
+            str(tmp_path / "run" / "sanity" / "random_labels_model" / "model.pt")} <= vouched
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from idc.data.dataset import normalize_batch
 from idc.errors import DataError, IntegrityError
 from idc.integrity import read_json
 from idc.model import as_dict, build_model, load_model, predict, save_checkpoint
-from idc.utils import file_sha256, write_json_atomic, wrote
+from idc.utils import file_sha256, vouch_output, write_json_atomic, wrote
 
 log = logging.getLogger("idc")
 
@@ -110,6 +110,7 @@ def _cached(record_path: Path, ckpt_path: Path, settings: dict, device):
         record = None
     if record is not None and record.get("settings") == settings and ckpt_path.exists():
         log.info("reusing %s (same settings and data; delete it to retrain)", ckpt_path)
+        vouch_output(record_path), vouch_output(ckpt_path)  # kept, not rewritten: the stage's record may name them
         return load_model(ckpt_path, device=device)[0].eval(), record
     return None
 
