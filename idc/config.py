@@ -173,12 +173,14 @@ class ExplainConfig:
     # What a hidden superpixel shows: black (0, as the book calls lime) | mean (each superpixel its own mean
     # colour, lime's default hide_color=None). docs/explain.md "LIME's hidden superpixels".
     lime_hide_color: str = "black"
+    # IG's gradient passes per patch, whatever the baseline: one baseline gets ig_steps points on its path,
+    # `expected` ig_steps // ig_expected_k on each of its paths (8 x 6 at the defaults).
     ig_steps: int = 50
     ig_internal_batch_size: int = 512
-    # IG's baseline: black | grey (normalized 0; the book's captum default) | blur (Gaussian, ig_blur_sigma px;
-    # the default, chosen by the leaderboard: docs/explain.md "IG's baseline") | uniform (noise) |
-    # expected (IG averaged over ig_expected_k random training patches).
-    ig_baseline: str = "blur"
+    # IG's baseline: expected (the default: IG averaged over ig_expected_k random training patches, i.e. expected
+    # gradients; chosen on the validation split: docs/explain.md "IG's baseline") | blur (Gaussian, ig_blur_sigma
+    # px) | grey (normalized 0; the book's captum default) | black | uniform (noise).
+    ig_baseline: str = "expected"
     ig_blur_sigma: float = 5.0
     ig_expected_k: int = 8
     smoothgrad_samples: int = 25

@@ -7,7 +7,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from captum.attr import GuidedGradCam
+from captum.attr import GuidedGradCam, IntegratedGradients
 from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy.stats import spearmanr
@@ -24,7 +24,9 @@ from idc.utils import write_npz_atomic
 from tests.helpers.models import REGION, RegionModel
 
 # Fast settings per method (keyword arguments, as the driver passes them; every other argument at its default).
-FAST = {"lime": dict(num_samples=200), "integrated_gradients": dict(steps=32), "smoothgrad": dict(samples=8, batch_size=8),
+# IG from the blur: the default `expected` needs training patches (its completeness test passes them).
+FAST = {"lime": dict(num_samples=200), "integrated_gradients": dict(steps=32, baseline="blur"),
+        "smoothgrad": dict(samples=8, batch_size=8),
         "gradcam_pp": dict(batch_size=8), "scorecam": dict(batch_size=8), "layercam": dict(batch_size=8),
         "rise": dict(num_masks=400, fill="grey", batch_size=8)}
 
@@ -149,6 +151,18 @@ def test_rise_fills_masked_pixels_with_the_data_sets_mean_colour():
 
     # filling with the colour the model treats as "nothing" finds the region; black fill adds evidence instead
     assert contrast("mean") > 0 > contrast("black")
+
+
+def test_expected_ig_splits_its_steps_over_the_baselines():
+    """`explain.ig_steps` is the gradient passes per patch: `expected` runs steps // k points on each of its k
+    paths (the cost of one blur path), and its map is the mean of captum's maps over those paths."""
+    model, x = RegionModel(), batch(2)
+    ref = Reference(mean_rgb=np.full(3, 128.0, np.float32),
+                    patches=np.random.default_rng(0).integers(0, 256, (5, 50, 50, 3)).astype(np.uint8))
+    ours = integrated_gradients(model, x, [1, 1], steps=6, baseline="expected", expected_k=3, reference=ref)
+    bases = ig_baselines(x, "expected", expected_k=3, reference=ref)
+    want = torch.stack([IntegratedGradients(model).attribute(x, baselines=b, target=[1, 1], n_steps=2) for b in bases])
+    torch.testing.assert_close(ours, want.mean(0))
 
 
 def test_maps_are_seeded_and_npz_byte_identical(tmp_path):
@@ -342,7 +356,7 @@ def test_inference_layout_keeps_outputs_and_maps():
     with torch.no_grad():
         torch.testing.assert_close(fast(x), plain(x), atol=1e-4, rtol=1e-4)
     methods = ["vanilla_backprop", "integrated_gradients", "gradcam", "rise"]
-    c = settings(ig_steps=4, rise_num_masks=16)
+    c = settings(ig_steps=4, ig_baseline="blur", rise_num_masks=16)
     a, _ = compute_maps(plain, images, [1, 0, 1], methods, c, "cpu")
     b, _ = compute_maps(fast, images, [1, 0, 1], methods, c, "cpu")
     for m in methods:

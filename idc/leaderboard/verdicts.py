@@ -15,8 +15,8 @@ on it with Holm's correction across methods and controls, and how reliably each 
   the model uses the marked evidence, so no evidence check gates it.
 - *faithfulness*: deletion AUC (`FAITHFULNESS_PRIMARY`). It is measured on every scored patch (ROAD only
   on the first `leaderboard.road_patches`, for its cost), it shares no baseline with any method
-  (insertion starts from a blur, which is blur-IG's baseline, so insertion favours it by construction),
-  and it is the score that the real set without masks is sorted by.
+  (insertion starts from a blur, which is IG's baseline under `explain.ig_baseline=blur`, so insertion
+  favours that IG by construction), and it is the score that the real set without masks is sorted by.
 Every other score is secondary: shown with its CI and n, without a verdict.
 
 **Beats every control**: for each method and each of its controls (the model-free maps: random, edges,
