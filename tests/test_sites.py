@@ -1,8 +1,9 @@
 """Site-shift cohort (data.sites, data.test_site): without sites the generator is unchanged (same random draws,
 same manifest, same patch_info columns); a site changes the stain and nothing else, by the amount its protocol
-says; the test split is exactly the test site's patients; a bad test_site is one line."""
+says; the test split is exactly the test site's patients; a bad test_site is one line; the site-shift table."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from idc.config import DataConfig
+from idc.data.site_shift import site_shift_table
 from idc.data.sites import assign_sites
 from idc.data.split import assert_disjoint, split_patients
 from idc.data.synthetic import generate_synthetic, load_masks, manifest_for
@@ -131,3 +133,19 @@ def test_a_bad_site_config_is_one_line(tmp_path, caplog, overrides, match):
     assert re.search(match, msg), msg
     with pytest.raises(ConfigError, match=match):
         manifest_for(compose_cfg(tmp_path, *overrides).data)
+
+
+def test_site_shift_table_reads_each_runs_remedy_and_resamples_patients(tmp_path):
+    """A perfectly ranked test split: ROC-AUC 1 and every patient-bootstrap replicate 1; the remedy columns come
+    from the run's train record, the tested site from its summary."""
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "data").mkdir()
+    (run / ".stages").mkdir()
+    pred = pd.DataFrame({"patient_id": np.repeat([1, 2, 3], 4), "target": [0, 1] * 6, "proba": [0.2, 0.9] * 6})
+    pred.to_csv(run / "eval" / "predictions.csv", index=False)
+    (run / "data" / "summary.json").write_text(json.dumps({"site_shift": {"test_site": "C", "sites": {}}}))
+    (run / ".stages" / "train.json").write_text(json.dumps({"config": {
+        "data.stain_normalize": None, "train": {"augment": {"hed_scale": 0.05, "hed_shift": 0.05}}}}))
+    table = site_shift_table({"HED-light": run}, n_boot=50)
+    assert "| HED-light | site C (unseen) | off | 0.05 / 0.05 | 3 / 12 (6) | 1.000 [1.000, 1.000] | 1.000 |" in table
