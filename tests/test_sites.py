@@ -148,4 +148,4 @@ def test_site_shift_table_reads_each_runs_remedy_and_resamples_patients(tmp_path
     (run / ".stages" / "train.json").write_text(json.dumps({"config": {
         "data.stain_normalize": None, "train": {"augment": {"hed_scale": 0.05, "hed_shift": 0.05}}}}))
     table = site_shift_table({"HED-light": run}, n_boot=50)
-    assert "| HED-light | site C (unseen) | off | 0.05 / 0.05 | 3 / 12 (6) | 1.000 [1.000, 1.000] | 1.000 |" in table
+    assert "| HED-light | test split: site C (unseen) | off | 0.05 / 0.05 | 3 / 12 (6) | 1.000 [1.000, 1.000] | 1.000 |" in table

@@ -1,7 +1,8 @@
-"""The site-shift table (docs/data.md, "Site shift"): test ROC-AUC of evaluated runs on a site-shift cohort,
-each with a 95% patient-bootstrap interval (`idc.data.shortcut.patient_bootstrap_ci`: whole patients
-resampled, 1,000 replicates, seed 0), the test patients and patches, and the remedy each run trained with
-(read from its own records: data.stain_normalize, train.augment.hed_scale / hed_shift).
+"""The site-shift table (docs/data.md, "Site shift"): the ROC-AUC of evaluated runs on a site-shift cohort, on
+the split `make evaluate` scored (the test split; the val split with evaluate.split=val), each with a 95%
+patient-bootstrap interval (`idc.data.shortcut.patient_bootstrap_ci`: whole patients resampled, 1,000
+replicates, seed 0), its patients and patches, and the remedy each run trained with (read from its own
+records: data.stain_normalize, train.augment.hed_scale / hed_shift).
 
     python -m idc.data.site_shift none=outputs/sites_none macenko=outputs/sites_macenko ...
 
@@ -21,8 +22,8 @@ from idc.markdown import markdown_table
 from idc.metrics import ranking_scores
 from idc.paths import BY_KEY
 
-HEADER = ["run", "tested on", "data.stain_normalize", "HED jitter (scale / shift)", "patients / patches (IDC+)",
-          "test ROC-AUC [95% CI]", "AP"]
+HEADER = ["run", "evaluated on", "data.stain_normalize", "HED jitter (scale / shift)", "patients / patches (IDC+)",
+          "ROC-AUC [95% CI]", "AP"]
 
 
 def remedy(run_dir: Path) -> tuple[str, str]:
@@ -34,13 +35,16 @@ def remedy(run_dir: Path) -> tuple[str, str]:
 
 
 def tested_on(run_dir: Path) -> str:
-    """Which patients the test split holds: the held-out site, or the patient split over every site."""
-    summary = json.loads((run_dir / BY_KEY["summary_json"].rel).read_text())
-    shift = summary.get("site_shift") or {}
-    if shift.get("test_site") is not None:
-        return f"site {shift['test_site']} (unseen)"
-    sites = ", ".join(shift.get("sites", {})) or "one"
-    return f"seen sites ({sites})"
+    """Which patients were evaluated: the held-out site's (test split), or patients of the sites seen in
+    training (the test split of the patient split over every site, or the val split)."""
+    shift = json.loads((run_dir / BY_KEY["summary_json"].rel).read_text()).get("site_shift") or {}
+    metrics = run_dir / BY_KEY["metrics_json"].rel
+    split = json.loads(metrics.read_text()).get("split", "test") if metrics.exists() else "test"
+    test_site = shift.get("test_site")
+    if split == "test" and test_site is not None:
+        return f"test split: site {test_site} (unseen)"
+    seen = ", ".join(s for s in shift.get("sites", {}) if s != test_site) or "one"
+    return f"{split} split: seen sites ({seen})"
 
 
 def row(label: str, run_dir: Path, n_boot: int = 1000) -> list:
