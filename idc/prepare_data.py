@@ -24,7 +24,7 @@ from idc.errors import ConfigError
 from idc.paths import RunPaths
 from idc.utils import vouch_output, write_csv_atomic, write_json_atomic, wrote
 from idc.viz.eda import write_eda_figures
-from idc.viz.stain import stain_figure
+from idc.viz.stain import site_figure, stain_figure
 
 log = logging.getLogger("idc")
 
@@ -94,6 +94,11 @@ def site_summary(df: pd.DataFrame, cfg) -> dict | None:
     for name, sub in df.groupby(site):
         per_site[str(name)] = {split: {"patients": int(sub.loc[sub["split"] == split, "patient_id"].nunique()),
                                        "patches": int((sub["split"] == split).sum())} for split in SPLITS}
+    for name, s in per_site.items():
+        log.info("site %s: %s", name, ", ".join(f"{split} {s[split]['patients']} patients / {s[split]['patches']} patches"
+                                               for split in SPLITS if s[split]["patients"]))
+    log.info("test site: %s", cfg.data.test_site if cfg.data.test_site is not None
+             else "none (data.test_site=null: the patient split over every site)")
     return {"test_site": cfg.data.test_site, "sites": per_site}
 
 
@@ -128,11 +133,6 @@ def run(cfg) -> pd.DataFrame:
     sites = site_summary(df, cfg)
     if sites is not None:  # only for a site-shift cohort: the default summary is unchanged
         summary["site_shift"] = sites
-        for name, s in sites["sites"].items():
-            log.info("site %s: %s", name, ", ".join(f"{split} {s[split]['patients']} patients / {s[split]['patches']} patches"
-                                                   for split in SPLITS if s[split]["patients"]))
-        log.info("test site: %s", sites["test_site"] if sites["test_site"] is not None
-                 else "none (data.test_site=null: the patient split over every site)")
     summary["cohort"] = {"patients": int(cohort["patient_id"].nunique()), "patches": int(len(cohort)),
                          "idc_positive": int(cohort["target"].sum()), "source": str(cohort["split"].iloc[0]) if len(cohort) else None}
     wrote(write_json_atomic(paths.summary_json, summary), "counts per split and class")
@@ -148,4 +148,9 @@ def run(cfg) -> pd.DataFrame:
             stain_figure(df, root, paths.figure("stain_normalization"), seed=cfg.seed, patch=cfg.data.patch_size)
         else:
             paths.figure("stain_normalization").unlink(missing_ok=True)  # from an earlier run with it on
+        if cfg.data.sites:  # what each site's staining looks like, and which split its patients are in
+            site_figure(df, patient_sites(cfg.data), root, paths.figure("site_shift"), seed=cfg.seed,
+                        patch=cfg.data.patch_size)
+        else:
+            paths.figure("site_shift").unlink(missing_ok=True)  # from an earlier run with sites
     return df

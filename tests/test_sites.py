@@ -18,10 +18,11 @@ from idc.config import DataConfig
 from idc.data.site_shift import site_shift_table
 from idc.data.sites import assign_sites
 from idc.data.split import assert_disjoint, split_patients
-from idc.data.synthetic import generate_synthetic, load_masks, manifest_for
+from idc.data.synthetic import generate_synthetic, load_masks, manifest_for, patient_sites
 from idc.data.tissue import StainProtocol, render_slide
 from idc.errors import ConfigError
 from idc.prepare_data import build_index
+from idc.viz.stain import site_figure
 from tests.helpers import compose_cfg, stage_error
 
 SITES = [{"name": "A"},
@@ -100,7 +101,7 @@ def test_sites_change_only_the_stain_round_robin_by_patient_id(plain, three_site
         assert np.allclose(glass[s["name"]], bg[0] / bg[2], atol=0.03), (s["name"], glass[s["name"]])
 
 
-def test_the_test_split_is_exactly_the_test_site(three_sites):
+def test_the_test_split_is_exactly_the_test_site(three_sites, tmp_path):
     cfg, _ = three_sites
     df, _, _ = build_index(OmegaConf.create({"data": cfg}))
     info = pd.read_csv(Path(str(cfg.root)).parent / "patch_info.csv")
@@ -108,6 +109,8 @@ def test_the_test_split_is_exactly_the_test_site(three_sites):
     assert set(df.loc[df["split"] == "test", "patient_id"]) == set(df.loc[site == "C", "patient_id"])
     assert set(site[df["split"] == "val"]) == {"A", "B"} and set(site[df["split"] == "train"]) == {"A", "B"}
     assert (info.groupby("patient_id")["role"].first()[df["patient_id"]].to_numpy() == df["split"].to_numpy()).all()
+    path = site_figure(df, patient_sites(cfg), cfg.root, tmp_path / "site_shift.png", n=2)
+    assert Image.open(path).size[1] > Image.open(path).size[0] / 4  # three rows of two patches
 
 
 def test_site_split_is_seeded_disjoint_and_keeps_the_val_share():

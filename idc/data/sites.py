@@ -55,10 +55,9 @@ def check_sites(d) -> None:
     if test_site is not None and str(test_site) not in names:
         raise ConfigError(f"data.test_site={test_site} is not a site of data.sites ({', '.join(names)}); use one of "
                           "them, or data.test_site=null for the patient split over every site")
-    if d.num_patients is not None and int(d.num_patients) < len(sites) + (2 if test_site is not None else 0):
-        raise ConfigError(f"data.num_patients={d.num_patients} is too few for {len(sites)} sites"
-                          f"{' and a held-out test site' if test_site is not None else ''}: use at least "
-                          f"{len(sites) + (2 if test_site is not None else 0)}")
+    if test_site is not None and d.num_patients is not None and int(d.num_patients) < len(sites) + 2:
+        raise ConfigError(f"data.num_patients={d.num_patients} is too few for {len(sites)} sites and a held-out test "
+                          f"site (patients for train, val and test): use at least {len(sites) + 2}")
 
 
 def protocols(d) -> list[dict]:

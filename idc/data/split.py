@@ -63,7 +63,7 @@ def split_patients(df: pd.DataFrame, seed: int = 24, test_size: float = 0.4, val
     out = df.copy()
     if test_site is not None:
         present = {int(p) for p in df["patient_id"].unique()}
-        groups = split_by_site({p: s for p, s in patient_sites.items() if int(p) in present}, test_site,
+        groups = split_by_site({p: s for p, s in (patient_sites or {}).items() if int(p) in present}, test_site,
                                seed, test_size, val_share)
     elif out["patient_id"].nunique() == 2:
         return _split_two_patients(out, seed, test_size)
