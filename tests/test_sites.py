@@ -13,9 +13,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 from scipy import ndimage as ndi
+from sklearn.metrics import roc_auc_score
 
 from idc.config import DataConfig
-from idc.data.site_shift import site_shift_table
+from idc.data.site_shift import paired_difference, site_shift_table
 from idc.data.sites import assign_sites
 from idc.data.split import assert_disjoint, split_patients
 from idc.data.synthetic import generate_synthetic, load_masks, manifest_for, patient_sites
@@ -151,4 +152,16 @@ def test_site_shift_table_reads_each_runs_remedy_and_resamples_patients(tmp_path
     (run / ".stages" / "train.json").write_text(json.dumps({"config": {
         "data.stain_normalize": None, "train": {"augment": {"hed_scale": 0.05, "hed_shift": 0.05}}}}))
     table = site_shift_table({"HED-light": run}, n_boot=50)
-    assert "| HED-light | test split: site C (unseen) | off | 0.05 / 0.05 | 3 / 12 (6) | 1.000 [1.000, 1.000] | 1.000 |" in table
+    assert "| HED-light | test split: site C (unseen) | off | 0.05 / 0.05 | 3 / 12 (6) | 1.000 [1.000, 1.000] | 1.000 | |" in table
+
+
+def test_paired_difference_is_exact_on_shared_patches_and_refuses_others():
+    """Model b ranks perfectly; model a swaps one patient's pair: the difference is 1 minus a's ROC-AUC, every
+    replicate resamples the same patients for both (so it is never negative); other patches: None."""
+    pred = pd.DataFrame({"image_id": [f"p{i}" for i in range(12)], "patient_id": np.repeat([1, 2, 3], 4),
+                         "target": [0, 1] * 6, "proba": [0.2, 0.9] * 6})
+    worse = pred.assign(proba=[0.9, 0.2, 0.9, 0.2] + [0.2, 0.9] * 4)
+    diff, low, high = paired_difference(worse, pred, n_boot=200)
+    assert diff == pytest.approx(1 - roc_auc_score(worse["target"], worse["proba"])) and 0 <= low <= diff <= high
+    assert paired_difference(pred, pred, n_boot=50) == (0.0, 0.0, 0.0)
+    assert paired_difference(pred, pred.iloc[:8], n_boot=50) is None
