@@ -39,6 +39,24 @@ class CohortConfig:
 
 
 @dataclass
+class SiteConfig:
+    """One staining protocol of a site-shift cohort (`data.sites`; docs/data.md, "Site shift"): how one lab
+    stains and scans. Each of its patients still draws its own stain perturbation around these values."""
+
+    name: str = MISSING
+    # Optical-density vectors (R, G, B) of haematoxylin and eosin; null = the generator's (idc.data.tissue).
+    hematoxylin: Optional[List[float]] = None
+    eosin: Optional[List[float]] = None
+    # Multiply each patient's haematoxylin and eosin amounts (dye concentration, staining time).
+    h_intensity: float = 1.0
+    e_intensity: float = 1.0
+    # Light through empty glass, per channel (R, G, B) in grey levels: the background colour (white balance).
+    background: List[float] = field(default_factory=lambda: [245.0, 245.0, 245.0])
+    # Gaussian sigma (px) of the scanner's optics; null = the generator's (idc.data.cells.OPTICS_SIGMA, 0.6).
+    blur: Optional[float] = None
+
+
+@dataclass
 class DataConfig:
     # "synthetic": generate (once, deterministically) a Kaggle-layout set under `root`;
     # "kaggle": index an existing set under `root` (the folder holding <pid>/<0|1>/*.png).
@@ -74,6 +92,12 @@ class DataConfig:
     cue_train_positive: float = 0.0
     cue_train_negative: float = 0.0
     cue_test: float = 0.0
+    # Site-shift cohort (data=synthetic_sites): staining protocols (SiteConfig), assigned to the patients
+    # round-robin in patient-id order; empty = one protocol, the generator's (the default set, unchanged).
+    sites: List[SiteConfig] = field(default_factory=list)
+    # The site whose patients are the test split (never seen in training); the other sites' patients are
+    # split train / val by patient. null = the patient split above over every site.
+    test_site: Optional[str] = None
     workers: int = 0  # 0 = all cores
     # EDA figures written by prepare_data.
     eda_figures: bool = True

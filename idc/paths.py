@@ -164,6 +164,7 @@ FIGURES: Dict[str, str] = {
 # leaderboard's (skipped with leaderboard.enabled=false) and the stain figure (with data.stain_normalize).
 OPTIONAL_FIGURES: Dict[str, str] = {
     "stain_normalization": "prepare_data",  # the patches under each data.stain_normalize and HED jitter
+    "site_shift": "prepare_data",  # patches of each site of a site-shift cohort (data.sites)
     "chapter_05_gradcam_pp": "explain",
     "chapter_05_score_cam": "explain",
     "chapter_05_layer_cam": "explain",

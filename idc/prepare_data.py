@@ -18,12 +18,13 @@ from idc.data.cohort import build_cohort
 from idc.data.index import index_with_report
 from idc.data.split import SPLITS, split_patients
 from idc.data.stain import normalizer_for, save_reference
-from idc.data.synthetic import generate_synthetic
+from idc.data.sites import check_sites
+from idc.data.synthetic import generate_synthetic, patient_sites
 from idc.errors import ConfigError
 from idc.paths import RunPaths
 from idc.utils import vouch_output, write_csv_atomic, write_json_atomic, wrote
 from idc.viz.eda import write_eda_figures
-from idc.viz.stain import stain_figure
+from idc.viz.stain import site_figure, stain_figure
 
 log = logging.getLogger("idc")
 
@@ -70,6 +71,7 @@ def single_class_warnings(per_split: dict) -> list[str]:
 
 def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
     d = cfg.data
+    check_sites(d)
     if d.source == "synthetic":
         root = Path(generate_synthetic(d))
     elif d.source == "kaggle":
@@ -77,8 +79,27 @@ def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
     else:
         raise ConfigError(f"data.source={d.source!r} is not known; use data=synthetic, data=tiny or data=kaggle")
     df, report = index_with_report(root, num_patients=d.num_patients, max_coordinate=d.max_coordinate)
-    df = split_patients(df, seed=d.split_seed, test_size=d.test_size, val_share=d.val_share_of_holdout)
+    sites = patient_sites(d) if d.sites else None
+    df = split_patients(df, seed=d.split_seed, test_size=d.test_size, val_share=d.val_share_of_holdout,
+                        patient_sites=sites, test_site=d.test_site)
     return df[PATCH_COLUMNS], report, root
+
+
+def site_summary(df: pd.DataFrame, cfg) -> dict | None:
+    """Per site of a site-shift cohort: its patients and patches in each split, and which site is tested."""
+    if not cfg.data.sites:
+        return None
+    site = df["patient_id"].map(patient_sites(cfg.data))
+    per_site = {}
+    for name, sub in df.groupby(site):
+        per_site[str(name)] = {split: {"patients": int(sub.loc[sub["split"] == split, "patient_id"].nunique()),
+                                       "patches": int((sub["split"] == split).sum())} for split in SPLITS}
+    for name, s in per_site.items():
+        log.info("site %s: %s", name, ", ".join(f"{split} {s[split]['patients']} patients / {s[split]['patches']} patches"
+                                               for split in SPLITS if s[split]["patients"]))
+    log.info("test site: %s", cfg.data.test_site if cfg.data.test_site is not None
+             else "none (data.test_site=null: the patient split over every site)")
+    return {"test_site": cfg.data.test_site, "sites": per_site}
 
 
 def same_index(path: Path, df: pd.DataFrame) -> bool:
@@ -109,6 +130,9 @@ def run(cfg) -> pd.DataFrame:
                     identical["files"], identical["groups"], identical["examples"][0], paths.summary_json)
     summary = summarize(df, root, cfg.data.source, report, identical)
     summary["stain_normalize"] = stain.record() if stain is not None else None
+    sites = site_summary(df, cfg)
+    if sites is not None:  # only for a site-shift cohort: the default summary is unchanged
+        summary["site_shift"] = sites
     summary["cohort"] = {"patients": int(cohort["patient_id"].nunique()), "patches": int(len(cohort)),
                          "idc_positive": int(cohort["target"].sum()), "source": str(cohort["split"].iloc[0]) if len(cohort) else None}
     wrote(write_json_atomic(paths.summary_json, summary), "counts per split and class")
@@ -124,4 +148,9 @@ def run(cfg) -> pd.DataFrame:
             stain_figure(df, root, paths.figure("stain_normalization"), seed=cfg.seed, patch=cfg.data.patch_size)
         else:
             paths.figure("stain_normalization").unlink(missing_ok=True)  # from an earlier run with it on
+        if cfg.data.sites:  # what each site's staining looks like, and which split its patients are in
+            site_figure(df, patient_sites(cfg.data), root, paths.figure("site_shift"), seed=cfg.seed,
+                        patch=cfg.data.patch_size)
+        else:
+            paths.figure("site_shift").unlink(missing_ok=True)  # from an earlier run with sites
     return df

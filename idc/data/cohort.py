@@ -52,6 +52,8 @@ def cohort_data_cfg(data_cfg):
         "masks_dir": str(c.masks_dir) if c.masks_dir else str(base / "masks"),
         # every cohort patient carries the cue as a test patient does (decorrelated from the label)
         "cue_train_positive": float(data_cfg.cue_test), "cue_train_negative": float(data_cfg.cue_test),
+        # a site-shift cohort's generated patients are spread round-robin over every site, none held out
+        "test_site": None,
     })
     if int(c.seed) == int(data_cfg.seed):
         raise DataError(f"data.cohort.seed={c.seed} equals data.seed: the cohort would repeat the training patients; "

@@ -1,4 +1,5 @@
-"""Patient-level split, as the book: no patient's patches in two of train / val / test."""
+"""Patient-level split, as the book: no patient's patches in two of train / val / test. A site-shift cohort
+(`data.test_site`) tests on one site's patients and trains and validates on the others' (`split_by_site`)."""
 from __future__ import annotations
 
 import logging
@@ -29,12 +30,45 @@ def split_patient_ids(patient_ids, seed: int = 24, test_size: float = 0.4, val_s
     return {"train": np.sort(train_ids), "val": np.sort(val_ids), "test": np.sort(test_ids)}
 
 
-def split_patients(df: pd.DataFrame, seed: int = 24, test_size: float = 0.4, val_share: float = 0.5) -> pd.DataFrame:
-    """Return a copy of `df` with a `split` column; asserts that the splits share no patient."""
+def split_by_site(patient_sites: dict, test_site: str, seed: int = 24, test_size: float = 0.4,
+                  val_share: float = 0.5) -> dict:
+    """Site-shift split: test = every patient of `test_site` (a site never seen in training); each other
+    site's patients are split train / val with train_test_split(random_state=seed), val taking the book's
+    share of train + val (test_size * val_share / (1 - test_size * (1 - val_share)): 20 / 80 = 25%), so
+    val holds patients of every training site that has two or more. `patient_sites`: {patient id: site}."""
+    val_fraction = test_size * val_share / (1 - test_size * (1 - val_share))
+    by_site: dict = {}
+    for pid, site in sorted((int(p), str(s)) for p, s in patient_sites.items()):
+        by_site.setdefault(site, []).append(pid)
+    if str(test_site) not in by_site:
+        raise DataError(f"data.test_site={test_site} has no patients in the index (its sites: {sorted(by_site)})")
+    groups = {"train": [], "val": [], "test": by_site.pop(str(test_site))}
+    for ids in by_site.values():
+        if len(ids) < 2:
+            groups["train"] += ids
+            continue
+        train_ids, val_ids = train_test_split(np.array(ids), test_size=val_fraction, random_state=seed)
+        groups["train"] += train_ids.tolist()
+        groups["val"] += val_ids.tolist()
+    if not groups["train"] or not groups["val"]:
+        raise DataError(f"data.test_site={test_site} leaves {sum(map(len, by_site.values()))} patient(s) at the other "
+                        "sites, too few for a train and a val split; use more patients (data.num_patients)")
+    return {name: np.sort(np.array(ids, dtype=np.int64)) for name, ids in groups.items()}
+
+
+def split_patients(df: pd.DataFrame, seed: int = 24, test_size: float = 0.4, val_share: float = 0.5,
+                   patient_sites: dict | None = None, test_site: str | None = None) -> pd.DataFrame:
+    """Return a copy of `df` with a `split` column; asserts that the splits share no patient. With
+    `test_site` (and `patient_sites`, {patient id: site}): the site-shift split (`split_by_site`)."""
     out = df.copy()
-    if out["patient_id"].nunique() == 2:
+    if test_site is not None:
+        present = {int(p) for p in df["patient_id"].unique()}
+        groups = split_by_site({p: s for p, s in (patient_sites or {}).items() if int(p) in present}, test_site,
+                               seed, test_size, val_share)
+    elif out["patient_id"].nunique() == 2:
         return _split_two_patients(out, seed, test_size)
-    groups = split_patient_ids(df["patient_id"].unique(), seed, test_size, val_share)
+    else:
+        groups = split_patient_ids(df["patient_id"].unique(), seed, test_size, val_share)
     owner = {int(p): name for name, ids in groups.items() for p in ids}
     out["split"] = out["patient_id"].map(owner)
     assert_disjoint(out)

@@ -9,6 +9,10 @@ IDC region, tissue; `SIDECAR_KEYS`) and `patch_info.csv` beside the root (per pa
 cue, share of each nest type). Deterministic from `data.seed`; generated once: a
 `manifest.json` beside the root records the parameters, and a different manifest regenerates.
 
+The site-shift cohort (`data=synthetic_sites`, idc.data.sites) renders each patient with the staining
+protocol of its site (round-robin in patient-id order); `patch_info.csv` then has a `site` column and the
+manifest the resolved protocols and `test_site`. Without `data.sites` the set is the default one, byte for byte.
+
 The planted-shortcut variant (`data=synthetic_shortcut`) paints a small ink dot into a share of the
 patches: `cue_train_positive` / `cue_train_negative` of the classes in train and val patients,
 `cue_test` of both classes in test patients (decorrelated); its pixels are `cue` in the mask file.
@@ -30,7 +34,8 @@ from tqdm import tqdm
 
 from idc.data.cells import footprints
 from idc.data.dataset import resize_transform
-from idc.data.split import split_patient_ids
+from idc.data.sites import assign_sites, check_sites, protocols, stain_protocol
+from idc.data.split import split_by_site, split_patient_ids
 from idc.data.tissue import NEST_TYPES, render_slide
 from idc.errors import DataError
 from idc.integrity import read_npz
@@ -47,7 +52,9 @@ MIN_TISSUE = 0.35  # a patch is written when at least this share of it is tissue
 
 
 def manifest_for(d) -> dict:
-    return {
+    check_sites(d)
+    sites = protocols(d)
+    manifest = {
         "generator_version": GENERATOR_VERSION,
         "seed": int(d.seed),
         "num_patients": int(d.num_patients),
@@ -62,6 +69,9 @@ def manifest_for(d) -> dict:
         # the cue rates depend on which patients are tested, so the split parameters are part of the set
         "split": [int(d.split_seed), float(d.test_size), float(d.val_share_of_holdout)],
     }
+    if sites:  # only then: a default set's manifest stays as it was, and the set is not regenerated
+        manifest.update(sites=sites, test_site=None if d.test_site is None else str(d.test_site))
+    return manifest
 
 
 def patient_plan(m: dict) -> list[dict]:
@@ -79,11 +89,22 @@ def patient_plan(m: dict) -> list[dict]:
         cut = (i == 0 and m["edge_patch_prob"] > 0) or rng.random() < m["edge_patch_prob"]
         plans.append({"pid": int(pid), "index": i, "rows": rows, "cols": cols, "idc_fraction": float(frac),
                       "cut_w": int(rng.integers(6, 16)) if cut else 0, "cut_h": int(rng.integers(6, 16)) if cut else 0})
+    for p, site in zip(plans, assign_sites(len(plans), [s["name"] for s in m.get("sites", [])])):
+        p["site"] = site
     seed, test_size, val_share = m["split"]
-    roles = split_patient_ids([p["pid"] for p in plans], seed, test_size, val_share)
+    if m.get("test_site") is not None:
+        roles = split_by_site({p["pid"]: p["site"] for p in plans}, m["test_site"], seed, test_size, val_share)
+    else:
+        roles = split_patient_ids([p["pid"] for p in plans], seed, test_size, val_share)
     for p in plans:  # the same patient split as prepare_data's, so the cue can differ in test patients
         p["role"] = next(name for name, ids in roles.items() if p["pid"] in ids)
     return plans
+
+
+def patient_sites(d) -> dict:
+    """{patient id: site name} of the set `d` generates (from its plan, nothing is rendered); {} without sites."""
+    plans = patient_plan(manifest_for(d))
+    return {p["pid"]: p["site"] for p in plans} if d.sites else {}
 
 
 def patch_label(annotation, tissue) -> int:
@@ -117,8 +138,9 @@ def render_patient(args) -> dict:
     """Render one patient's slide and write its patches and mask sidecar under the given folders."""
     plan, m, root, masks_dir = args
     rng = np.random.default_rng([m["seed"], 1, plan["index"]])
+    site = next((s for s in m.get("sites", []) if s["name"] == plan["site"]), None)
     slide = render_slide(rng, plan["rows"], plan["cols"], plan["idc_fraction"], difficulty=m["difficulty"],
-                         patch=PATCH, origin=1)
+                         patch=PATCH, origin=1, protocol=stain_protocol(site) if site else None)
     cue_rng = np.random.default_rng([m["seed"], 2, plan["index"]])
     cue = np.zeros_like(slide.tissue)
     H, W = slide.tissue.shape[0] - plan["cut_h"], slide.tissue.shape[1] - plan["cut_w"]  # scan edge
@@ -140,7 +162,7 @@ def render_patient(args) -> dict:
             Image.fromarray(slide.rgb[y:y + h, x:x + w]).save(root / name, compress_level=1)
             nests = slide.nests[y:y + h, x:x + w]
             rows.append([name, pid, x, y, label, plan["role"], int(has_cue),
-                         *(round(float((nests == t).mean()), 4) for t in NEST_TYPES)])
+                         *(round(float((nests == t).mean()), 4) for t in NEST_TYPES), *([site["name"]] if site else [])])
     extra = {"cue": cue[:H, :W]} if m["cue_train_positive"] or m["cue_train_negative"] or m["cue_test"] else {}
     write_sidecar(masks_dir / f"{pid}.npz", slide, H, W, **extra)
     return {"pid": pid, "rows": rows}
@@ -206,7 +228,8 @@ def generate_synthetic(d) -> Path:
                 stats = list(tqdm(pool.map(render_patient, jobs), total=len(jobs), desc="synthetic patients", unit="patient"))
         else:
             stats = [render_patient(j) for j in tqdm(jobs, desc="synthetic patients", unit="patient")]
-        info = pd.DataFrame([row for s in stats for row in s["rows"]], columns=INFO_COLUMNS)
+        info = pd.DataFrame([row for s in stats for row in s["rows"]],
+                            columns=INFO_COLUMNS + (["site"] if manifest.get("sites") else []))
         manifest_path.unlink(missing_ok=True)  # from here on the old set is invalid until the swap is complete
         for final, tmp in ((root, tmp_root), (masks_dir, tmp_masks)):
             if final.exists():

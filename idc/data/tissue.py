@@ -17,7 +17,9 @@ find them (generator v7):
 - decoy nuclei in both classes alike (idc.data.cells): lymphocytes, entrapped benign epithelial nuclei,
   stromal nuclei and the lymphoid aggregates, as dark after the optics' blur as the IDC nuclei;
 - the IDC nuclei's stain amount is rescaled per slide so that IDC nests carry the same mean
-  haematoxylin as benign nests ("more purple" is no cue); one stain (per patient) for the whole slide.
+  haematoxylin as benign nests ("more purple" is no cue); one stain (per patient) for the whole slide,
+  drawn around a `StainProtocol` (a site's stain vectors, intensities, glass colour and blur; the default
+  protocol is the generator's own, and a site's protocol changes only the stain: the same random draws).
 
 Every slide is also rendered without its nuclei (`rgb_free`: the same tissue, stain and sensor noise,
 what lies under each nucleus), for counterfactuals that remove nuclei (idc.data.counterfactual).
@@ -28,6 +30,7 @@ about two seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -63,6 +66,20 @@ IDC_NEST = 4
 # a model must then be invariant to how many there are, and a counterfactual that removes them stays
 # in the training distribution (docs/data.md, "How v7 was tuned").
 INFLAMMATION_SPREAD = 1.6
+
+
+@dataclass(frozen=True)
+class StainProtocol:
+    """How one site stains and scans (a site-shift cohort's `data.sites` entry): the H and E optical-density
+    vectors around which each patient's are drawn, multipliers of each patient's stain amounts, the light
+    through empty glass per channel (grey levels) and the optics' blur (px). The defaults are the generator's."""
+
+    hematoxylin: Tuple[float, float, float] = tuple(HEMATOXYLIN)
+    eosin: Tuple[float, float, float] = tuple(EOSIN)
+    h_intensity: float = 1.0
+    e_intensity: float = 1.0
+    background: Tuple[float, float, float] = (245.0, 245.0, 245.0)
+    blur: float = OPTICS_SIGMA
 
 
 @dataclass
@@ -157,8 +174,9 @@ def draw_nuclei(rng, tissue, nests, stroma, empty, difficulty) -> NucleusLayer:
 
 
 def render_slide(rng, rows: int, cols: int, idc_fraction: float, difficulty: float = 0.5,
-                 patch: int = 50, origin: int = 1) -> Slide:
-    """A slide covering a rows x cols patch grid (plus the 1 px origin of the Kaggle grid)."""
+                 patch: int = 50, origin: int = 1, protocol: Optional[StainProtocol] = None) -> Slide:
+    """A slide covering a rows x cols patch grid (plus the 1 px origin of the Kaggle grid), stained and
+    scanned by `protocol` (None: the generator's default)."""
     shape = (origin + rows * patch, origin + cols * patch)
     # Tissue outline: a large smooth blob with a ragged edge, plus a few holes (tears, big fat lobules).
     yy, xx = np.ogrid[0: shape[0], 0: shape[1]]
@@ -186,26 +204,29 @@ def render_slide(rng, rows: int, cols: int, idc_fraction: float, difficulty: flo
     e = np.clip(eosin, 0, None) * (1 - 0.4 * in_nest)
     under[empty] = 0.0
     e[empty] = 0.03
-    rgb, rgb_free = stain(rng, under + layer.h, e, h_under=under)
+    rgb, rgb_free = stain(rng, under + layer.h, e, h_under=under, protocol=protocol)
     return Slide(rgb=rgb, rgb_free=rgb_free, tissue=tissue, region=region, annotation=annotation,
                  nuclei=layer, nests=nests)
 
 
-def stain(rng, h_density, e_density, h_under=None):
+def stain(rng, h_density, e_density, h_under=None, protocol: Optional[StainProtocol] = None):
     """Beer-Lambert: RGB = I0 * exp(-(H * h + E * e)) with patient-specific stain vectors and strengths,
-    then the optics' blur and sensor noise -> uint8 [H, W, 3].
+    then the optics' blur and sensor noise -> uint8 [H, W, 3]. The patient's vectors and amounts are drawn
+    around the site's `protocol` (None: the default), which also sets I0 per channel and the blur; the
+    random draws are the same for every protocol, so a site changes the stain and nothing else.
 
     With `h_under` (the haematoxylin without the nuclei, equal to `h_density` outside them) also the
     nucleus-free image, with the same stain, eosin and noise: (rgb, rgb_free). The blur is linear, so
     the free image is the blurred image plus the blurred change at the nuclear pixels; it equals `rgb`
     bit for bit beyond the blur's reach (2 px) of a nucleus."""
-    h_vec = (HEMATOXYLIN * rng.uniform(0.85, 1.15, 3)).astype(np.float32)
-    e_vec = (EOSIN * rng.uniform(0.85, 1.15, 3)).astype(np.float32)
-    h_amt, e_amt = rng.uniform(0.9, 1.3), rng.uniform(0.45, 0.7)
+    p = protocol or StainProtocol()
+    h_vec = (np.asarray(p.hematoxylin, np.float64) * rng.uniform(0.85, 1.15, 3)).astype(np.float32)
+    e_vec = (np.asarray(p.eosin, np.float64) * rng.uniform(0.85, 1.15, 3)).astype(np.float32)
+    h_amt, e_amt = rng.uniform(0.9, 1.3) * p.h_intensity, rng.uniform(0.45, 0.7) * p.e_intensity
     od = (h_amt * h_density)[..., None] * h_vec + (e_amt * e_density)[..., None] * e_vec
     od += (0.03 * RESIDUAL * rng.random()).astype(np.float32)
-    light = np.float32(245.0) * np.exp(-od)
-    rgb = ndi.gaussian_filter(light, (OPTICS_SIGMA, OPTICS_SIGMA, 0))  # optics
+    light = np.asarray(p.background, np.float32) * np.exp(-od)
+    rgb = ndi.gaussian_filter(light, (p.blur, p.blur, 0))  # optics
     noise = np.float32(6.0) * rng.standard_normal(rgb.shape, dtype=np.float32)  # sensor noise: real patches are grainy
     out = np.clip(rgb + noise, 0, 255).astype(np.uint8)
     if h_under is None:
@@ -213,5 +234,5 @@ def stain(rng, h_density, e_density, h_under=None):
     change = h_under != h_density
     delta = np.zeros_like(light)
     delta[change] = light[change] * (np.exp((h_amt * (h_density - h_under))[change][:, None] * h_vec) - 1)
-    free = rgb + ndi.gaussian_filter(delta, (OPTICS_SIGMA, OPTICS_SIGMA, 0))
+    free = rgb + ndi.gaussian_filter(delta, (p.blur, p.blur, 0))
     return out, np.clip(free + noise, 0, 255).astype(np.uint8)

@@ -1,6 +1,7 @@
 """Figure `stain_normalization` (prepare_data): the same patches as they are, under each stain normalization
 (idc.data.stain, each fitted to its reference from the training split, shown in the first column) and
-under HED stain jitter (idc.data.augment) at Tellez et al.'s light and strong settings."""
+under HED stain jitter (idc.data.augment) at Tellez et al.'s light and strong settings. Figure `site_shift`
+(prepare_data, with `data.sites`): patches of each site's patients, one row per site, with its split."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,3 +59,30 @@ def stain_figure(df: pd.DataFrame, root, path: Path, seed: int = 0, n: int = 6, 
             image_axis(axes[r, c], im, f"IDC {'+' if chosen['target'].iat[c - 1] else '-'}" if r == 0 else None)
     fig.subplots_adjust(wspace=0.05, hspace=0.1)
     return wrote(save_figure_atomic(fig, path), "patches under stain normalization and HED jitter")
+
+
+def site_figure(df: pd.DataFrame, patient_sites: dict, root, path: Path, seed: int = 0, n: int = 8,
+                patch: int = 50) -> Path:
+    """One row per site (in `patient_sites` order of first appearance): `n` patches with tissue of its patients,
+    half of each class where there are both (seeded), the row named by the site and the splits its patients are in."""
+    def decode(image_id):
+        return decode_patch(Path(root) / image_id, patch)
+
+    site = df["patient_id"].map(patient_sites)
+    names = list(dict.fromkeys(patient_sites.values()))
+    fig, axes = subplots(len(names), n, figsize=(1.6 * n, 1.7 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        pool = df[site == name]
+        picks = [g.sample(min(len(g), 4 * n), random_state=seed) for _, g in pool.groupby("target")]
+        cand = pd.concat(picks).sample(frac=1, random_state=seed)
+        cand = cand[[tissue_mask(decode(i)).mean() >= MIN_TISSUE for i in cand["image_id"]]]
+        chosen = cand.sort_values("target", kind="stable").groupby("target").head(-(-n // 2)).head(n)
+        splits = ", ".join(s for s in ("train", "val", "test") if (pool["split"] == s).any())
+        for c in range(n):
+            if c < len(chosen):
+                image_axis(axes[r, c], decode(chosen["image_id"].iat[c]), f"IDC {'+' if chosen['target'].iat[c] else '-'}")
+            else:
+                axes[r, c].axis("off")
+        axes[r, 0].set_ylabel(f"site {name}\n({splits})", rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.25)
+    return wrote(save_figure_atomic(fig, path), "patches of each site")
