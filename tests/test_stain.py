@@ -139,3 +139,17 @@ def test_stain_jitter_is_seeded_resumable_and_leaves_labels_alone():
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(zero, ref))  # strength 0: draws nothing, changes nothing
     flips, hed = draw_batch(np.random.default_rng(0), 1000, False, 0.2, 0.1)
     assert flips is None and 0.8 <= hed[:, 0].min() and hed[:, 0].max() <= 1.2 and np.abs(hed[:, 1]).max() <= 0.1
+
+
+def test_cache_key_follows_a_generated_sets_manifest(tmp_path):
+    """A set regenerated with other parameters keeps its file names and sizes: its manifest (beside the image
+    folder) is part of the key, so the old packed pixels are never read for the new set."""
+    root = tmp_path / "set" / "IDC_regular_ps50_idx5"
+    root.mkdir(parents=True)
+    df = pd.DataFrame({"image_id": ["1/0/a.png"], "width": [50], "height": [50]})
+    plain = cache_key(df, root, 50)
+    (root.parent / "manifest.json").write_text('{"difficulty": 0.0}')
+    first = cache_key(df, root, 50)
+    assert first != plain and cache_key(df, root, 50) == first
+    (root.parent / "manifest.json").write_text('{"difficulty": 0.9}')
+    assert cache_key(df, root, 50) not in (plain, first)

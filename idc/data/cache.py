@@ -29,9 +29,14 @@ CACHE_VERSION = 1
 
 
 def cache_key(df: pd.DataFrame, images_dir, size: int, stain: str = "") -> str:
-    """Hash of the index, the image folder, the patch size and the stain normalizer's key (method and fitted
-    reference: another `data.stain_normalize` or reference is another cache file)."""
+    """Hash of the index, the image folder, the patch size, the stain normalizer's key (method and fitted
+    reference: another `data.stain_normalize` or reference is another cache file) and, for a generated set,
+    its `manifest.json` beside the folder: a set regenerated with other parameters has the same file names
+    and sizes but other pixels, and must not be read from the old cache."""
     extra = f"{stain}|" if stain else ""  # the un-normalized cache keeps its file name
+    manifest = Path(images_dir).parent / "manifest.json"
+    if manifest.is_file():
+        extra += hashlib.sha256(manifest.read_bytes()).hexdigest() + "|"
     h = hashlib.sha256(f"v{CACHE_VERSION}|{Path(images_dir).resolve()}|{size}|{extra}".encode())
     cols = [c for c in ("image_id", "width", "height") if c in df.columns]
     h.update(pd.util.hash_pandas_object(df[cols], index=False).to_numpy().tobytes())
