@@ -85,11 +85,10 @@ def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
     return df[PATCH_COLUMNS], report, root
 
 
-def site_summary(df: pd.DataFrame, cfg) -> dict | None:
-    """Per site of a site-shift cohort: its patients and patches in each split, and which site is tested."""
-    if not cfg.data.sites:
-        return None
-    site = df["patient_id"].map(patient_sites(cfg.data))
+def site_summary(df: pd.DataFrame, cfg, site_of: dict) -> dict:
+    """Per site of a site-shift cohort (`site_of`: {patient id: site}): its patients and patches in each split,
+    and which site is tested."""
+    site = df["patient_id"].map(site_of)
     per_site = {}
     for name, sub in df.groupby(site):
         per_site[str(name)] = {split: {"patients": int(sub.loc[sub["split"] == split, "patient_id"].nunique()),
@@ -130,9 +129,9 @@ def run(cfg) -> pd.DataFrame:
                     identical["files"], identical["groups"], identical["examples"][0], paths.summary_json)
     summary = summarize(df, root, cfg.data.source, report, identical)
     summary["stain_normalize"] = stain.record() if stain is not None else None
-    sites = site_summary(df, cfg)
-    if sites is not None:  # only for a site-shift cohort: the default summary is unchanged
-        summary["site_shift"] = sites
+    site_of = patient_sites(cfg.data) if cfg.data.sites else None
+    if site_of is not None:  # only for a site-shift cohort: the default summary is unchanged
+        summary["site_shift"] = site_summary(df, cfg, site_of)
     summary["cohort"] = {"patients": int(cohort["patient_id"].nunique()), "patches": int(len(cohort)),
                          "idc_positive": int(cohort["target"].sum()), "source": str(cohort["split"].iloc[0]) if len(cohort) else None}
     wrote(write_json_atomic(paths.summary_json, summary), "counts per split and class")
@@ -149,7 +148,7 @@ def run(cfg) -> pd.DataFrame:
         else:
             paths.figure("stain_normalization").unlink(missing_ok=True)  # from an earlier run with it on
         if cfg.data.sites:  # what each site's staining looks like, and which split its patients are in
-            site_figure(df, patient_sites(cfg.data), root, paths.figure("site_shift"), seed=cfg.seed,
+            site_figure(df, site_of, root, paths.figure("site_shift"), seed=cfg.seed,
                         patch=cfg.data.patch_size)
         else:
             paths.figure("site_shift").unlink(missing_ok=True)  # from an earlier run with sites

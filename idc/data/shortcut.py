@@ -28,16 +28,23 @@ def cue_subsets(predictions: pd.DataFrame, patch_info: pd.DataFrame) -> dict[str
     return {"all": df, "aligned": df[aligned], "opposed": df[~aligned]}
 
 
-def patient_bootstrap_ci(df: pd.DataFrame, n: int = 1000, seed: int = 0) -> list[float]:
-    """95% interval of ROC-AUC, resampling whole patients (patches of a patient are not independent)."""
-    rng = np.random.default_rng(seed)
-    y, p = df["target"].to_numpy(), df["proba"].to_numpy()
-    groups = [np.flatnonzero(m) for m in (df["patient_id"].to_numpy()[None] == df["patient_id"].unique()[:, None])]
+def patient_bootstrap(patients, y, statistic, n: int = 1000, seed: int = 0) -> list[float]:
+    """`statistic(idx)` on `n` resamples of whole patients (patches of a patient are not independent; patients
+    in order of first appearance), skipping resamples whose labels `y` hold one class only."""
+    rng, patients, y = np.random.default_rng(seed), np.asarray(patients), np.asarray(y)
+    groups = [np.flatnonzero(patients == pid) for pid in pd.unique(patients)]
     stats = []
     for _ in range(n):
         idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
         if 0 < y[idx].sum() < len(idx):
-            stats.append(roc_auc_score(y[idx], p[idx]))
+            stats.append(statistic(idx))
+    return stats
+
+
+def patient_bootstrap_ci(df: pd.DataFrame, n: int = 1000, seed: int = 0) -> list[float]:
+    """95% percentile interval of ROC-AUC, resampling whole patients (`patient_bootstrap`)."""
+    y, p = df["target"].to_numpy(), df["proba"].to_numpy()
+    stats = patient_bootstrap(df["patient_id"].to_numpy(), y, lambda idx: roc_auc_score(y[idx], p[idx]), n, seed)
     return [float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975))] if stats else [float("nan")] * 2
 
 

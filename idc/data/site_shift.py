@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from idc.data.shortcut import patient_bootstrap_ci
+from idc.data.shortcut import patient_bootstrap, patient_bootstrap_ci
 from idc.markdown import markdown_table
 from idc.metrics import ranking_scores
 from idc.paths import BY_KEY
@@ -60,13 +60,8 @@ def paired_difference(base: pd.DataFrame, pred: pd.DataFrame, n_boot: int = 1000
     m = base[["image_id", "patient_id", "target", "proba"]].merge(pred[["image_id", "proba"]], on="image_id",
                                                                    suffixes=("_a", "_b"))
     y, a, b = m["target"].to_numpy(), m["proba_a"].to_numpy(), m["proba_b"].to_numpy()
-    owner = m["patient_id"].to_numpy()
-    groups = [np.flatnonzero(owner == p) for p in np.unique(owner)]
-    rng, diffs = np.random.default_rng(seed), []
-    for _ in range(n_boot):
-        idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
-        if 0 < y[idx].sum() < len(idx):
-            diffs.append(roc_auc_score(y[idx], b[idx]) - roc_auc_score(y[idx], a[idx]))
+    diffs = patient_bootstrap(m["patient_id"].to_numpy(), y,
+                              lambda idx: roc_auc_score(y[idx], b[idx]) - roc_auc_score(y[idx], a[idx]), n_boot, seed)
     return roc_auc_score(y, b) - roc_auc_score(y, a), float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
 
 
