@@ -234,6 +234,16 @@ def test_shortcut_scores_separate_a_cue_reader_from_a_nuclei_reader():
     assert cue_reader["aligned"]["n"] + cue_reader["opposed"]["n"] == n
     honest = shortcut_scores(pred.assign(proba=pred["target"] * 0.8 + 0.1, pred=pred["target"]), info, n_boot=20)
     assert honest["aligned"]["roc_auc"] == honest["opposed"]["roc_auc"] == 1.0
+    # the verdict: per patient aligned minus opposed ROC-AUC, a t-interval over patients; 4 patients are too few
+    assert cue_reader["reliance"]["roc_auc_aligned_minus_opposed"] == 1.0 and cue_reader["reliance"]["patients"] == 4
+    assert cue_reader["reliance"]["verdict"] == "too few patients (4 < 5)"
+    six = pred.assign(patient_id=np.arange(n) % 6)
+    assert shortcut_scores(six.assign(proba=info["cue"] * 0.8 + 0.1, pred=info["cue"]), info, n_boot=20)["reliance"][
+        "verdict"] == "relies on the cue"
+    noisy = six.assign(proba=pred["target"] * 0.5 + rng.random(n), pred=pred["target"])  # reads the label, not the cue
+    reliance = shortcut_scores(noisy, info, n_boot=20)["reliance"]
+    assert reliance["verdict"] == "no evidence of reliance" and reliance["patients"] == 6
+    assert reliance["ci95"][0] < reliance["roc_auc_aligned_minus_opposed"] < reliance["ci95"][1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 On `data=synthetic_shortcut` the test patients carry the ink-dot cue at the same rate in both classes,
 so the test set splits into patches where the cue agrees with the training association (positive with
 the dot, negative without: "aligned") and where it contradicts it ("opposed"). A model that uses the
-nuclei scores alike on both; a model that uses the dot scores higher on the aligned ones.
+nuclei scores alike on both; a model that uses the dot scores higher on the aligned ones. The verdict
+(`cue_reliance`) is a t-interval on the per-patient aligned-minus-opposed ROC-AUC difference.
 
     python -m idc.data.shortcut outputs/synthetic_shortcut data/synthetic_shortcut/patch_info.csv
 """
@@ -17,6 +18,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from idc.metrics import binary_scores, ranking_scores
+from idc.scores.inference import enough_patients, t_interval, too_few
 
 
 def cue_subsets(predictions: pd.DataFrame, patch_info: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -48,8 +50,35 @@ def patient_bootstrap_ci(df: pd.DataFrame, n: int = 1000, seed: int = 0) -> list
     return [float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975))] if stats else [float("nan")] * 2
 
 
+def cue_reliance(predictions: pd.DataFrame, patch_info: pd.DataFrame) -> dict:
+    """Does the model rely on the cue? Per test patient, ROC-AUC on its cue-aligned patches minus ROC-AUC on
+    its cue-opposed ones (a patient counts where each subset holds both classes); the mean over patients with
+    its t-interval (k - 1 df, the interval every verdict uses: docs/attribution-evaluation.md). "relies on the
+    cue" when the interval lies above 0, "no evidence of reliance" otherwise, "too few patients" below 5."""
+    subsets = cue_subsets(predictions, patch_info)
+    diffs, skipped = {}, []
+    for pid in sorted(pd.unique(subsets["all"]["patient_id"])):
+        aucs = []
+        for name in ("aligned", "opposed"):
+            sub = subsets[name][subsets[name]["patient_id"] == pid]
+            if sub["target"].nunique() == 2:
+                aucs.append(roc_auc_score(sub["target"], sub["proba"]))
+        if len(aucs) == 2:
+            diffs[pid] = aucs[0] - aucs[1]
+        else:
+            skipped.append(pid)
+    est = t_interval(list(diffs.values()), list(diffs))
+    if not enough_patients(est.n_clusters):
+        verdict = too_few(est.n_clusters)
+    else:
+        verdict = "relies on the cue" if est.ci_low > 0 else "no evidence of reliance"
+    return {"roc_auc_aligned_minus_opposed": est.mean, "ci95": [est.ci_low, est.ci_high], "patients": est.n_clusters,
+            "per_patient": {str(k): float(v) for k, v in diffs.items()},
+            "patients_skipped": [str(p) for p in skipped], "verdict": verdict}
+
+
 def shortcut_scores(predictions: pd.DataFrame, patch_info: pd.DataFrame, n_boot: int = 1000) -> dict:
-    out = {}
+    out = {"reliance": cue_reliance(predictions, patch_info)}
     for name, sub in cue_subsets(predictions, patch_info).items():
         y = sub["target"].to_numpy()
         out[name] = {"n": int(len(sub)), "positives": int(y.sum()), "cue_rate": float(sub["cue"].mean()),
