@@ -69,7 +69,8 @@ def single_class_warnings(per_split: dict) -> list[str]:
     return out
 
 
-def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
+def build_index(cfg) -> tuple[pd.DataFrame, object, Path, dict | None]:
+    """(index with its split, index report, image root, {patient id: site} of a site-shift cohort or None)."""
     d = cfg.data
     check_sites(d)
     if d.source == "synthetic":
@@ -82,7 +83,7 @@ def build_index(cfg) -> tuple[pd.DataFrame, object, Path]:
     sites = patient_sites(d) if d.sites else None
     df = split_patients(df, seed=d.split_seed, test_size=d.test_size, val_share=d.val_share_of_holdout,
                         patient_sites=sites, test_site=d.test_site)
-    return df[PATCH_COLUMNS], report, root
+    return df[PATCH_COLUMNS], report, root, sites
 
 
 def site_summary(df: pd.DataFrame, cfg, site_of: dict) -> dict:
@@ -111,7 +112,7 @@ def same_index(path: Path, df: pd.DataFrame) -> bool:
 
 def run(cfg) -> pd.DataFrame:
     paths = RunPaths.from_cfg(cfg)
-    df, report, root = build_index(cfg)
+    df, report, root, site_of = build_index(cfg)
     # Before the index is written: a corrupt pixel stream found while packing must not leave a
     # complete-looking patches.csv and summary.json behind.
     stain = normalizer_for(df, root, cfg.data.stain_normalize, cfg.seed, paths.stain_reference_json, cfg.data.patch_size)
@@ -129,7 +130,6 @@ def run(cfg) -> pd.DataFrame:
                     identical["files"], identical["groups"], identical["examples"][0], paths.summary_json)
     summary = summarize(df, root, cfg.data.source, report, identical)
     summary["stain_normalize"] = stain.record() if stain is not None else None
-    site_of = patient_sites(cfg.data) if cfg.data.sites else None
     if site_of is not None:  # only for a site-shift cohort: the default summary is unchanged
         summary["site_shift"] = site_summary(df, cfg, site_of)
     summary["cohort"] = {"patients": int(cohort["patient_id"].nunique()), "patches": int(len(cohort)),

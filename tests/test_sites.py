@@ -16,7 +16,7 @@ from scipy import ndimage as ndi
 from sklearn.metrics import roc_auc_score
 
 from idc.config import DataConfig
-from idc.data.site_shift import paired_difference, site_shift_table
+from idc.data.site_shift import paired_difference, sign_test, site_shift_table
 from idc.data.sites import assign_sites
 from idc.data.split import assert_disjoint, split_patients
 from idc.data.synthetic import generate_synthetic, load_masks, manifest_for, patient_sites
@@ -104,7 +104,8 @@ def test_sites_change_only_the_stain_round_robin_by_patient_id(plain, three_site
 
 def test_the_test_split_is_exactly_the_test_site(three_sites, tmp_path):
     cfg, _ = three_sites
-    df, _, _ = build_index(OmegaConf.create({"data": cfg}))
+    df, _, _, site_of = build_index(OmegaConf.create({"data": cfg}))
+    assert site_of == patient_sites(cfg)
     info = pd.read_csv(Path(str(cfg.root)).parent / "patch_info.csv")
     site = df["patient_id"].map(info.groupby("patient_id")["site"].first())
     assert set(df.loc[df["split"] == "test", "patient_id"]) == set(df.loc[site == "C", "patient_id"])
@@ -165,3 +166,18 @@ def test_paired_difference_is_exact_on_shared_patches_and_refuses_others():
     assert diff == pytest.approx(1 - roc_auc_score(worse["target"], worse["proba"])) and 0 <= low <= diff <= high
     assert paired_difference(pred, pred, n_boot=50) == (0.0, 0.0, 0.0)
     assert paired_difference(pred, pred.iloc[:8], n_boot=50) is None
+
+
+def test_sign_test_counts_patients_and_leaves_ties_out():
+    """Patient 1: b ranks right, a wrong (+1); patients 2 and 3: both right (ties, left out). Ten patients all
+    higher: p = 2 / 2**10, the exact two-sided sign test."""
+    pred = pd.DataFrame({"image_id": [f"p{i}" for i in range(12)], "patient_id": np.repeat([1, 2, 3], 4),
+                         "target": [0, 1] * 6, "proba": [0.2, 0.9] * 6})
+    worse = pred.assign(proba=[0.9, 0.2, 0.9, 0.2] + [0.2, 0.9] * 4)
+    assert sign_test(worse, pred) == (1, 1, 1.0, 0.0)  # median over the 3 patients: 0 (two ties)
+    assert sign_test(worse, pred.iloc[:8]) is None
+    ten = pd.DataFrame({"image_id": [f"q{i}" for i in range(40)], "patient_id": np.repeat(np.arange(10), 4),
+                        "target": [0, 1] * 20, "proba": [0.2, 0.9] * 20})
+    wrong = ten.assign(proba=[0.9, 0.2] * 20)
+    higher, compared, p, median = sign_test(wrong, ten)
+    assert (higher, compared, median) == (10, 10, 1.0) and p == pytest.approx(2 / 2 ** 10)

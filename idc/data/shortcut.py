@@ -56,17 +56,12 @@ def cue_reliance(predictions: pd.DataFrame, patch_info: pd.DataFrame) -> dict:
     its t-interval (k - 1 df, the interval every verdict uses: docs/attribution-evaluation.md). "relies on the
     cue" when the interval lies above 0, "no evidence of reliance" otherwise, "too few patients" below 5."""
     subsets = cue_subsets(predictions, patch_info)
-    diffs, skipped = {}, []
-    for pid in sorted(pd.unique(subsets["all"]["patient_id"])):
-        aucs = []
-        for name in ("aligned", "opposed"):
-            sub = subsets[name][subsets[name]["patient_id"] == pid]
-            if sub["target"].nunique() == 2:
-                aucs.append(roc_auc_score(sub["target"], sub["proba"]))
-        if len(aucs) == 2:
-            diffs[pid] = aucs[0] - aucs[1]
-        else:
-            skipped.append(pid)
+    aucs = {name: {pid: roc_auc_score(g["target"], g["proba"]) for pid, g in subsets[name].groupby("patient_id")
+                   if g["target"].nunique() == 2} for name in ("aligned", "opposed")}
+    patients = sorted(pd.unique(subsets["all"]["patient_id"]))
+    diffs = {pid: aucs["aligned"][pid] - aucs["opposed"][pid] for pid in patients
+             if pid in aucs["aligned"] and pid in aucs["opposed"]}
+    skipped = [pid for pid in patients if pid not in diffs]
     est = t_interval(list(diffs.values()), list(diffs))
     if not enough_patients(est.n_clusters):
         verdict = too_few(est.n_clusters)

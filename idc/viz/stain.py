@@ -75,12 +75,13 @@ def site_figure(df: pd.DataFrame, patient_sites: dict, root, path: Path, seed: i
         pool = df[site == name]
         picks = [g.sample(min(len(g), 4 * n), random_state=seed) for _, g in pool.groupby("target")]
         cand = pd.concat(picks).sample(frac=1, random_state=seed)
-        cand = cand[[tissue_mask(decode(i)).mean() >= MIN_TISSUE for i in cand["image_id"]]]
+        images = {i: decode(i) for i in cand["image_id"]}
+        cand = cand[[tissue_mask(images[i]).mean() >= MIN_TISSUE for i in cand["image_id"]]]
         chosen = cand.sort_values("target", kind="stable").groupby("target").head(-(-n // 2)).head(n)
         splits = ", ".join(s for s in ("train", "val", "test") if (pool["split"] == s).any())
         for c in range(n):
             if c < len(chosen):
-                image_axis(axes[r, c], decode(chosen["image_id"].iat[c]), f"IDC {'+' if chosen['target'].iat[c] else '-'}")
+                image_axis(axes[r, c], images[chosen["image_id"].iat[c]], f"IDC {'+' if chosen['target'].iat[c] else '-'}")
             else:
                 axes[r, c].axis("off")
         axes[r, 0].set_ylabel(f"site {name}\n({splits})", rotation=0, ha="right", va="center", fontsize=9)
