@@ -59,7 +59,7 @@ def main() -> int:
     py = sys.executable
     uv = Path(py).parent / "uv"
     try:
-        subprocess.run([py, "-m", "pip", "install", "--quiet", "uv"], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-qq", "uv"], check=True)  # -qq: no warning per local index without uv
         subprocess.run([str(uv), "pip", "install", "--quiet", "--python", py, *uv_args(pip_settings()), *TARGET],
                        check=True, cwd=ROOT)
         return 0
