@@ -50,14 +50,19 @@ def patient_bootstrap_ci(df: pd.DataFrame, n: int = 1000, seed: int = 0) -> list
     return [float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975))] if stats else [float("nan")] * 2
 
 
+def per_patient_auc(df: pd.DataFrame, proba: str = "proba") -> pd.Series:
+    """ROC-AUC of column `proba` per patient (index: patient id), for the patients whose patches hold both classes."""
+    return pd.Series({pid: roc_auc_score(g["target"], g[proba]) for pid, g in df.groupby("patient_id")
+                      if g["target"].nunique() == 2}, dtype=float)
+
+
 def cue_reliance(predictions: pd.DataFrame, patch_info: pd.DataFrame) -> dict:
     """Does the model rely on the cue? Per test patient, ROC-AUC on its cue-aligned patches minus ROC-AUC on
     its cue-opposed ones (a patient counts where each subset holds both classes); the mean over patients with
     its t-interval (k - 1 df, the interval every verdict uses: docs/attribution-evaluation.md). "relies on the
     cue" when the interval lies above 0, "no evidence of reliance" otherwise, "too few patients" below 5."""
     subsets = cue_subsets(predictions, patch_info)
-    aucs = {name: {pid: roc_auc_score(g["target"], g["proba"]) for pid, g in subsets[name].groupby("patient_id")
-                   if g["target"].nunique() == 2} for name in ("aligned", "opposed")}
+    aucs = {name: per_patient_auc(subsets[name]) for name in ("aligned", "opposed")}
     patients = sorted(pd.unique(subsets["all"]["patient_id"]))
     diffs = {pid: aucs["aligned"][pid] - aucs["opposed"][pid] for pid in patients
              if pid in aucs["aligned"] and pid in aucs["opposed"]}

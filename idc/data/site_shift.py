@@ -25,7 +25,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from idc.data.shortcut import patient_bootstrap, patient_bootstrap_ci
+from idc.data.shortcut import patient_bootstrap, patient_bootstrap_ci, per_patient_auc
 from idc.markdown import markdown_table
 from idc.metrics import ranking_scores
 from idc.paths import BY_KEY
@@ -78,8 +78,7 @@ def sign_test(base: pd.DataFrame, pred: pd.DataFrame):
         return None
     m = base[["image_id", "patient_id", "target", "proba"]].merge(pred[["image_id", "proba"]], on="image_id",
                                                                    suffixes=("_a", "_b"))
-    diffs = np.array([roc_auc_score(g["target"], g["proba_b"]) - roc_auc_score(g["target"], g["proba_a"])
-                      for _, g in m.groupby("patient_id") if g["target"].nunique() == 2])
+    diffs = (per_patient_auc(m, "proba_b") - per_patient_auc(m, "proba_a")).to_numpy()
     higher, compared = int((diffs > 0).sum()), int((diffs != 0).sum())
     p = binomtest(higher, compared, 0.5).pvalue if compared else float("nan")
     return higher, compared, float(p), float(np.median(diffs)) if len(diffs) else float("nan")
