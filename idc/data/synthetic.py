@@ -43,6 +43,9 @@ from idc.utils import clean_stale_temp, temp_dir, write_csv_atomic, write_json_a
 
 log = logging.getLogger("idc")
 GENERATOR_VERSION = 7  # v7: decoy nuclei, label map, nucleus ids, nucleus-free rendering (issue 22)
+# The revision of v7's constants (the sidecar format is v7's): in the manifest, so a set that an earlier
+# revision generated is regenerated, not reused (v7o: no hypocellular nests; v7v: 10% of them).
+GENERATOR_REVISION = "v7v"
 # What a sidecar <masks_dir>/<pid>.npz holds (docs/data.md): all [H, W] in slide pixels, cut at the scan edge.
 SIDECAR_KEYS = ("mask", "labels", "nucleus_id", "nucleus_kind", "free_delta", "region", "annotation", "tissue",
                 "nests", "generator_version")
@@ -56,6 +59,7 @@ def manifest_for(d) -> dict:
     sites = protocols(d)
     manifest = {
         "generator_version": GENERATOR_VERSION,
+        "generator_revision": GENERATOR_REVISION,
         "seed": int(d.seed),
         "num_patients": int(d.num_patients),
         "patches_per_patient": int(d.patches_per_patient),
