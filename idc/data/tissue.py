@@ -48,11 +48,16 @@ EOSIN = np.array([0.10, 0.95, 0.40])
 RESIDUAL = np.array([0.27, 0.57, 0.78])
 # Nest types in Slide.nests (0 = no nest: stroma, fat, background).
 NEST_TYPES = {1: "duct", 2: "crowded", 3: "lymphocytes", 4: "idc", 5: "hypocellular"}
-# Drawn shares of duct, crowded-epithelium, lymphoid-aggregate and hypocellular nests. In the IDC region
-# the epithelial ones (1, 2) become IDC nests; lymphoid aggregates and hypocellular nests stay (decoys and
-# empty nests, equally frequent in both classes). 10% hypocellular: chosen by measurement (docs/data.md,
-# "Issue 22, fifth session"; 15% kept the model below the CNN gate).
-NEST_KINDS = (0.45, 0.342, 0.108, 0.10)
+# Each connected nest network is a duct (DUCT_SHARE) or crowded benign epithelium; in the IDC region its
+# epithelium becomes IDC (IDC_NEST). At the nests' density the networks percolate (the largest holds a third
+# to two thirds of a slide's nest area), so lymphoid aggregates and hypocellular nests (cytoplasm holding
+# only the decoys that fall into it) are not drawn per network but as pockets: the nest pixels of Voronoi
+# cells ~POCKET px across, each drawn without looking at the region (so in both classes), lymphoid or
+# hypocellular with the POCKET_KINDS probabilities. Chosen by measurement (docs/data.md, "Issue 22, sixth
+# session"): per-network kinds let one draw decide most of a patient's nests.
+DUCT_SHARE = 0.45 / (0.45 + 0.342)
+POCKET = 32
+POCKET_KINDS = (0.054, 0.05)
 HYPOCELLULAR_NEST = 5
 EPITHELIAL_NESTS = (1, 2)
 # Layout constants, chosen by measurement (docs/data.md, generator v6): the label must be readable from
@@ -103,11 +108,17 @@ class Slide:
         return self.nuclei.labels == 1
 
 
-def adipocyte_walls(rng, shape, spacing: float) -> np.ndarray:
-    """bool: thin walls between Voronoi cells of random seeds ~`spacing` px apart."""
+def voronoi_cells(rng, shape, spacing: float) -> np.ndarray:
+    """int [H, W]: the Voronoi cell of random seeds ~`spacing` px apart that each pixel lies in (cell ids are
+    the flat index of their seed)."""
     seeds = rng.random(shape) < 1.0 / spacing**2
     _, (iy, ix) = ndi.distance_transform_edt(~seeds, return_indices=True)
-    label = iy * shape[1] + ix
+    return iy * shape[1] + ix
+
+
+def adipocyte_walls(rng, shape, spacing: float) -> np.ndarray:
+    """bool: thin walls between Voronoi cells of random seeds ~`spacing` px apart."""
+    label = voronoi_cells(rng, shape, spacing)
     walls = np.zeros(shape, bool)
     walls[:-1] |= label[:-1] != label[1:]
     walls[:, :-1] |= label[:, :-1] != label[:, 1:]
@@ -132,9 +143,14 @@ def layout(rng, shape, tissue, region):
     nest_field = smooth_noise(rng, shape, 4.0) + NEST_CLUSTERING * smooth_noise(rng, shape, 40, coarse=5)
     nest = quantile_mask(nest_field, cellular, rng.uniform(*NEST_SHARE))
     labels, n = ndi.label(nest)
-    kind = rng.choice([1, 2, 3, HYPOCELLULAR_NEST], size=n + 1, p=NEST_KINDS).astype(np.uint8)
+    kind = np.where(rng.random(n + 1) < DUCT_SHARE, 1, 2).astype(np.uint8)
     kind[0] = 0
     nests = kind[labels]
+    _, cell = np.unique(voronoi_cells(rng, shape, POCKET), return_inverse=True)
+    p_lymphoid, p_hypocellular = POCKET_KINDS
+    pocket = rng.choice(np.array([0, 3, HYPOCELLULAR_NEST], np.uint8), size=int(cell.max()) + 1,
+                        p=[1 - p_lymphoid - p_hypocellular, p_lymphoid, p_hypocellular])[cell.reshape(shape)]
+    nests[nest & (pocket > 0)] = pocket[nest & (pocket > 0)]
     # Normal ducts: a lumen in the middle of the nest. A nest of the IDC region keeps the architecture of
     # the benign nest it replaces (a duct's lumen, or none): only its nuclei tell it apart.
     depth = ndi.distance_transform_edt(nest).astype(np.float32)
