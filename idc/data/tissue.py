@@ -7,11 +7,12 @@ find them (generator v7):
 - the layout of the tissue (stroma, fat lobules, cracks, and the cellular "nests" where epithelial
   cells or lymphocytes sit) is drawn from fields that do not know where the IDC region is, so fat,
   lumen, cracks and cellularity are equally frequent inside and outside it;
-- outside the IDC region a nest is a benign look-alike: a normal duct (lumen ringed by oval nuclei),
-  crowded benign epithelium (oval, uniform nuclei) or a lymphoid aggregate (small, dense; these stay
-  in the IDC region too); a tenth of the nests, in both classes, are hypocellular (only the decoys
+- outside the IDC region a nest is a benign look-alike: a normal duct (lumen ringed by oval nuclei) or
+  crowded benign epithelium (oval, uniform nuclei), one of the two per connected nest network; pockets
+  of bounded size (the nest pixels of ~32 px Voronoi cells, drawn region-blind, so in both classes) are
+  lymphoid aggregates (small, dense; these stay in the IDC region too) or hypocellular (only the decoys
   that fall into them), so that a nest without benign nuclei is no cue for IDC and a patch whose IDC
-  nuclei are removed looks like one the model was trained on (generator revision v7v);
+  nuclei are removed looks like one the model was trained on (generator revisions v7v, v8b);
 - inside it, the same nests hold IDC nuclei: larger, pleomorphic (random size, ragged outline),
   vesicular (pale chromatin, dark membrane, a nucleolus); each nest keeps the architecture of the
   benign nest it replaces (a duct's lumen, or none), so only the nuclei tell IDC from benign (the
