@@ -19,7 +19,7 @@ from idc.data.cache import decode_patch
 from idc.data.cells import BENIGN_KINDS, DECOY_KINDS, IDC
 from idc.data.synthetic import (GENERATOR_REVISION, generate_synthetic, load_masks, manifest_for, patch_labels,
                                 patch_mask, patient_plan)
-from idc.data.tissue import EPITHELIAL_NESTS, HYPOCELLULAR_NEST, IDC_NEST, POCKET_KINDS, render_slide
+from idc.data.tissue import EPITHELIAL_NESTS, HYPOCELLULAR_NEST, IDC_NEST, LYMPHOID_NEST, POCKET_KINDS, render_slide
 from idc.errors import DataError
 
 NAME = re.compile(r"^(\d+)/([01])/(\d+)_idx5_x(\d+)_y(\d+)_class([01])\.png$")
@@ -327,11 +327,11 @@ def test_lymphoid_and_hypocellular_pockets_in_both_classes(four_slides):
         assert not np.isin(kinds, (IDC, *BENIGN_KINDS)).any() and np.isin(kinds, DECOY_KINDS).any()
         assert not np.isin(slide.nests[slide.region], EPITHELIAL_NESTS).any()
         largest = {}
-        for k in (3, HYPOCELLULAR_NEST, IDC_NEST):
+        for k in (LYMPHOID_NEST, HYPOCELLULAR_NEST, IDC_NEST):
             lab, n = ndi.label(slide.nests == k)
             largest[k] = np.bincount(lab.ravel())[1:].max()
-        assert max(largest[3], largest[HYPOCELLULAR_NEST]) < 0.03 * nest.sum() < largest[IDC_NEST], (largest, nest.sum())
-        for i, k in enumerate((3, HYPOCELLULAR_NEST)):
+        assert max(largest[LYMPHOID_NEST], largest[HYPOCELLULAR_NEST]) < 0.03 * nest.sum() < largest[IDC_NEST], (largest, nest.sum())
+        for i, k in enumerate((LYMPHOID_NEST, HYPOCELLULAR_NEST)):
             for j, zone in enumerate((slide.region, ~slide.region)):
                 area[i, j] += [(zone & (slide.nests == k)).sum(), (zone & nest).sum()]
     share = area[..., 0] / area[..., 1]

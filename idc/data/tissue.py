@@ -56,9 +56,10 @@ NEST_TYPES = {1: "duct", 2: "crowded", 3: "lymphocytes", 4: "idc", 5: "hypocellu
 # cells ~POCKET px across, each drawn without looking at the region (so in both classes), lymphoid or
 # hypocellular with the POCKET_KINDS probabilities. Chosen by measurement (docs/data.md, "Issue 22, sixth
 # session"): per-network kinds let one draw decide most of a patient's nests.
-DUCT_SHARE = 0.45 / (0.45 + 0.342)
+DUCT_SHARE = 0.45 / (0.45 + 0.342)  # v7v's duct : crowded ratio, kept exactly: the measured sets are its draws
 POCKET = 32
 POCKET_KINDS = (0.054, 0.05)
+LYMPHOID_NEST = 3
 HYPOCELLULAR_NEST = 5
 EPITHELIAL_NESTS = (1, 2)
 # Layout constants, chosen by measurement (docs/data.md, generator v6): the label must be readable from
@@ -110,11 +111,11 @@ class Slide:
 
 
 def voronoi_cells(rng, shape, spacing: float) -> np.ndarray:
-    """int [H, W]: the Voronoi cell of random seeds ~`spacing` px apart that each pixel lies in (cell ids are
-    the flat index of their seed)."""
+    """int [H, W]: the Voronoi cell of random seeds ~`spacing` px apart that each pixel lies in, numbered
+    0..n-1 in the seeds' raster order."""
     seeds = rng.random(shape) < 1.0 / spacing**2
     _, (iy, ix) = ndi.distance_transform_edt(~seeds, return_indices=True)
-    return iy * shape[1] + ix
+    return (np.cumsum(seeds.ravel()) - 1).reshape(shape)[iy, ix]
 
 
 def adipocyte_walls(rng, shape, spacing: float) -> np.ndarray:
@@ -147,11 +148,12 @@ def layout(rng, shape, tissue, region):
     kind = np.where(rng.random(n + 1) < DUCT_SHARE, 1, 2).astype(np.uint8)
     kind[0] = 0
     nests = kind[labels]
-    _, cell = np.unique(voronoi_cells(rng, shape, POCKET), return_inverse=True)
+    cell = voronoi_cells(rng, shape, POCKET)
     p_lymphoid, p_hypocellular = POCKET_KINDS
-    pocket = rng.choice(np.array([0, 3, HYPOCELLULAR_NEST], np.uint8), size=int(cell.max()) + 1,
-                        p=[1 - p_lymphoid - p_hypocellular, p_lymphoid, p_hypocellular])[cell.reshape(shape)]
-    nests[nest & (pocket > 0)] = pocket[nest & (pocket > 0)]
+    pocket = rng.choice(np.array([0, LYMPHOID_NEST, HYPOCELLULAR_NEST], np.uint8), size=int(cell.max()) + 1,
+                        p=[1 - p_lymphoid - p_hypocellular, p_lymphoid, p_hypocellular])[cell]
+    in_pocket = nest & (pocket > 0)
+    nests[in_pocket] = pocket[in_pocket]
     # Normal ducts: a lumen in the middle of the nest. A nest of the IDC region keeps the architecture of
     # the benign nest it replaces (a duct's lumen, or none): only its nuclei tell it apart.
     depth = ndi.distance_transform_edt(nest).astype(np.float32)
@@ -177,7 +179,7 @@ def draw_nuclei(rng, tissue, nests, stroma, empty, difficulty) -> NucleusLayer:
     for kind, zone, density, sigma, amp, od in (
         (DUCT, nests == 1, 0.08, EPITHELIAL_SIGMA, (1.3, 1.7), 0.9),  # duct epithelium (the lumen is in `empty`)
         (CROWDED, nests == 2, 0.07, EPITHELIAL_SIGMA, (1.3, 1.7), 0.9),  # crowded benign epithelium
-        (CLUSTER, nests == 3, 0.12, LYMPHOCYTE_SIGMA, (1.5, 1.9), 1.1),  # lymphoid aggregates: small, dense
+        (CLUSTER, nests == LYMPHOID_NEST, 0.12, LYMPHOCYTE_SIGMA, (1.5, 1.9), 1.1),  # lymphoid aggregates: small, dense
     ):
         mask, centres = nuclei(rng, zone & free, density * crowding, sigma, amp, 0.12, outline)
         main.append(Population(kind, mask, centres, chromatin(rng, mask, od)))
