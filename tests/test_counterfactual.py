@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idc.data.cells import IDC, footprints
+from idc.data.cells import DECOY_KINDS, IDC, KINDS, footprints
 from idc.data.counterfactual import load_truths, model_view, remove_nuclei, replace_tissue
-from idc.data.evidence import counterfactual_probabilities, nucleus_drops, run as evidence_run
+from idc.data.evidence import counterfactual_probabilities, kind_probabilities, nucleus_drops, run as evidence_run
 
 IMAGES = "IDC_regular_ps50_idx5"
 
@@ -82,6 +82,12 @@ def test_counterfactual_probabilities_match_the_evaluated_model(tiny_evaluated, 
     cf = counterfactual_probabilities(model, ts)
     np.testing.assert_allclose(cf["p_as_is"], preds["proba"], atol=1e-5)
     assert cf.filter(like="p_").apply(lambda c: c.between(0, 1).all()).all()
+    by_kind = kind_probabilities(model, ts)
+    assert list(by_kind) == [f"p_no_{KINDS[k]}" for k in DECOY_KINDS]
+    has = np.array([[len(t.nuclei((k,))) > 0 for k in DECOY_KINDS] for t in ts])
+    assert has.any() and not has.all()  # some patches hold a kind, some do not
+    for j, column in enumerate(by_kind):  # a patch without the kind keeps its pixels, so its P(IDC)
+        np.testing.assert_allclose(by_kind[column][~has[:, j]], cf["p_as_is"][~has[:, j]], atol=1e-5)
     drops = nucleus_drops(model, ts[0])
     assert len(drops) == len(np.unique(ts[0].ids[ts[0].ids > 0])) and np.isfinite(drops["drop"]).all()
 
@@ -95,6 +101,9 @@ def test_evidence_report_on_the_tiny_run(tiny_evaluated, tiny_data_dir):
     rows = {r["row"]: r for r in out["controls"]}
     assert {"control: image darkness: nuclear AUROC", "control: edge map |x - blur(x)|: relevance rank"} <= set(rows)
     assert len(out["nucleus_controls"]) == 4
+    kinds = {r["row"]: r for r in out["decoy_kinds"]}
+    assert set(kinds) == {f"drop: {KINDS[k]} removed" for k in DECOY_KINDS}
+    assert all(r["n"] == out["patches"] and -1 <= r["mean"] <= 1 for r in kinds.values())
     decoys = {r["row"]: r["mean"] for r in out["decoys"]}
     assert 0 < decoys["IDC-positive: decoy share of the nuclear area"] < 1
     assert decoys["negative: decoy nuclei per 1,000 tissue pixels"] > 0

@@ -1,8 +1,9 @@
 """Does the model rely on the synthetic set's marked evidence, and can darkness or edges fake it?
 
 Counterfactual P(IDC) (idc.data.counterfactual) for IDC-positive test patches: as they are, with every
-IDC nucleus removed, with every decoy removed, with the benign nests' own nuclei removed, and with an
-equal area of non-nuclear tissue replaced; per-nucleus drops of the IDC logit; the model-free controls
+IDC nucleus removed, with every decoy removed, with each decoy kind alone removed (the sum can hide pulls
+of opposite sign), with the benign nests' own nuclei removed, and with an equal area of non-nuclear
+tissue replaced; per-nucleus drops of the IDC logit; the model-free controls
 (darkness, edges, a random map, darkness blurred to the scale of a nucleus) on the label map; and how
 frequent the decoys are in each class. The measurements behind the generator's gates (docs/data.md):
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from idc.data.cells import BENIGN_KINDS, DECOY_KINDS, IDC
+from idc.data.cells import BENIGN_KINDS, DECOY_KINDS, IDC, KINDS
 from idc.data.counterfactual import PatchTruth, load_truths, model_view, remove_nuclei, replace_tissue
 from idc.data.synthetic import PATCH, load_masks, patch_labels, patch_nucleus_ids
 from idc.integrity import read_csv
@@ -69,6 +70,16 @@ def counterfactual_probabilities(model, truths: list[PatchTruth], seed: int = 0,
              for k, v in images.items()}
     idc_area = [int(np.isin(t.footprint, t.nuclei((IDC,))).sum()) for t in truths]
     return pd.DataFrame({**probs, "idc_footprint": idc_area, "tissue_replaced": replaced})
+
+
+def kind_probabilities(model, truths: list[PatchTruth], kinds=DECOY_KINDS, batch_size: int = 256,
+                       device=None) -> pd.DataFrame:
+    """One column per kind (`p_no_<name>`, names from cells.KINDS): P(IDC) of each patch with every nucleus
+    of that kind alone removed. A patch without a nucleus of the kind keeps its pixels (the as-is P)."""
+    return pd.DataFrame({f"p_no_{KINDS[k]}": predict(model, np.stack([model_view(remove_nuclei(t, t.nuclei((k,))))
+                                                                     for t in truths]),
+                                                      batch_size=batch_size, device=device, desc=f"P(IDC) no {KINDS[k]}")[:, 1]
+                         for k in kinds})
 
 
 def log_odds(p: np.ndarray) -> np.ndarray:
@@ -196,9 +207,14 @@ def run(run_dir: Path, data_dir: Path, nuclei: int = 0, seed: int = 0) -> dict:
     v = evidence_verification(cf["p_as_is"], cf["p_no_idc"], cf["p_no_decoy"], patients, p_tissue=cf["p_tissue"])
     rows = [as_row(k, e) for k, e in v._asdict().items() if isinstance(e, Estimate)]
     rows.append(as_row("drop_benign", t_interval((cf["p_as_is"] - cf["p_no_benign"]).to_numpy(), patients)))
+    t0 = time.perf_counter()
+    by_kind = kind_probabilities(model, truths)
+    timing["decoy_kinds_s"] = time.perf_counter() - t0
+    kind_rows = [as_row(f"drop: {c[len('p_no_'):]} removed", t_interval((cf["p_as_is"] - by_kind[c]).to_numpy(), patients))
+                 for c in by_kind]
     out = {"patches": len(pos), "patients": int(len(set(patients))), "counterfactuals": rows,
            "mean_p": {k: float(cf[k].mean()) for k in cf.filter(like="p_")}, "verdict": v.reason(), "controls": control_scores(images, labels, patients, seed), "decoys": decoys,
-           "tissue_replaced_share": float(cf["tissue_replaced"].sum() / max(cf["idc_footprint"].sum(), 1))}
+           "decoy_kinds": kind_rows, "tissue_replaced_share": float(cf["tissue_replaced"].sum() / max(cf["idc_footprint"].sum(), 1))}
     if nuclei:
         sub = np.random.default_rng(seed).permutation(len(pos))[:nuclei]
         t0 = time.perf_counter()
