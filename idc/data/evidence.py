@@ -210,8 +210,8 @@ def run(run_dir: Path, data_dir: Path, nuclei: int = 0, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     by_kind = kind_probabilities(model, truths)
     timing["decoy_kinds_s"] = time.perf_counter() - t0
-    kind_rows = [as_row(f"drop: {c[len('p_no_'):]} removed", t_interval((cf["p_as_is"] - by_kind[c]).to_numpy(), patients))
-                 for c in by_kind]
+    kind_rows = [as_row(f"drop: {KINDS[k]} removed", t_interval((cf["p_as_is"] - by_kind[f"p_no_{KINDS[k]}"]).to_numpy(), patients))
+                 for k in DECOY_KINDS]
     out = {"patches": len(pos), "patients": int(len(set(patients))), "counterfactuals": rows,
            "mean_p": {k: float(cf[k].mean()) for k in cf.filter(like="p_")}, "verdict": v.reason(), "controls": control_scores(images, labels, patients, seed), "decoys": decoys,
            "decoy_kinds": kind_rows, "tissue_replaced_share": float(cf["tissue_replaced"].sum() / max(cf["idc_footprint"].sum(), 1))}
