@@ -45,8 +45,9 @@ log = logging.getLogger("idc")
 GENERATOR_VERSION = 7  # v7: decoy nuclei, label map, nucleus ids, nucleus-free rendering (issue 22)
 # The revision of v7's constants (the sidecar format is v7's): in the manifest, so a set that an earlier
 # revision generated is regenerated, not reused (v7o: no hypocellular nests; v7v: 10% of the nest networks;
-# v8b: lymphoid and hypocellular pockets of bounded size; revisions were named on from v7z as v8a, v8b).
-GENERATOR_REVISION = "v8b"
+# v8b: lymphoid and hypocellular pockets of bounded size; revisions were named on from v7z as v8a, v8b;
+# v10c: nests cover 55-70% of the non-fat tissue instead of 45-60%).
+GENERATOR_REVISION = "v10c"
 # What a sidecar <masks_dir>/<pid>.npz holds (docs/data.md): all [H, W] in slide pixels, cut at the scan edge.
 SIDECAR_KEYS = ("mask", "labels", "nucleus_id", "nucleus_kind", "free_delta", "region", "annotation", "tissue",
                 "nests", "generator_version")
