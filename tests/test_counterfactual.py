@@ -9,7 +9,8 @@ import pytest
 
 from idc.data.cells import DECOY_KINDS, IDC, KINDS, footprints
 from idc.data.counterfactual import load_truths, model_view, remove_nuclei, replace_tissue
-from idc.data.evidence import counterfactual_probabilities, kind_probabilities, nucleus_drops, run as evidence_run
+from idc.data.evidence import KIND_REMOVALS, counterfactual_probabilities, nucleus_drops, removal_probabilities, run as evidence_run
+from idc.model import load_model, predict
 
 IMAGES = "IDC_regular_ps50_idx5"
 
@@ -74,20 +75,21 @@ def test_equal_area_control_removes_no_nucleus(truths):
 
 
 def test_counterfactual_probabilities_match_the_evaluated_model(tiny_evaluated, tiny_data_dir):
-    from idc.model import load_model
-
     preds = pd.read_csv(tiny_evaluated / "eval" / "predictions.csv").head(6)
     ts = load_truths(preds, tiny_data_dir / IMAGES, tiny_data_dir / "masks")
     model, _ = load_model(tiny_evaluated / "model" / "best.pt")
     cf = counterfactual_probabilities(model, ts)
     np.testing.assert_allclose(cf["p_as_is"], preds["proba"], atol=1e-5)
     assert cf.filter(like="p_").apply(lambda c: c.between(0, 1).all()).all()
-    by_kind = kind_probabilities(model, ts)
+    by_kind = removal_probabilities(model, ts, KIND_REMOVALS, cf["p_as_is"])
     assert list(by_kind) == [f"p_no_{KINDS[k]}" for k in DECOY_KINDS]
     has = np.array([[len(t.nuclei((k,))) > 0 for k in DECOY_KINDS] for t in ts])
     assert has.any() and not has.all()  # some patches hold a kind, some do not
-    for j, column in enumerate(by_kind):  # a patch without the kind keeps its pixels, so its P(IDC)
+    for j, (column, k) in enumerate(zip(by_kind, DECOY_KINDS)):
+        # a patch without the kind keeps its pixels, so its P(IDC); one with it is the removed image's P(IDC)
         np.testing.assert_allclose(by_kind[column][~has[:, j]], cf["p_as_is"][~has[:, j]], atol=1e-5)
+        direct = predict(model, np.stack([model_view(remove_nuclei(t, t.nuclei((k,)))) for t, h in zip(ts, has[:, j]) if h]))
+        np.testing.assert_allclose(by_kind[column][has[:, j]], direct[:, 1], atol=1e-5)
     drops = nucleus_drops(model, ts[0])
     assert len(drops) == len(np.unique(ts[0].ids[ts[0].ids > 0])) and np.isfinite(drops["drop"]).all()
 

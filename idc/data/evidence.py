@@ -39,47 +39,49 @@ from idc.scores.nuclei import (evidence_verification, idc_area_share, nuclear_au
                                nucleus_rank_correlation, nucleus_relevance)
 
 log = logging.getLogger("idc")
-# as is; IDC nuclei removed; decoys (the kinds drawn alike in both classes) removed; the benign
-# epithelial nests' own nuclei removed (evidence *against* IDC where a positive patch holds some);
-# an equal area of non-nuclear tissue replaced.
-COUNTERFACTUALS = ("as_is", "no_idc", "no_decoy", "no_benign", "tissue")
+# The nucleus removals of the evidence check (name -> the cells.KINDS taken out): IDC nuclei; decoys (the
+# kinds drawn alike in both classes); the benign epithelial nests' own nuclei (evidence *against* IDC where a
+# positive patch holds some). With "as is" and an equal area of non-nuclear tissue replaced, the
+# counterfactuals of `counterfactual_probabilities`; KIND_REMOVALS takes out each decoy kind alone (the
+# decoys' sum can hide pulls of opposite sign).
+REMOVALS = {"no_idc": (IDC,), "no_decoy": DECOY_KINDS, "no_benign": BENIGN_KINDS}
+KIND_REMOVALS = {f"no_{KINDS[k]}": (k,) for k in DECOY_KINDS}
+COUNTERFACTUALS = ("as_is", *REMOVALS, "tissue")
 
 
-def counterfactual_images(truths: list[PatchTruth], seed: int = 0) -> tuple[dict, np.ndarray]:
-    """({counterfactual: uint8 [n, 50, 50, 3] as the model sees it}, pixels of tissue replaced per patch)."""
-    rng = np.random.default_rng(seed)
-    out = {k: [] for k in COUNTERFACTUALS}
-    replaced = []
-    for t in truths:
-        idc = t.nuclei((IDC,))
-        tissue, area = replace_tissue(t, idc, rng)
-        replaced.append(area)
-        for key, image in (("as_is", t.image), ("no_idc", remove_nuclei(t, idc)),
-                           ("no_decoy", remove_nuclei(t, t.nuclei(DECOY_KINDS))),
-                           ("no_benign", remove_nuclei(t, t.nuclei(BENIGN_KINDS))), ("tissue", tissue)):
-            out[key].append(model_view(image))
-    return {k: np.stack(v) for k, v in out.items()}, np.array(replaced)
+def removal_probabilities(model, truths: list[PatchTruth], removals: dict, p_as_is, batch_size: int = 256,
+                          device=None) -> pd.DataFrame:
+    """One column `p_<name>` per removal: P(IDC) of each patch with every nucleus of the removal's kinds
+    taken out. A patch that holds none of them keeps its pixels, so it keeps `p_as_is` and is not put
+    through the model again."""
+    out = {}
+    for name, kinds in removals.items():
+        remove = [t.nuclei(kinds) for t in truths]
+        changed = np.array([len(r) > 0 for r in remove], bool)
+        p = np.array(p_as_is, np.float64)
+        if changed.any():
+            images = np.stack([model_view(remove_nuclei(t, r)) for t, r, c in zip(truths, remove, changed) if c])
+            p[changed] = predict(model, images, batch_size=batch_size, device=device, desc=f"P(IDC) {name}")[:, 1]
+        out[f"p_{name}"] = p
+    return pd.DataFrame(out)
 
 
 def counterfactual_probabilities(model, truths: list[PatchTruth], seed: int = 0, batch_size: int = 256,
                                  device=None) -> pd.DataFrame:
     """One row per patch: P(IDC) of each of `COUNTERFACTUALS` (`p_as_is`, ...), the IDC
     footprint area and the tissue area actually replaced (pixels of the PNG)."""
-    images, replaced = counterfactual_images(truths, seed)
-    probs = {f"p_{k}": predict(model, v, batch_size=batch_size, device=device, desc=f"P(IDC) {k}")[:, 1]
-             for k, v in images.items()}
+    rng = np.random.default_rng(seed)
+    tissue, replaced = [], []
+    for t in truths:
+        image, area = replace_tissue(t, t.nuclei((IDC,)), rng)
+        tissue.append(model_view(image))
+        replaced.append(area)
+    p = lambda images, key: predict(model, images, batch_size=batch_size, device=device, desc=f"P(IDC) {key}")[:, 1]
+    p_as_is = p(np.stack([model_view(t.image) for t in truths]), "as_is")
+    removed = removal_probabilities(model, truths, REMOVALS, p_as_is, batch_size, device)
     idc_area = [int(np.isin(t.footprint, t.nuclei((IDC,))).sum()) for t in truths]
-    return pd.DataFrame({**probs, "idc_footprint": idc_area, "tissue_replaced": replaced})
-
-
-def kind_probabilities(model, truths: list[PatchTruth], kinds=DECOY_KINDS, batch_size: int = 256,
-                       device=None) -> pd.DataFrame:
-    """One column per kind (`p_no_<name>`, names from cells.KINDS): P(IDC) of each patch with every nucleus
-    of that kind alone removed. A patch without a nucleus of the kind keeps its pixels (the as-is P)."""
-    return pd.DataFrame({f"p_no_{KINDS[k]}": predict(model, np.stack([model_view(remove_nuclei(t, t.nuclei((k,))))
-                                                                     for t in truths]),
-                                                      batch_size=batch_size, device=device, desc=f"P(IDC) no {KINDS[k]}")[:, 1]
-                         for k in kinds})
+    return pd.DataFrame({"p_as_is": p_as_is, **removed, "p_tissue": p(np.stack(tissue), "tissue"),
+                         "idc_footprint": idc_area, "tissue_replaced": np.array(replaced)})
 
 
 def log_odds(p: np.ndarray) -> np.ndarray:
@@ -208,10 +210,10 @@ def run(run_dir: Path, data_dir: Path, nuclei: int = 0, seed: int = 0) -> dict:
     rows = [as_row(k, e) for k, e in v._asdict().items() if isinstance(e, Estimate)]
     rows.append(as_row("drop_benign", t_interval((cf["p_as_is"] - cf["p_no_benign"]).to_numpy(), patients)))
     t0 = time.perf_counter()
-    by_kind = kind_probabilities(model, truths)
+    by_kind = removal_probabilities(model, truths, KIND_REMOVALS, cf["p_as_is"])
     timing["decoy_kinds_s"] = time.perf_counter() - t0
-    kind_rows = [as_row(f"drop: {KINDS[k]} removed", t_interval((cf["p_as_is"] - by_kind[f"p_no_{KINDS[k]}"]).to_numpy(), patients))
-                 for k in DECOY_KINDS]
+    kind_rows = [as_row(f"drop: {KINDS[k]} removed", t_interval((cf["p_as_is"] - by_kind[f"p_{name}"]).to_numpy(), patients))
+                 for k, name in zip(DECOY_KINDS, KIND_REMOVALS)]
     out = {"patches": len(pos), "patients": int(len(set(patients))), "counterfactuals": rows,
            "mean_p": {k: float(cf[k].mean()) for k in cf.filter(like="p_")}, "verdict": v.reason(), "controls": control_scores(images, labels, patients, seed), "decoys": decoys,
            "decoy_kinds": kind_rows, "tissue_replaced_share": float(cf["tissue_replaced"].sum() / max(cf["idc_footprint"].sum(), 1))}
